@@ -1,0 +1,17 @@
+"""updock: keeps containers on their newest image, safely.
+
+Layers, and who may import whom (an import that goes upwards is a bug):
+
+    cli.py            the thin shell for users: parses flags, prints, maps errors to exit status
+    run.py            one auto-update run: drives the core's plan with real engines/services
+    engines/          container engines (podman): list containers and images, pull, tag
+    registry/         registry digest checks, credentials, TLS
+    systemd/          service managers (systemd over D-Bus): restart a unit, wait for its job
+    core/             pure decisions and values: no I/O, imports nothing above it
+    errors.py         the exception tree, importable from every layer
+
+`testing/` holds the lab (real podman, registry and systemd) used by the tests and the demo;
+nothing in the package imports it.
+"""
+
+__version__ = "0.1.0"

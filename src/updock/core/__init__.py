@@ -1,0 +1,4 @@
+"""The pure core: values and decisions, no I/O.
+
+Nothing here imports engines, registry or systemd.
+"""

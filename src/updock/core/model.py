@@ -1,0 +1,146 @@
+"""Values the core works on, parsed once at the engine boundary.
+
+The strings that must match podman's (policies, statuses) are produced here and only here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+#: Label with the auto-update policy of a container.
+LABEL_POLICY = "io.containers.autoupdate"
+#: Label with the path of the registry credentials file for a container.
+LABEL_AUTHFILE = "io.containers.autoupdate.authfile"
+#: Label with the systemd unit that runs the container.
+LABEL_UNIT = "PODMAN_SYSTEMD_UNIT"
+
+
+class Policy(StrEnum):
+    """An auto-update policy, as reported in the `Policy` column."""
+
+    DISABLED = "disabled"
+    """Never update (also what an empty label means)."""
+    REGISTRY = "registry"
+    """Update when the registry has a different image for the raw image name (alias `image`)."""
+    LOCAL = "local"
+    """Update when the local store has a different image under the raw image name."""
+
+
+class Status(StrEnum):
+    """The outcome of one task, as reported in the `Updated` column."""
+
+    UPDATED = "true"
+    """The unit was restarted on the new image."""
+    NOT_UPDATED = "false"
+    """No newer image was found."""
+    FAILED = "failed"
+    """The check, pull or restart failed (and rollback was off or failed too)."""
+    PENDING = "pending"
+    """A newer image exists; reported by `--dry-run`, which changes nothing."""
+    ROLLED_BACK = "rolled back"
+    """The update failed and the previous image is running again."""
+
+
+@dataclass(frozen=True)
+class Container:
+    """A container as the engine reports it.
+
+    Attributes:
+        id: full container ID (64 hex).
+        name: container name.
+        image_id: ID of the image the container runs.
+        raw_image_name: the image name the container was created from, as the user typed it.
+        labels: the container's labels.
+        running: whether the container is running.
+        pod_id: ID of the pod the container belongs to, or "".
+        is_infra: whether this is the infra container of its pod.
+    """
+
+    id: str
+    name: str
+    image_id: str
+    raw_image_name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    running: bool = True
+    pod_id: str = ""
+    is_infra: bool = False
+
+    @property
+    def short_id(self) -> str:
+        """The 12-hex short ID podman prints."""
+        return self.id[:12]
+
+
+@dataclass(frozen=True)
+class Image:
+    """An image in the local store.
+
+    Attributes:
+        id: image ID (64 hex, no algorithm prefix).
+        digests: every manifest digest the image is known by (`sha256:...`).
+        os: platform OS, e.g. "linux".
+        architecture: platform architecture, e.g. "amd64".
+        variant: platform variant, e.g. "v8", or "".
+        names: the names (repo:tag) the image carries.
+    """
+
+    id: str
+    digests: tuple[str, ...] = ()
+    os: str = "linux"
+    architecture: str = "amd64"
+    variant: str = ""
+    names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Task:
+    """One container to consider in one unit.
+
+    Attributes:
+        unit: the systemd unit that runs the container (or its pod).
+        container: the container.
+        policy: its effective policy (never DISABLED).
+        raw_image_name: the name to check and pull.
+        authfile: credentials file to use for this container, or None.
+    """
+
+    unit: str
+    container: Container
+    policy: Policy
+    raw_image_name: str
+    authfile: str | None = None
+
+
+@dataclass(frozen=True)
+class ReportRow:
+    """One row of the report; field names follow podman's JSON keys through `as_dict`."""
+
+    unit: str
+    container_id: str
+    container_name: str
+    image: str
+    policy: Policy
+    updated: Status
+
+    @property
+    def container(self) -> str:
+        """`<12-hex id> (<name>)`, podman's `Container` column."""
+        return f"{self.container_id[:12]} ({self.container_name})"
+
+    def as_dict(self) -> dict[str, str]:
+        """The seven fields with podman's keys, in podman's order."""
+        return {
+            "Unit": self.unit,
+            "Container": self.container,
+            "ContainerName": self.container_name,
+            "ContainerID": self.container_id,
+            "Image": self.image,
+            "Policy": str(self.policy),
+            "Updated": str(self.updated),
+        }
+
+    def sort_key(self) -> tuple[str, str]:
+        """Rows are reported by unit, then container name."""
+        return (self.unit, self.container_name)

@@ -1,0 +1,62 @@
+"""The exception tree of updock: every error it raises on purpose derives from `UpdockError`.
+
+    UpdockError                  root; the CLI catches it once and maps it to an exit status
+    ├── UsageError               a bad flag, argument or option value (exit 125, like podman)
+    ├── ConfigError              a bad configuration file: auth file, registries.conf, unit file
+    ├── ImageReferenceError      an image name that is not a valid (or allowed) reference
+    ├── PolicyError              an invalid `io.containers.autoupdate` value
+    ├── EngineError              the container engine (podman) failed or answered nonsense
+    ├── RegistryError            a registry could not be asked, or answered an error
+    │   └── RegistryAuthError    the registry refused the credentials (401/403)
+    └── ServiceError             the service manager (systemd) failed to restart a unit
+
+Library errors (requests, jeepney, subprocess) are translated at the one boundary that calls the
+library and re-raised `from` the original, so callers only ever handle this tree.
+"""
+
+from __future__ import annotations
+
+#: podman auto-update exits with this status on any error; updock does the same.
+EXIT_ERROR = 125
+
+
+class UpdockError(Exception):
+    """Root of all errors updock raises on purpose.
+
+    Attributes:
+        exit_code: the process exit status the CLI uses when this error ends a run.
+    """
+
+    exit_code: int = EXIT_ERROR
+
+
+class UsageError(UpdockError):
+    """Raised for a bad command line: unknown flag, positional argument, invalid format."""
+
+
+class ConfigError(UpdockError):
+    """Raised when a configuration file (auth file, registries.conf) is missing or malformed."""
+
+
+class ImageReferenceError(UpdockError):
+    """Raised when an image name cannot be parsed or is not allowed for auto-updates."""
+
+
+class PolicyError(UpdockError):
+    """Raised for an `io.containers.autoupdate` label value that is no known policy."""
+
+
+class EngineError(UpdockError):
+    """Raised when the container engine fails a command or its output cannot be parsed."""
+
+
+class RegistryError(UpdockError):
+    """Raised when a registry cannot be reached, times out, or answers with an error."""
+
+
+class RegistryAuthError(RegistryError):
+    """Raised when a registry refuses the credentials given (or demands some and none exist)."""
+
+
+class ServiceError(UpdockError):
+    """Raised when the service manager cannot restart a unit or its job does not end `done`."""

@@ -1,0 +1,75 @@
+"""The demo: a real update and a real rollback on the lab, and the report.
+
+Run with `./scripts/demo` (root). Two services run in the lab's systemd from the lab registry;
+then a new version of each is pushed: a good one for `web`, and one whose entrypoint is missing
+for `api`. The auto-update run updates `web` and rolls `api` back to the image it ran before.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from updock.testing.lab import ImageKind, Lab, running_lab
+
+
+def _say(text: str) -> None:
+    print(f"\n\033[1m== {text}\033[0m", flush=True)
+
+
+def _show(lab: Lab, tool: list[str], *args: str) -> int:
+    print(f"$ {shlex.join([*tool, *args])}", flush=True)
+    res = lab.run([*tool, *args], check=False, timeout=300)
+    sys.stdout.write(res.stdout)
+    sys.stderr.write(res.stderr)
+    sys.stdout.flush()
+    print(f"(exit status {res.returncode})")
+    return res.returncode
+
+
+def _state(lab: Lab, names: list[str]) -> None:
+    for name in names:
+        unit = f"container-{name}.service"
+        version = lab.run(["podman", "exec", name, "cat", "/version"], check=False).stdout.strip()
+        print(f"  {unit:28} {lab.unit_state(unit):8} running image version {version or '-'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the demo; returns the exit status."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--tool",
+        choices=["updock", "podman"],
+        default="podman",
+        help="which auto-update to run (default: %(default)s)",
+    )
+    opts = parser.parse_args(argv)
+    tool = ["podman", "auto-update"]
+    if opts.tool == "updock":
+        tool = [sys.executable, "-m", "updock", "auto-update"]
+    names = ["web", "api"]
+    with running_lab() as lab:
+        _say(f"Lab up: registry {lab.plain.host}, systemd PID {lab.systemd_pid}, root {lab.root}")
+        for name in names:
+            image = lab.build_image(f"{lab.plain.host}/demo/{name}:latest")
+            lab.create_service(name, image)
+        _state(lab, names)
+
+        _say("Nothing new in the registry yet")
+        _show(lab, tool, "--dry-run")
+
+        _say("Push web v2 (good) and api v2 (its entrypoint is missing)")
+        lab.build_image(f"{lab.plain.host}/demo/web:latest", ImageKind.HEALTHY)
+        lab.build_image(f"{lab.plain.host}/demo/api:latest", ImageKind.MISSING_ENTRYPOINT)
+        _show(lab, tool, "--dry-run")
+
+        _say("Update for real: web is updated, api is rolled back")
+        status = _show(lab, tool)
+        _state(lab, names)
+        _say("Done; stopping the lab")
+    return 0 if status in (0, 125) else status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,732 @@
+"""The lab: a real podman, real distribution registries and a real systemd, private to one folder.
+
+Used by the integration tests (as pytest fixtures) and by the demo. Nothing here is a test
+double: every component is the real program, configured so that the machine's own setup is
+neither read for these settings nor changed (see ../shared/LAB-NOTES.md):
+
+- podman reads the lab's containers.conf, registries.conf and storage.conf (through
+  `CONTAINERS_CONF`, `CONTAINERS_REGISTRIES_CONF`, `CONTAINERS_STORAGE_CONF`) and keeps its images
+  and containers under the lab folder;
+- systemd runs as PID 1 of private pid and mount namespaces, with its unit path restricted to the
+  lab's `units/` folder (without that restriction its boot services would wipe the real /tmp);
+  inside that mount namespace the lab's copy of /etc/containers (with a certs.d for the TLS
+  registry) is bind-mounted over the real one, which stays untouched outside;
+- two registries listen on 127.0.0.1: plain HTTP, and TLS (self-signed CA) with htpasswd auth.
+
+Every process the lab starts is recorded by PID and ended by PID in `stop()`, which also runs
+when start-up fails half way. Commands that need podman or systemd run inside the namespaces
+through `nsenter` (`Lab.run`).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+from updock.errors import UpdockError
+
+#: Debian packages the lab needs, and a command each package provides.
+APT_PACKAGES = {
+    "podman": "podman",
+    "runc": "runc",
+    "docker-registry": "docker-registry",
+    "skopeo": "skopeo",
+    "busybox-static": "busybox",
+    "apache2-utils": "htpasswd",
+    "openssl": "openssl",
+    "util-linux": "nsenter",
+}
+
+# Stub targets so that units with default dependencies pull in nothing of the real machine.
+STUB_TARGETS = [
+    "sysinit",
+    "basic",
+    "sockets",
+    "timers",
+    "paths",
+    "slices",
+    "network",
+    "network-online",
+    "network-pre",
+    "local-fs",
+    "remote-fs",
+    "multi-user",
+    "default",
+    "shutdown",
+    "graphical",
+    "emergency",
+    "rescue",
+]
+
+BUSYBOX_APPLETS = [
+    "sh",
+    "sleep",
+    "echo",
+    "cat",
+    "ls",
+    "true",
+    "false",
+    "wget",
+    "test",
+    "env",
+    "kill",
+    "printf",
+    "date",
+    "mkdir",
+    "rm",
+]
+
+LAB_USER = "labuser"
+LAB_PASSWORD = "lab-secret-pw"
+
+
+class LabError(UpdockError):
+    """Raised when the lab cannot be set up, or a command run in it fails."""
+
+
+class ImageKind(Enum):
+    """Behaviours of the busybox images the lab builds."""
+
+    HEALTHY = "healthy"
+    """Runs until stopped; stops at once on SIGTERM."""
+    EXITS_AT_ONCE = "exits-at-once"
+    """The command exits 1 right away."""
+    MISSING_ENTRYPOINT = "missing-entrypoint"
+    """The entrypoint does not exist: the container cannot start."""
+    DIES_AFTER_START = "dies-after-start"
+    """Starts, then exits 1 after `DIES_AFTER_SECONDS` seconds."""
+
+
+DIES_AFTER_SECONDS = 2
+
+_COMMANDS: dict[ImageKind, list[str]] = {
+    ImageKind.HEALTHY: [
+        "/bin/sh",
+        "-c",
+        'trap "exit 0" TERM INT; echo "ready $(cat /version)"; '
+        "while true; do sleep 1 & wait $!; done",
+    ],
+    ImageKind.EXITS_AT_ONCE: ["/bin/sh", "-c", 'echo "broken $(cat /version)"; exit 1'],
+    ImageKind.MISSING_ENTRYPOINT: ["/no/such/entrypoint"],
+    ImageKind.DIES_AFTER_START: [
+        "/bin/sh",
+        "-c",
+        f'trap "exit 0" TERM INT; echo "dying $(cat /version)"; sleep {DIES_AFTER_SECONDS}; exit 1',
+    ],
+}
+
+
+def _die_with_parent() -> None:
+    """preexec_fn: the kernel sends SIGKILL to the child when the process that started it dies.
+
+    So a lab whose owner is killed with SIGKILL (no teardown possible) does not outlive it.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def missing_packages() -> list[str]:
+    """The Debian packages of `APT_PACKAGES` whose command is not installed."""
+    missing = [pkg for pkg, cmd in APT_PACKAGES.items() if shutil.which(cmd) is None]
+    if not Path("/lib/systemd/systemd").exists():
+        missing.append("systemd")
+    return missing
+
+
+def install_packages() -> None:
+    """Install the lab's packages with apt when some are missing (needs root)."""
+    missing = missing_packages()
+    if not missing:
+        return
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update", "-q"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-q", *missing], check=True, env=env)
+
+
+def _wait_for_port(port: int, timeout: float, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise LabError(f"process exited with {proc.returncode}: {log.read_text()[-2000:]}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise LabError(f"nothing listens on 127.0.0.1:{port} after {timeout}s: {log}")
+
+
+@dataclass
+class Registry:
+    """A distribution registry of the lab.
+
+    Attributes:
+        name: "plain" or "secure".
+        port: its port on 127.0.0.1.
+        log: the file its log (one line per request) is written to.
+        tls: whether it speaks HTTPS (with the lab's self-signed CA).
+        auth: whether it demands basic auth (`LAB_USER`/`LAB_PASSWORD`).
+    """
+
+    name: str
+    port: int
+    log: Path
+    tls: bool = False
+    auth: bool = False
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def host(self) -> str:
+        """`127.0.0.1:PORT`, the registry part of an image name."""
+        return f"127.0.0.1:{self.port}"
+
+    def requests(self) -> list[tuple[str, str]]:
+        """(method, path) of every request the registry has logged so far."""
+        out = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                entry = json.loads(line)
+                if "http.request.method" in entry and "http.response.status" in entry:
+                    out.append((entry["http.request.method"], entry["http.request.uri"]))
+        return out
+
+
+@dataclass(frozen=True)
+class Service:
+    """A systemd unit that runs one container of the lab."""
+
+    name: str
+    unit: str
+    image: str
+
+
+class Lab:
+    """A running lab. Use as a context manager, or call `start()` and `stop()`.
+
+    Args:
+        root: folder for everything the lab writes; made under /var/tmp when None (never /tmp,
+            whose contents the tests must leave unchanged). Removed by `stop()` when it made it.
+    """
+
+    def __init__(self, root: Path | None = None) -> None:
+        self._own_root = root is None
+        if root is None:
+            root = Path(tempfile.mkdtemp(prefix="updock-lab.", dir="/var/tmp"))
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.conf = self.root / "conf"
+        self.units = self.root / "units"
+        self.etc_containers = self.root / "etc-containers"
+        self.builder_root = self.root / "builder"
+        self.env: dict[str, str] = {
+            "CONTAINERS_CONF": str(self.conf / "containers.conf"),
+            "CONTAINERS_REGISTRIES_CONF": str(self.conf / "registries.conf"),
+            "CONTAINERS_STORAGE_CONF": str(self.conf / "storage.conf"),
+            "TMPDIR": str(self.root / "tmp"),
+        }
+        self.authfile = self.root / "auth.json"
+        self.ca_cert = self.root / "certs" / "ca.crt"
+        self.plain = Registry("plain", free_port(), self.root / "registry-plain.log")
+        self.secure = Registry(
+            "secure", free_port(), self.root / "registry-secure.log", tls=True, auth=True
+        )
+        self.systemd_pid: int | None = None
+        self._unshare: subprocess.Popen[bytes] | None = None
+        self._versions: dict[str, int] = {}
+        self._stopped = False
+
+    # -- life cycle -----------------------------------------------------------------------
+
+    def __enter__(self) -> Lab:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Write the configuration, start both registries and systemd; stop all on failure."""
+        try:
+            self._write_config()
+            self._start_registry(self.plain)
+            self._start_registry(self.secure)
+            self._start_systemd()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop units, remove containers, end every process the lab started, by PID."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self.systemd_pid is not None and _alive(self.systemd_pid):
+            with contextlib.suppress(Exception):
+                self._stop_units()
+            with contextlib.suppress(Exception):
+                self.run(["podman", "pod", "rm", "-af", "-t", "0"], check=False, timeout=60)
+                self.run(["podman", "rm", "-af", "-t", "0"], check=False, timeout=60)
+            # SIGKILL to PID 1 of the namespace ends every process in it.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.systemd_pid, signal.SIGKILL)
+        if self._unshare is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self._unshare.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._unshare.wait(10)
+        for reg in (self.plain, self.secure):
+            if reg.proc is not None and reg.proc.poll() is None:
+                reg.proc.terminate()
+                try:
+                    reg.proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    reg.proc.kill()
+                    reg.proc.wait(5)
+        if self._own_root and not os.environ.get("UPDOCK_LAB_KEEP"):
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def reset(self) -> None:
+        """Stop and remove every service and container, so the next test starts clean.
+
+        Images and the registries' contents stay: tests use names of their own.
+        """
+        self._stop_units()
+        for unit in self.units.glob("container-*.service"):
+            unit.unlink()
+        self.systemctl("daemon-reload")
+        self.systemctl("reset-failed", check=False)
+        self.run(["podman", "pod", "rm", "-af", "-t", "0"], check=False, timeout=60)
+        self.run(["podman", "rm", "-af", "-t", "0"], check=False, timeout=60)
+
+    def _stop_units(self) -> None:
+        out = self.systemctl(
+            "list-units", "--all", "--plain", "--no-legend", "--type=service", check=False
+        ).stdout
+        units = [line.split()[0] for line in out.splitlines() if line.strip()]
+        if units:
+            self.systemctl("stop", *units, check=False, timeout=60)
+
+    # -- configuration --------------------------------------------------------------------
+
+    def _write_config(self) -> None:
+        for d in (self.conf, self.units, self.root / "tmp", self.root / "run", self.root / "certs"):
+            d.mkdir(parents=True, exist_ok=True)
+        storage = self.root / "storage"
+        (self.conf / "storage.conf").write_text(
+            "[storage]\n"
+            'driver = "overlay"\n'
+            f'graphroot = "{storage}/graph"\n'
+            f'runroot = "{self.root}/run/storage"\n'
+        )
+        (self.conf / "containers.conf").write_text(
+            "[containers]\n"
+            'default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]\n'
+            'log_driver = "k8s-file"\n'
+            "[network]\n"
+            f'network_config_dir = "{self.root}/net"\n'
+            "[engine]\n"
+            'runtime = "runc"\n'
+            'cgroup_manager = "cgroupfs"\n'
+            'events_logger = "file"\n'
+            f'events_logfile_path = "{self.root}/events.log"\n'
+            f'tmp_dir = "{self.root}/run/libpod"\n'
+        )
+        (self.conf / "registries.conf").write_text(
+            "unqualified-search-registries = []\n"
+            "[[registry]]\n"
+            f'location = "{self.plain.host}"\n'
+            "insecure = true\n"
+        )
+        self._write_tls_and_auth()
+        # A private /etc/containers for the namespace: the machine's files plus certs.d.
+        if self.etc_containers.exists():
+            shutil.rmtree(self.etc_containers)
+        if Path("/etc/containers").is_dir():
+            shutil.copytree("/etc/containers", self.etc_containers, symlinks=True)
+        certs_d = self.etc_containers / "certs.d" / self.secure.host
+        certs_d.mkdir(parents=True, exist_ok=True)
+        shutil.copy(self.ca_cert, certs_d / "ca.crt")
+        self._write_units()
+
+    def _write_tls_and_auth(self) -> None:
+        certs = self.root / "certs"
+        subprocess.run(
+            [
+                "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                "-subj", "/CN=updock lab CA", "-keyout", str(certs / "ca.key"),
+                "-out", str(self.ca_cert),
+                "-addext", "basicConstraints=critical,CA:TRUE",
+                "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        subprocess.run(
+            [
+                "openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+                "-keyout", str(certs / "registry.key"), "-out", str(certs / "registry.csr"),
+            ],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        ext = certs / "ext.cnf"
+        ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n")
+        subprocess.run(
+            [
+                "openssl", "x509", "-req", "-in", str(certs / "registry.csr"),
+                "-CA", str(self.ca_cert), "-CAkey", str(certs / "ca.key"), "-CAcreateserial",
+                "-days", "2", "-extfile", str(ext), "-out", str(certs / "registry.crt"),
+            ],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        htpasswd = subprocess.run(
+            ["htpasswd", "-Bbn", LAB_USER, LAB_PASSWORD], check=True, capture_output=True, text=True
+        ).stdout
+        (self.root / "htpasswd").write_text(htpasswd)
+        token = base64.b64encode(f"{LAB_USER}:{LAB_PASSWORD}".encode()).decode()
+        self.authfile.write_text(json.dumps({"auths": {self.secure.host: {"auth": token}}}))
+
+    def _write_units(self) -> None:
+        for name in STUB_TARGETS:
+            (self.units / f"{name}.target").write_text("[Unit]\nDefaultDependencies=no\n")
+        (self.units / "lab.target").write_text("[Unit]\nDefaultDependencies=no\n")
+        (self.units / "system.slice").write_text("[Unit]\nDefaultDependencies=no\n")
+        (self.units / "-.slice").write_text("[Unit]\nDefaultDependencies=no\n")
+
+    # -- processes ------------------------------------------------------------------------
+
+    def _start_registry(self, reg: Registry) -> None:
+        config: dict[str, object] = {
+            "version": 0.1,
+            "log": {"level": "info", "formatter": "json", "accesslog": {"disabled": True}},
+            "storage": {
+                "filesystem": {"rootdirectory": str(self.root / f"registry-{reg.name}")},
+                "delete": {"enabled": True},
+            },
+            "http": {"addr": reg.host, "secret": "updock-lab"},
+        }
+        if reg.tls:
+            certs = self.root / "certs"
+            config["http"] = {
+                "addr": reg.host,
+                "secret": "updock-lab",
+                "tls": {
+                    "certificate": str(certs / "registry.crt"),
+                    "key": str(certs / "registry.key"),
+                },
+            }
+        if reg.auth:
+            config["auth"] = {
+                "htpasswd": {"realm": "updock-lab", "path": str(self.root / "htpasswd")}
+            }
+        cfg = self.root / f"registry-{reg.name}.yml"
+        cfg.write_text(json.dumps(config))  # JSON is YAML
+        with reg.log.open("wb") as log:
+            reg.proc = subprocess.Popen(
+                ["docker-registry", "serve", str(cfg)],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, preexec_fn=_die_with_parent,  # noqa: PLW1509 (only prctl)
+            )  # fmt: skip
+        _wait_for_port(reg.port, 20, reg.proc, reg.log)
+
+    def _start_systemd(self) -> None:
+        log = (self.root / "systemd.log").open("wb")
+        # The shell runs inside the new namespaces: it hides the real /etc/containers behind the
+        # lab's copy, then becomes systemd (exec keeps the PID that nsenter targets).
+        script = (
+            f'mount --bind "{self.etc_containers}" /etc/containers && '
+            f'exec env SYSTEMD_UNIT_PATH="{self.units}" /lib/systemd/systemd --system '
+            "--unit=lab.target --log-target=console --log-level=notice"
+        )
+        self._unshare = subprocess.Popen(
+            [
+                "unshare", "--fork", "--kill-child=SIGKILL", "--pid", "--mount", "--mount-proc",
+                "--propagation", "private", "sh", "-c", script,
+            ],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, preexec_fn=_die_with_parent,  # noqa: PLW1509 (only prctl)
+        )  # fmt: skip
+        log.close()
+        deadline = time.monotonic() + 30
+        while self.systemd_pid is None:
+            if self._unshare.poll() is not None or time.monotonic() > deadline:
+                raise LabError(f"systemd did not start: {(self.root / 'systemd.log').read_text()}")
+            children = Path(f"/proc/{self._unshare.pid}/task/{self._unshare.pid}/children")
+            with contextlib.suppress(OSError):
+                pids = children.read_text().split()
+                if pids:
+                    self.systemd_pid = int(pids[0])
+            time.sleep(0.02)
+        while True:
+            res = self.run(["systemctl", "is-system-running"], check=False, timeout=10, env={})
+            if res.stdout.strip() in ("running", "degraded"):
+                break
+            if time.monotonic() > deadline:
+                raise LabError(f"systemd is {res.stdout.strip()!r}: {res.stderr}")
+            time.sleep(0.1)
+        self.systemctl("set-environment", *(f"{k}={v}" for k, v in self.env.items()))
+
+    # -- running commands -----------------------------------------------------------------
+
+    def run(
+        self,
+        args: Sequence[str],
+        *,
+        check: bool = True,
+        timeout: float = 120,
+        env: Mapping[str, str] | None = None,
+        input: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a command inside the lab's namespaces with the lab's podman environment.
+
+        Args:
+            args: the command.
+            check: raise `LabError` when it exits non-zero.
+            timeout: seconds before it is killed.
+            env: extra environment variables (on top of the caller's and the lab's).
+            input: text for its standard input.
+        """
+        if self.systemd_pid is None:
+            raise LabError("the lab is not running")
+        full_env = {**os.environ, **self.env, **(env or {})}
+        cmd = ["nsenter", "-t", str(self.systemd_pid), "-m", "-p", "--", *args]
+        try:
+            res = subprocess.run(
+                cmd,
+                env=full_env,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                input=input,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise LabError(f"{' '.join(args)} timed out after {timeout}s") from exc
+        if check and res.returncode != 0:
+            raise LabError(f"{' '.join(args)} exited {res.returncode}: {res.stderr.strip()}")
+        return res
+
+    def podman(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run `podman ARGS` in the lab."""
+        return self.run(["podman", *args], check=check)
+
+    def systemctl(
+        self, *args: str, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        """Run `systemctl ARGS` against the lab's systemd."""
+        return self.run(["systemctl", *args], check=check, timeout=timeout)
+
+    # -- images ---------------------------------------------------------------------------
+
+    def _rootfs_tar(self, kind: ImageKind, version: str) -> Path:
+        build = Path(tempfile.mkdtemp(prefix="img.", dir=self.root / "tmp"))
+        rootfs = build / "rootfs"
+        (rootfs / "bin").mkdir(parents=True)
+        (rootfs / "tmp").mkdir()
+        shutil.copy("/bin/busybox", rootfs / "bin" / "busybox")
+        for applet in BUSYBOX_APPLETS:
+            (rootfs / "bin" / applet).symlink_to("busybox")
+        (rootfs / "version").write_text(f"{version}\n")
+        (rootfs / "kind").write_text(f"{kind.value}\n")
+        tar = build / "rootfs.tar"
+        with tarfile.open(tar, "w") as t:
+            for path in sorted(rootfs.rglob("*")):
+                t.add(path, arcname=str(path.relative_to(rootfs)), recursive=False)
+        return tar
+
+    def build_image(
+        self,
+        name: str,
+        kind: ImageKind = ImageKind.HEALTHY,
+        version: str | None = None,
+        *,
+        local: bool = False,
+    ) -> str:
+        """Build a busybox image and push it to a lab registry (or import it locally).
+
+        Args:
+            name: full image name with tag, e.g. `f"{lab.plain.host}/app:latest"`.
+            kind: how the image's command behaves.
+            version: written to /version in the image; a new one means a new digest. By default
+                a counter per name.
+            local: import into the lab's own image store instead of pushing to the registry
+                (for the `local` policy). Pushed images stay out of the lab's store until pulled.
+
+        Returns:
+            The name.
+        """
+        if version is None:
+            self._versions[name] = self._versions.get(name, 0) + 1
+            version = f"v{self._versions[name]}"
+        tar = self._rootfs_tar(kind, version)
+        changes = [f"CMD {json.dumps(_COMMANDS[kind])}", f"LABEL updock.lab.version={version}"]
+        if kind is ImageKind.MISSING_ENTRYPOINT:
+            changes = [f"ENTRYPOINT {json.dumps(_COMMANDS[kind])}"]
+        change_args = [a for c in changes for a in ("--change", c)]
+        if local:
+            self.podman("import", *change_args, str(tar), name)
+        else:
+            builder = ["--root", str(self.builder_root / "graph"),
+                       "--runroot", str(self.builder_root / "run")]  # fmt: skip
+            self.podman(*builder, "import", *change_args, str(tar), name)
+            push = ["push", "--tls-verify=false"]
+            if name.startswith(self.secure.host + "/"):
+                push += ["--creds", f"{LAB_USER}:{LAB_PASSWORD}"]
+            self.podman(*builder, *push, name)
+            self.podman(*builder, "rmi", "-f", name, check=False)
+        shutil.rmtree(tar.parent, ignore_errors=True)
+        return name
+
+    def pull(self, name: str) -> None:
+        """Pull an image into the lab's store (with the lab's credentials for the secure one)."""
+        args = ["pull", "-q", "--tls-verify=false"]
+        if name.startswith(self.secure.host + "/"):
+            args += ["--authfile", str(self.authfile)]
+        self.podman(*args, name)
+
+    def image_id(self, name: str) -> str:
+        """ID of the local image under `name`."""
+        return self.podman("image", "inspect", "--format", "{{.Id}}", name).stdout.strip()
+
+    # -- services -------------------------------------------------------------------------
+
+    def create_service(
+        self,
+        name: str,
+        image: str,
+        labels: Mapping[str, str] | None = None,
+        *,
+        policy: str | None = "registry",
+        run_args: Sequence[str] = (),
+        start: bool = True,
+        pull: bool = True,
+    ) -> Service:
+        """Write a unit like `podman generate systemd --new` does and start it.
+
+        Args:
+            name: container name; the unit is `container-<name>.service`.
+            image: the image name the container is created from (its raw image name).
+            labels: extra labels on the container.
+            policy: value of `io.containers.autoupdate`, or None for no label.
+            run_args: extra `podman run` arguments.
+            start: start the unit (and wait until its start job is done).
+            pull: pull the image into the lab's store first.
+        """
+        if pull and not image.startswith("localhost/"):
+            self.pull(image)
+        unit = f"container-{name}.service"
+        all_labels = dict(labels or {})
+        if policy is not None:
+            all_labels.setdefault("io.containers.autoupdate", policy)
+        label_args = " ".join(f"--label {_sd_quote(f'{k}={v}')}" for k, v in all_labels.items())
+        extra = " ".join(_sd_quote(a) for a in run_args)
+        authfile = ""
+        if image.startswith(self.secure.host + "/"):
+            authfile = f"--authfile {self.authfile} "
+        # The same shape as podman 4.3's `generate systemd --new` output.
+        (self.units / unit).write_text(
+            f"""# {unit}
+[Unit]
+Description=Podman {unit}
+Wants=network-online.target
+After=network-online.target
+RequiresMountsFor=%t/containers
+
+[Service]
+Environment=PODMAN_SYSTEMD_UNIT=%n
+Restart=no
+TimeoutStopSec=70
+ExecStartPre=/bin/rm -f %t/%n.ctr-id
+ExecStart=/usr/bin/podman run \\
+\t--cidfile=%t/%n.ctr-id \\
+\t--cgroups=no-conmon \\
+\t--rm \\
+\t--sdnotify=conmon \\
+\t--replace \\
+\t-d \\
+\t--network none \\
+\t{authfile}--name {name} {label_args} {extra} {image}
+ExecStop=/usr/bin/podman stop --ignore -t 10 --cidfile=%t/%n.ctr-id
+ExecStopPost=/usr/bin/podman rm -f --ignore -t 10 --cidfile=%t/%n.ctr-id
+Type=notify
+NotifyAccess=all
+
+[Install]
+WantedBy=default.target
+"""
+        )
+        self.systemctl("daemon-reload")
+        if start:
+            self.systemctl("start", unit)
+        return Service(name, unit, image)
+
+    def unit_state(self, unit: str) -> str:
+        """`ActiveState` of a unit: active, failed, inactive, activating..."""
+        return self.systemctl("show", "-p", "ActiveState", "--value", unit).stdout.strip()
+
+    def container_image(self, name: str) -> str:
+        """ID of the image the container `name` runs."""
+        return self.podman("inspect", "--format", "{{.Image}}", name).stdout.strip()
+
+    def container_version(self, name: str) -> str:
+        """Contents of /version inside the running container `name`."""
+        return self.podman("exec", name, "cat", "/version").stdout.strip()
+
+    def auto_update(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """The real `podman auto-update ARGS` in the lab (never raises on its exit status)."""
+        return self.run(["podman", "auto-update", *args], check=False)
+
+
+def _sd_quote(s: str) -> str:
+    """Quote a word for a systemd ExecStart line."""
+    if s and all(c.isalnum() or c in "-_./:=,@+" for c in s):
+        return s
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def running_lab() -> Iterator[Lab]:
+    """Install what is missing, start a lab, yield it, and stop it whatever happens."""
+    install_packages()
+    lab = Lab()
+    # SIGTERM (a CI timeout, a kill) must still tear the lab down: turn it into an exception.
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def _on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, _on_term)
+    try:
+        lab.start()
+        yield lab
+    finally:
+        lab.stop()
+        signal.signal(signal.SIGTERM, previous)
