@@ -1,13 +1,66 @@
-"""The command line: parses flags, calls the run, prints the report, maps errors to exit status."""
+"""The command line: parses flags, calls the run, prints the report, maps errors to exit status.
+
+Exit statuses follow podman: 0 when everything went well (or there was nothing to do), 125 when
+anything failed (a flag, a container, a check, a restart); the report is printed either way.
+"""
 
 from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import click
 
 from updock import __version__
+from updock.errors import EXIT_ERROR, UpdockError
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def format_errors(errors: Sequence[BaseException]) -> str:
+    """podman's rendering of a run's errors (errorhandling.JoinErrors), without "Error: "."""
+    if len(errors) == 1:
+        return str(errors[0])
+    items = "".join(f"\n\t* {e}" for e in errors)
+    return f"{len(errors)} errors occurred:{items}"
+
+
+class _Group(click.Group):
+    """A group whose usage errors exit with podman's status 125 instead of click's 2."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            return super().main(*args, **kwargs)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(EXIT_ERROR)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(EXIT_ERROR)
+
+
+def _bool_option(name: str, default: bool | None, help: str) -> Callable[[_F], _F]:
+    """A boolean flag that also takes `=true`/`=false`, like podman's (Go pflag) flags."""
+    return click.option(
+        name,
+        type=click.BOOL,
+        is_flag=False,
+        flag_value=True,
+        default=default,
+        show_default=default is not None,
+        metavar="[=true|false]",
+        help=help,
+    )
+
+
+@click.group(cls=_Group, context_settings=CONTEXT)
 @click.version_option(__version__, "--version", prog_name="updock")
 def cli() -> None:
     """Keep containers on their newest image, safely.
@@ -17,6 +70,106 @@ def cli() -> None:
     """
 
 
+@cli.command("auto-update", context_settings=CONTEXT)
+@click.argument("args", nargs=-1, metavar="")
+@click.option(
+    "--authfile",
+    metavar="PATH",
+    default=None,
+    help="Registry credentials file (containers-auth.json). Default: $REGISTRY_AUTH_FILE. "
+    "A container's io.containers.autoupdate.authfile label wins over both.",
+)
+@_bool_option("--dry-run", False, "Check for updates and report them as 'pending'; change nothing.")
+@click.option(
+    "--format",
+    "fmt",
+    metavar="FORMAT",
+    default="",
+    help="Output format: 'json', or a Go template such as '{{.Unit}} {{.Updated}}' "
+    "('table ...' adds a header). Fields: Unit, Container, ContainerName, ContainerID, Image, "
+    "Policy, Updated.",
+)
+@_bool_option(
+    "--rollback",
+    True,
+    "Roll back to the previous image when an update fails (--rollback=false to turn off).",
+)
+@_bool_option(
+    "--tls-verify",
+    None,
+    "Require HTTPS and verify certificates when contacting registries "
+    "(default: as registries.conf says; --tls-verify=false allows plain HTTP).",
+)
+def auto_update(
+    args: tuple[str, ...],
+    authfile: str | None,
+    dry_run: bool,
+    fmt: str,
+    rollback: bool,
+    tls_verify: bool | None,
+) -> None:
+    """Update containers according to their auto-update policy.
+
+    Policies are set with the "io.containers.autoupdate" label ("registry" or "local");
+    containers must run in systemd units that create a new container on start (as
+    "podman generate systemd --new" and Quadlet units do). Prints one row per container:
+    UNIT, CONTAINER, IMAGE, POLICY and UPDATED (true, false, failed, pending, rolled back).
+    Exits 125 when anything failed.
+    """
+    # Imported here so that `updock --help` does not pay for the registry and D-Bus stacks.
+    from updock.core.report import format_report
+    from updock.run import Options, run_auto_update
+
+    if args:
+        raise click.UsageError("`updock auto-update` takes no arguments")
+    if authfile is None:
+        authfile = os.environ.get("REGISTRY_AUTH_FILE") or None
+    elif not os.path.exists(authfile):
+        raise click.BadParameter(
+            f"credential file is not accessible: {authfile}: no such file or directory",
+            param_hint="--authfile",
+        )
+    try:
+        # Fail on a bad format before anything is changed.
+        format_report([], fmt)
+        result = run_auto_update(
+            Options(authfile=authfile, dry_run=dry_run, rollback=rollback, tls_verify=tls_verify)
+        )
+        errors: list[BaseException] = list(result.errors)
+        if result.rows:
+            sys.stdout.write(format_report(result.rows, fmt))
+            sys.stdout.flush()
+    except UpdockError as exc:
+        errors = [exc]
+    if errors:
+        click.echo(f"Error: {format_errors(errors)}", err=True)
+        sys.exit(EXIT_ERROR)
+
+
 def main() -> None:
     """Entry point of the `updock` console script."""
     cli()
+
+
+@cli.command("install-units", context_settings=CONTEXT)
+@click.option("--user", is_flag=True, help="Install for the user's systemd manager (rootless).")
+@click.option(
+    "--dest",
+    metavar="DIR",
+    default=None,
+    help="Folder to write the units to. Default: /etc/systemd/system, or "
+    "~/.config/systemd/user with --user.",
+)
+@click.option(
+    "--enable/--no-enable",
+    default=True,
+    show_default=True,
+    help="Reload systemd and enable and start the timer.",
+)
+def install_units(user: bool, dest: str | None, enable: bool) -> None:
+    """Install updock-auto-update.service and .timer (daily, randomized delay, persistent)."""
+    from updock.units import install
+
+    written = install(user=user, dest=dest, enable=enable)
+    for path in written:
+        click.echo(f"wrote {path}")

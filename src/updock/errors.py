@@ -5,6 +5,7 @@
     ├── ConfigError              a bad configuration file: auth file, registries.conf, unit file
     ├── ImageReferenceError      an image name that is not a valid (or allowed) reference
     ├── PolicyError              an invalid `io.containers.autoupdate` value
+    ├── ContainerConfigError     a container set up for auto-updates lacks its unit or image name
     ├── EngineError              the container engine (podman) failed or answered nonsense
     ├── RegistryError            a registry could not be asked, or answered an error
     │   └── RegistryAuthError    the registry refused the credentials (401/403)
@@ -44,6 +45,14 @@ class ImageReferenceError(UpdockError):
 
 class PolicyError(UpdockError):
     """Raised for an `io.containers.autoupdate` label value that is no known policy."""
+
+
+class ContainerConfigError(UpdockError):
+    """Raised for a container with an auto-update policy that cannot be updated as created.
+
+    Its `PODMAN_SYSTEMD_UNIT` label (or that of its pod's infra container) is missing, or it has
+    no raw image name to check and pull.
+    """
 
 
 class EngineError(UpdockError):

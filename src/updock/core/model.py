@@ -53,6 +53,7 @@ class Container:
         image_id: ID of the image the container runs.
         raw_image_name: the image name the container was created from, as the user typed it.
         labels: the container's labels.
+        annotations: the container's annotations (kube play keeps per-container policies here).
         running: whether the container is running.
         pod_id: ID of the pod the container belongs to, or "".
         is_infra: whether this is the infra container of its pod.
@@ -63,6 +64,7 @@ class Container:
     image_id: str
     raw_image_name: str
     labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
     running: bool = True
     pod_id: str = ""
     is_infra: bool = False

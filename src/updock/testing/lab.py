@@ -29,6 +29,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tarfile
 import tempfile
 import time
@@ -691,6 +692,12 @@ WantedBy=default.target
     def container_version(self, name: str) -> str:
         """Contents of /version inside the running container `name`."""
         return self.podman("exec", name, "cat", "/version").stdout.strip()
+
+    def updock(
+        self, *args: str, env: Mapping[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """`updock ARGS` run in the lab with this Python (never raises on its exit status)."""
+        return self.run([sys.executable, "-m", "updock", *args], check=False, env=env)
 
     def auto_update(self, *args: str) -> subprocess.CompletedProcess[str]:
         """The real `podman auto-update ARGS` in the lab (never raises on its exit status)."""

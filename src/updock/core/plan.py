@@ -1,0 +1,319 @@
+"""The update of one systemd unit, decided without doing any I/O.
+
+`update_unit` is a generator in the style of httpx's `Auth.auth_flow`: it yields an action
+(`Check`, `Pull`, `Restart`, `Retag`), the shell performs it and sends the outcome back (a value,
+`None`, or the `UpdockError` the action failed with), and when the unit is done the generator
+returns the report rows and errors. Every path, rollbacks included, is then a plain unit test;
+`drive` runs a generator with any function that performs actions.
+
+It follows podman's `updateUnit`: check every task, pull what changed, restart the unit once,
+and roll back by re-tagging the previous images and restarting again. Two things differ: only
+the tasks that were updated change status after a restart (podman marks every task of the unit),
+and an image rolled back in this run is checked and pulled again by later containers (podman
+meant to, but tests whether the key exists rather than its value).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from updock.core.model import Policy, ReportRow, Status, Task
+from updock.core.policy import go_quote
+from updock.errors import UpdockError
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The outcome of a `Check`.
+
+    Attributes:
+        update_available: whether the registry (or the local store, for the local policy) has a
+            different image under the raw image name.
+        digest: for the registry policy, the manifest digest found, so that the pull fetches
+            exactly what was checked; None if unknown or for the local policy.
+    """
+
+    update_available: bool
+    digest: str | None = None
+
+
+@dataclass(frozen=True)
+class Check:
+    """Ask whether an update is available for a task. Outcome: `CheckResult` or an error.
+
+    Attributes:
+        task: the task to check.
+        fresh: the raw image name was rolled back earlier in this run: ask the registry again
+            rather than reuse an answer given before the rollback.
+    """
+
+    task: Task
+    fresh: bool = False
+
+
+@dataclass(frozen=True)
+class Pull:
+    """Pull the task's raw image name, at `digest` if given. Outcome: None or an error."""
+
+    task: Task
+    digest: str | None
+
+
+@dataclass(frozen=True)
+class Restart:
+    """Restart a systemd unit and wait for its job to end `done`. Outcome: None or an error."""
+
+    unit: str
+
+
+@dataclass(frozen=True)
+class Retag:
+    """Tag the task's previous image (the container's image ID) with its raw image name again.
+
+    Outcome: None or an error.
+    """
+
+    task: Task
+
+
+Action = Check | Pull | Restart | Retag
+Outcome = CheckResult | UpdockError | None
+UnitResult = tuple[list[ReportRow], list[UpdockError]]
+UnitPlan = Generator[Action, Outcome, UnitResult]
+_R = TypeVar("_R")
+
+
+class SharedImageState:
+    """What the units of one run share about raw image names. Mutable, one per run.
+
+    A name pulled for one container is not checked or pulled again for the next container that
+    uses it, unless the image was rolled back since: then the next container must check and pull
+    again rather than be restarted on the image that just failed.
+    """
+
+    def __init__(self) -> None:
+        self._pulled: dict[str, str | None] = {}
+        self._rolled_back: set[str] = set()
+
+    def is_pulled(self, name: str) -> bool:
+        """Whether `name` was pulled in this run and not rolled back since."""
+        return name in self._pulled
+
+    def pulled_digest(self, name: str) -> str | None:
+        """The digest `name` was pulled at, or None (not pulled, or pulled by tag)."""
+        return self._pulled.get(name)
+
+    def record_pull(self, name: str, digest: str | None) -> None:
+        """Remember that `name` was pulled (at `digest`, if known)."""
+        self._pulled[name] = digest
+        self._rolled_back.discard(name)
+
+    def record_rollback(self, name: str) -> None:
+        """Forget the pull of `name`: its new image failed and was rolled back."""
+        self._pulled.pop(name, None)
+        self._rolled_back.add(name)
+
+    def was_rolled_back(self, name: str) -> bool:
+        """Whether `name` was rolled back in this run (and not pulled again since)."""
+        return name in self._rolled_back
+
+    @property
+    def rolled_back(self) -> frozenset[str]:
+        """The names rolled back in this run (and not pulled again since)."""
+        return frozenset(self._rolled_back)
+
+
+def _wrap(error: UpdockError, message: str) -> UpdockError:
+    """`message: error`, keeping the error's class (and so its exit status) and its cause."""
+    try:
+        wrapped = type(error)(f"{message}: {error}")
+    except TypeError:  # a subclass with another constructor
+        wrapped = UpdockError(f"{message}: {error}")
+    wrapped.__cause__ = error
+    return wrapped
+
+
+def _expect_none(outcome: Outcome) -> UpdockError | None:
+    if outcome is None or isinstance(outcome, UpdockError):
+        return outcome
+    raise TypeError(f"expected None or an UpdockError, got {outcome!r}")
+
+
+def _policy_prefix(task: Task) -> str:
+    # podman's wording: "registry auto-updating container" / "locally auto-updating container".
+    kind = "registry" if task.policy is Policy.REGISTRY else "locally"
+    return f"{kind} auto-updating container {go_quote(task.container.id)}"
+
+
+def _containers(tasks: Sequence[Task]) -> str:
+    ids = " ".join(go_quote(t.container.id) for t in tasks)
+    return f"container {ids}" if len(tasks) == 1 else f"containers {ids}"
+
+
+def update_unit(
+    unit: str,
+    tasks: Sequence[Task],
+    *,
+    dry_run: bool,
+    rollback: bool,
+    images_done: SharedImageState,
+) -> UnitPlan:
+    """Decide the update of one unit, yielding the actions to perform.
+
+    Args:
+        unit: the systemd unit.
+        tasks: its tasks (all with `task.unit == unit`).
+        dry_run: only check; report `pending` for available updates.
+        rollback: on a failed restart, re-tag the previous images and restart again.
+        images_done: the run's record of pulled and rolled-back image names.
+
+    Yields:
+        `Check`, `Pull`, `Restart` and `Retag` actions; send back each one's outcome.
+
+    Returns:
+        One report row per task, in the order of `tasks`, and the errors, each naming the
+        container (full ID) or the unit.
+    """
+    status = {t.container.id: Status.FAILED for t in tasks}
+    errors: list[UpdockError] = []
+    updated: list[Task] = []
+
+    for task in tasks:
+        name = task.raw_image_name
+        if task.policy is Policy.REGISTRY and images_done.is_pulled(name):
+            # Another container's check found and pulled a newer image under this name already.
+            updated.append(task)
+            continue
+
+        outcome = yield Check(task, fresh=images_done.was_rolled_back(name))
+        if isinstance(outcome, UpdockError):
+            errors.append(
+                _wrap(outcome, f"{_policy_prefix(task)}: image check for {go_quote(name)} failed")
+            )
+            continue
+        if not isinstance(outcome, CheckResult):
+            raise TypeError(f"expected a CheckResult or an UpdockError, got {outcome!r}")
+        if not outcome.update_available:
+            status[task.container.id] = Status.NOT_UPDATED
+            continue
+        if dry_run:
+            status[task.container.id] = Status.PENDING
+            continue
+
+        if task.policy is Policy.REGISTRY:
+            failure = _expect_none((yield Pull(task, outcome.digest)))
+            if failure is not None:
+                errors.append(
+                    _wrap(
+                        failure, f"{_policy_prefix(task)}: image update for {go_quote(name)} failed"
+                    )
+                )
+                continue
+            images_done.record_pull(name, outcome.digest)
+        updated.append(task)
+
+    if updated:
+        yield from _restart(unit, updated, status, errors, rollback=rollback, images=images_done)
+
+    rows = [
+        ReportRow(
+            unit=unit,
+            container_id=t.container.id,
+            container_name=t.container.name,
+            image=t.raw_image_name,
+            policy=t.policy,
+            updated=status[t.container.id],
+        )
+        for t in tasks
+    ]
+    return rows, errors
+
+
+def _restart(
+    unit: str,
+    updated: Sequence[Task],
+    status: dict[str, Status],
+    errors: list[UpdockError],
+    *,
+    rollback: bool,
+    images: SharedImageState,
+) -> Generator[Action, Outcome, None]:
+    """Restart the unit on its new images, rolling back if that fails and rollback is on.
+
+    A rollback that works is no error, as in podman (exit status 0, rows `rolled back`); when it
+    fails, the original restart failure is reported along with the rollback's.
+    """
+    failure = _expect_none((yield Restart(unit)))
+    if failure is None:
+        for task in updated:
+            status[task.container.id] = Status.UPDATED
+        return
+
+    restart_error = _wrap(
+        failure,
+        f"auto-updating {_containers(updated)}: restarting systemd unit {go_quote(unit)} failed",
+    )
+    if not rollback:
+        errors.append(restart_error)  # the tasks stay FAILED, on the new image
+        return
+
+    rollback_errors: list[UpdockError] = []
+    retagged: list[Task] = []
+    for task in updated:
+        retag_failure = _expect_none((yield Retag(task)))
+        # The new image failed: whatever happens next, later containers must not take the
+        # "already pulled" shortcut to it.
+        images.record_rollback(task.raw_image_name)
+        if retag_failure is None:
+            retagged.append(task)
+        else:
+            rollback_errors.append(
+                _wrap(
+                    retag_failure,
+                    f"auto-updating container {go_quote(task.container.id)}: "
+                    f"falling back to previous image {go_quote(task.raw_image_name)} failed",
+                )
+            )
+
+    failure = _expect_none((yield Restart(unit)))
+    if failure is not None:
+        rollback_errors.append(
+            _wrap(
+                failure,
+                f"auto-updating {_containers(updated)}: restarting systemd unit "
+                f"{go_quote(unit)} with the previous images during rollback failed",
+            )
+        )
+        retagged = []
+    if rollback_errors:
+        errors.append(restart_error)
+        errors.extend(rollback_errors)
+    # A task whose re-tag failed was restarted on the new image again: it stays FAILED.
+    for task in retagged:
+        status[task.container.id] = Status.ROLLED_BACK
+
+
+def drive(plan: Generator[Action, Outcome, _R], handler: Callable[[Action], Outcome]) -> _R:
+    """Run a plan to completion, performing each action with `handler`.
+
+    Args:
+        plan: a generator such as `update_unit(...)`.
+        handler: performs one action and returns its outcome; an `UpdockError` it raises is
+            sent to the plan as the action's failure.
+
+    Returns:
+        What the plan returns (for `update_unit`, the report rows and errors).
+    """
+    try:
+        action = next(plan)
+        while True:
+            try:
+                outcome = handler(action)
+            except UpdockError as exc:
+                outcome = exc
+            action = plan.send(outcome)
+    except StopIteration as stop:
+        result: _R = stop.value
+        return result

@@ -1,0 +1,123 @@
+"""Which containers a run updates, grouped by the systemd unit that runs them.
+
+This is podman's `assembleTasks`. A problem with one container becomes an error for that
+container, never an abort: one misconfigured container must not keep the others on an image with
+a known vulnerability.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from updock.core.model import LABEL_UNIT, Container, Policy, Task
+from updock.core.policy import effective_labels, go_quote, lookup_policy
+from updock.core.reference import validate_auto_update_reference
+from updock.errors import (
+    ContainerConfigError,
+    ImageReferenceError,
+    PolicyError,
+    UpdockError,
+)
+
+
+def _unit_for(container: Container, containers: Sequence[Container]) -> str:
+    """The unit that runs `container`: its own label, or its pod's infra container's label.
+
+    Raises:
+        ContainerConfigError: no (non-empty) unit label where one is needed.
+    """
+    cid = go_quote(container.id)
+    if container.pod_id:
+        infra = next(
+            (c for c in containers if c.pod_id == container.pod_id and c.is_infra),
+            None,
+        )
+        if infra is None:
+            raise ContainerConfigError(
+                f"auto-updating container {cid}: looking up pod's systemd unit: "
+                f"no infra container found for pod {go_quote(container.pod_id)}"
+            )
+        labels = infra.labels
+    else:
+        labels = container.labels
+    unit = labels.get(LABEL_UNIT)
+    # An empty label cannot be restarted either; podman only finds out at restart time.
+    if not unit:
+        raise ContainerConfigError(f"auto-updating container {cid}: no {LABEL_UNIT} label found")
+    return unit
+
+
+def _task_for(
+    container: Container, containers: Sequence[Container], authfile: str | None
+) -> Task | None:
+    """The task for one container, None if it is not set up for updates.
+
+    Raises:
+        UpdockError: the container is set up for updates but cannot be updated.
+    """
+    labels = effective_labels(container)
+    if labels.policy is None:
+        return None
+    cid = go_quote(container.id)
+    try:
+        policy = lookup_policy(labels.policy)
+    except PolicyError as exc:
+        raise PolicyError(f"auto-updating container {cid}: {exc}") from exc
+    if policy is Policy.DISABLED:
+        return None
+    unit = _unit_for(container, containers)
+    raw_name = container.raw_image_name
+    if not raw_name:
+        raise ContainerConfigError(f"auto-updating container {cid}: raw-image name is empty")
+    if policy is Policy.REGISTRY:
+        try:
+            validate_auto_update_reference(raw_name)
+        except ImageReferenceError as exc:
+            raise ImageReferenceError(f"registry auto-updating container {cid}: {exc}") from exc
+    return Task(
+        unit=unit,
+        container=container,
+        policy=policy,
+        raw_image_name=raw_name,
+        authfile=labels.authfile if labels.authfile is not None else authfile,
+    )
+
+
+def assemble_tasks(
+    containers: Sequence[Container], authfile: str | None
+) -> tuple[dict[str, list[Task]], list[UpdockError]]:
+    """Build the tasks of a run from every container the engine knows.
+
+    Only running containers with a policy label other than `disabled` become tasks; infra
+    containers never do (they carry a pod's unit, not a workload).
+
+    Args:
+        containers: all containers, including stopped and infra ones (pod units are looked up
+            on the infra containers).
+        authfile: credentials file from `--authfile` or `REGISTRY_AUTH_FILE`, or None; a
+            container's authfile label wins over it.
+
+    Returns:
+        `unit -> tasks`, ordered by unit name, each list ordered by container name; and one
+        error per container that is set up for updates but cannot be updated, each naming the
+        container's full ID.
+    """
+    by_unit: dict[str, list[Task]] = {}
+    errors: list[UpdockError] = []
+    for container in containers:
+        if not container.running or container.is_infra:
+            continue
+        try:
+            task = _task_for(container, containers, authfile)
+        except UpdockError as exc:
+            errors.append(exc)
+            continue
+        if task is not None:
+            by_unit.setdefault(task.unit, []).append(task)
+    return (
+        {
+            unit: sorted(tasks, key=lambda t: (t.container.name, t.container.id))
+            for unit, tasks in sorted(by_unit.items())
+        },
+        errors,
+    )

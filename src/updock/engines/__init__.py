@@ -1,0 +1,32 @@
+"""Container engines: what updock needs of podman (and later Docker), behind one narrow protocol."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+from updock.core.model import Container, Image
+
+
+class Engine(Protocol):
+    """The operations an auto-update run needs from a container engine."""
+
+    def running_containers(self) -> list[Container]:
+        """Every running container, infra containers of pods included."""
+        ...
+
+    def images(self, ids: Iterable[str]) -> dict[str, Image]:
+        """The local images with these IDs, by ID (missing ones are left out)."""
+        ...
+
+    def image_id(self, name: str) -> str | None:
+        """ID of the local image under `name`, or None when there is none."""
+        ...
+
+    def pull(self, reference: str, *, authfile: str | None, tls_verify: bool | None) -> str:
+        """Pull `reference` (name@digest) and return the pulled image's ID."""
+        ...
+
+    def tag(self, image_id: str, name: str) -> None:
+        """Give the image `image_id` the name `name` (moving it from any other image)."""
+        ...

@@ -1,0 +1,280 @@
+"""Per-registry transport settings: whether to verify TLS, may fall back to plain HTTP, which CAs
+and client certificate to use.
+
+Sources, as containers/image reads them:
+
+- registries.conf (`$CONTAINERS_REGISTRIES_CONF`, else `$HOME/.config/containers/registries.conf`
+  for non-root when it exists, else `/etc/containers/registries.conf`; then the drop-ins
+  `/etc/containers/registries.conf.d/*.conf`, and `$HOME/.config/containers/registries.conf.d`
+  for non-root, in name order, a later entry for the same prefix replacing an earlier one):
+  `[[registry]]` tables with `location`/`prefix` and `insecure`, and the v1 form
+  `[registries.insecure] registries = [...]`. The entry with the longest prefix matching
+  `host/repository` applies (`*.example.com` matches sub-domains).
+- certs.d: the first of `$HOME/.config/containers/certs.d/<host[:port]>`,
+  `/etc/containers/certs.d/<host[:port]>`, `/etc/docker/certs.d/<host[:port]>` that exists.
+  `*.crt` files are CAs trusted on top of the system's; a `NAME.cert` with its `NAME.key` is the
+  client certificate.
+
+An insecure registry is tried over HTTPS without verification first, then over plain HTTP.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+import threading
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from updock.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+SYSTEM_REGISTRIES_CONF = Path("/etc/containers/registries.conf")
+SYSTEM_REGISTRIES_CONF_D = Path("/etc/containers/registries.conf.d")
+SYSTEM_CERTS_DIRS = (Path("/etc/containers/certs.d"), Path("/etc/docker/certs.d"))
+
+
+@dataclass(frozen=True)
+class TLSSettings:
+    """How to connect to one registry.
+
+    Attributes:
+        verify: verify the server's certificate (and host name).
+        allow_http: fall back to plain HTTP when HTTPS fails.
+    """
+
+    verify: bool
+    allow_http: bool
+
+
+def _home() -> Path:
+    return Path(os.environ.get("HOME") or Path.home())
+
+
+def _user_config() -> Path:
+    return Path(os.environ.get("XDG_CONFIG_HOME") or _home() / ".config")
+
+
+def default_registries_conf() -> Path:
+    """The main registries.conf file podman reads."""
+    env = os.environ.get("CONTAINERS_REGISTRIES_CONF")
+    if env:
+        return Path(env)
+    if os.geteuid() != 0:
+        user = _user_config() / "containers" / "registries.conf"
+        if user.exists():
+            return user
+    return SYSTEM_REGISTRIES_CONF
+
+
+def default_registries_conf_dirs() -> list[Path]:
+    """The drop-in folders for registries.conf, read after the main file."""
+    dirs = [SYSTEM_REGISTRIES_CONF_D]
+    if os.geteuid() != 0:
+        dirs.append(_user_config() / "containers" / "registries.conf.d")
+    return dirs
+
+
+def default_certs_dirs() -> list[Path]:
+    """The certs.d roots, searched in this order for a `<host[:port]>` folder."""
+    return [_user_config() / "containers" / "certs.d", *SYSTEM_CERTS_DIRS]
+
+
+def _prefix_match(ref: str, prefix: str) -> int:
+    """Length of `prefix` when it matches `ref` (containers/image's rule), else -1."""
+    if prefix.startswith("*."):
+        index = ref.find(prefix[1:])
+        if index == -1 or "/" in ref[:index]:
+            return -1
+        end = index + len(prefix) - 1
+        return end if end == len(ref) or ref[end] in ":/@" else -1
+    if ref == prefix:
+        return len(prefix)
+    if ref.startswith(prefix) and ref[len(prefix)] in ":/@":
+        return len(prefix)
+    return -1
+
+
+class RegistriesConf:
+    """The `insecure` settings of registries.conf and its drop-ins.
+
+    Args:
+        path: the main file; a missing file counts as empty.
+        dropin_dirs: folders whose `*.conf` files are read after it, in name order.
+
+    Raises:
+        ConfigError: a file is not valid TOML or has a malformed registry entry.
+    """
+
+    def __init__(self, path: Path, dropin_dirs: Sequence[Path] = ()) -> None:
+        self._insecure: dict[str, bool] = {}
+        files = [path]
+        for folder in dropin_dirs:
+            if folder.is_dir():
+                files.extend(sorted(folder.glob("*.conf")))
+        for file in files:
+            self._load(file)
+
+    def _load(self, file: Path) -> None:
+        try:
+            with file.open("rb") as f:
+                doc = tomllib.load(f)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise ConfigError(f"cannot read {file}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file} is not valid TOML: {exc}") from exc
+        v1 = doc.get("registries", {})
+        if isinstance(v1, dict):
+            insecure_v1 = v1.get("insecure", {})
+            hosts = insecure_v1.get("registries", []) if isinstance(insecure_v1, dict) else []
+            for host in hosts if isinstance(hosts, list) else []:
+                if isinstance(host, str):
+                    self._insecure[host] = True
+        entries = doc.get("registry", [])
+        if not isinstance(entries, list):
+            raise ConfigError(f"{file}: [[registry]] must be an array of tables")
+        for entry in entries:
+            if not isinstance(entry, dict):
+                raise ConfigError(f"{file}: [[registry]] must be an array of tables")
+            prefix = entry.get("prefix") or entry.get("location")
+            insecure = entry.get("insecure", False)
+            if not isinstance(prefix, str) or not prefix:
+                raise ConfigError(f"{file}: a [[registry]] entry has neither prefix nor location")
+            if not isinstance(insecure, bool):
+                raise ConfigError(f"{file}: insecure of {prefix!r} is not a boolean")
+            self._insecure[prefix] = insecure
+
+    def insecure(self, domain: str, repository: str) -> bool:
+        """Whether the entry that applies to `domain/repository` says `insecure = true`."""
+        ref = f"{domain}/{repository}" if repository else domain
+        best, result = -1, False
+        for prefix, insecure in self._insecure.items():
+            length = _prefix_match(ref, prefix)
+            if length > best:
+                best, result = length, insecure
+        return result
+
+
+@dataclass(frozen=True)
+class CertFiles:
+    """The certs.d files for one registry host.
+
+    Attributes:
+        ca_files: CA certificates (`*.crt`) trusted on top of the system's.
+        client_cert: (certificate, key) to present, or None.
+    """
+
+    ca_files: tuple[Path, ...] = ()
+    client_cert: tuple[Path, Path] | None = None
+
+
+def find_cert_files(host: str, certs_dirs: Sequence[Path]) -> CertFiles:
+    """The certs.d files for `host[:port]`, from the first root that has a folder for it.
+
+    Raises:
+        ConfigError: a client certificate without its key, or a key without its certificate.
+    """
+    for root in certs_dirs:
+        folder = root / host
+        if not folder.is_dir():
+            continue
+        files = sorted(p for p in folder.iterdir() if p.is_file())
+        cas = tuple(p for p in files if p.suffix == ".crt")
+        certs = [p for p in files if p.suffix == ".cert"]
+        for key in (p for p in files if p.suffix == ".key"):
+            if not key.with_suffix(".cert").exists():
+                raise ConfigError(f"missing client certificate {key.with_suffix('.cert')}")
+        client = None
+        for cert in certs:
+            if not cert.with_suffix(".key").exists():
+                raise ConfigError(f"missing key {cert.with_suffix('.key')} for {cert}")
+            if client is None:
+                client = (cert, cert.with_suffix(".key"))
+        if len(certs) > 1:
+            log.warning("%s has %d client certificates; using %s", folder, len(certs), certs[0])
+        return CertFiles(cas, client)
+    return CertFiles()
+
+
+class TLSConfig:
+    """TLS settings of every registry, read lazily once and kept for the object's life.
+
+    Args:
+        tls_verify: None: what registries.conf says (an insecure registry is tried over HTTPS
+            without verification, then plain HTTP). False: that for every registry. True:
+            always verify over HTTPS, even where registries.conf says insecure.
+        registries_conf: the main registries.conf; default: `default_registries_conf()`.
+        registries_conf_dirs: its drop-in folders; default: `default_registries_conf_dirs()`.
+        certs_dirs: the certs.d roots; default: `default_certs_dirs()`.
+    """
+
+    def __init__(
+        self,
+        tls_verify: bool | None = None,
+        *,
+        registries_conf: Path | None = None,
+        registries_conf_dirs: Sequence[Path] | None = None,
+        certs_dirs: Sequence[Path] | None = None,
+    ) -> None:
+        self.tls_verify = tls_verify
+        self._registries_conf_path = registries_conf
+        self._registries_conf_dirs = registries_conf_dirs
+        self._certs_dirs = list(default_certs_dirs() if certs_dirs is None else certs_dirs)
+        self._conf: RegistriesConf | None = None
+        self._contexts: dict[tuple[str, bool], ssl.SSLContext] = {}
+        self._lock = threading.Lock()
+
+    def _registries_conf(self) -> RegistriesConf:
+        with self._lock:
+            if self._conf is None:
+                path = self._registries_conf_path or default_registries_conf()
+                dirs = self._registries_conf_dirs
+                if dirs is None:
+                    dirs = default_registries_conf_dirs()
+                self._conf = RegistriesConf(path, dirs)
+            return self._conf
+
+    def settings(self, domain: str, repository: str = "") -> TLSSettings:
+        """How to connect for `domain/repository`.
+
+        Raises:
+            ConfigError: registries.conf is malformed (only read when `tls_verify` is None).
+        """
+        insecure = not self.tls_verify
+        if self.tls_verify is None:
+            insecure = self._registries_conf().insecure(domain, repository)
+        return TLSSettings(verify=not insecure, allow_http=insecure)
+
+    def ssl_context(self, host: str, verify: bool) -> ssl.SSLContext:
+        """The SSL context for `host[:port]`: system CAs plus certs.d, and its client certificate.
+
+        Raises:
+            ConfigError: a certs.d file cannot be loaded.
+        """
+        key = (host, verify)
+        with self._lock:
+            ctx = self._contexts.get(key)
+        if ctx is not None:
+            return ctx
+        files = find_cert_files(host, self._certs_dirs)
+        ctx = ssl.create_default_context()
+        if not verify:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        current: Path | None = None
+        try:
+            for current in files.ca_files:
+                ctx.load_verify_locations(cafile=str(current))
+            if files.client_cert is not None:
+                current = files.client_cert[0]
+                ctx.load_cert_chain(str(files.client_cert[0]), str(files.client_cert[1]))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot load {current} for {host}: {exc}") from exc
+        with self._lock:
+            return self._contexts.setdefault(key, ctx)

@@ -1,0 +1,435 @@
+"""The update of one unit, driven with plain functions: every path without any I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import pytest
+
+from updock.core.model import Container, Policy, ReportRow, Status, Task
+from updock.core.plan import (
+    Action,
+    Check,
+    CheckResult,
+    Outcome,
+    Pull,
+    Restart,
+    Retag,
+    SharedImageState,
+    drive,
+    update_unit,
+)
+from updock.errors import EngineError, RegistryError, ServiceError, UpdockError
+
+IMAGE = "quay.io/app/web:latest"
+DIGEST = "sha256:" + "ab" * 32
+
+
+def make_task(
+    name: str,
+    *,
+    unit: str = "web.service",
+    policy: Policy = Policy.REGISTRY,
+    image: str = IMAGE,
+) -> Task:
+    container = Container(id=(name * 64)[:64], name=name, image_id="0" * 64, raw_image_name=image)
+    return Task(unit=unit, container=container, policy=policy, raw_image_name=image)
+
+
+@dataclass
+class World:
+    """Performs actions from a script and logs them; unlisted checks find an update.
+
+    Attributes:
+        checks: outcome of `Check` per container name.
+        pulls: outcome of `Pull` per container name.
+        restarts: outcomes of successive `Restart`s (then None).
+        retags: outcome of `Retag` per container name.
+        log: the actions performed, in order, as short tuples.
+    """
+
+    checks: Mapping[str, Outcome] = field(default_factory=dict)
+    pulls: Mapping[str, Outcome] = field(default_factory=dict)
+    restarts: list[Outcome] = field(default_factory=list)
+    retags: Mapping[str, Outcome] = field(default_factory=dict)
+    log: list[tuple[str, ...]] = field(default_factory=list)
+
+    def __call__(self, action: Action) -> Outcome:
+        if isinstance(action, Check):
+            self.log.append(("check", action.task.container.name))
+            return self.checks.get(action.task.container.name, CheckResult(True, DIGEST))
+        if isinstance(action, Pull):
+            self.log.append(("pull", action.task.container.name, str(action.digest)))
+            return self.pulls.get(action.task.container.name)
+        if isinstance(action, Restart):
+            self.log.append(("restart", action.unit))
+            return self.restarts.pop(0) if self.restarts else None
+        self.log.append(("retag", action.task.container.name))
+        return self.retags.get(action.task.container.name)
+
+
+def run(
+    tasks: Sequence[Task],
+    world: Callable[[Action], Outcome],
+    *,
+    dry_run: bool = False,
+    rollback: bool = True,
+    images: SharedImageState | None = None,
+) -> tuple[list[ReportRow], list[UpdockError]]:
+    plan = update_unit(
+        tasks[0].unit,
+        tasks,
+        dry_run=dry_run,
+        rollback=rollback,
+        images_done=images if images is not None else SharedImageState(),
+    )
+    return drive(plan, world)
+
+
+def statuses(rows: Sequence[ReportRow]) -> list[Status]:
+    return [row.updated for row in rows]
+
+
+def test_no_update() -> None:
+    world = World(checks={"web": CheckResult(False)})
+    rows, errors = run([make_task("web")], world)
+    assert statuses(rows) == [Status.NOT_UPDATED]
+    assert errors == []
+    assert world.log == [("check", "web")]
+
+
+def test_dry_run_reports_pending_and_changes_nothing() -> None:
+    world = World()
+    images = SharedImageState()
+    rows, errors = run([make_task("web")], world, dry_run=True, images=images)
+    assert statuses(rows) == [Status.PENDING]
+    assert errors == []
+    assert world.log == [("check", "web")]
+    assert not images.is_pulled(IMAGE)
+
+
+def test_check_fails() -> None:
+    task = make_task("web")
+    world = World(checks={"web": RegistryError("connection refused")})
+    rows, errors = run([task], world)
+    assert statuses(rows) == [Status.FAILED]
+    assert world.log == [("check", "web")]
+    assert len(errors) == 1
+    assert isinstance(errors[0], RegistryError)  # the class, and so the exit status, is kept
+    assert str(errors[0]) == (
+        f'registry auto-updating container "{task.container.id}": '
+        f'image check for "{IMAGE}" failed: connection refused'
+    )
+    assert isinstance(errors[0].__cause__, RegistryError)
+
+
+def test_pull_fails() -> None:
+    task = make_task("web")
+    world = World(pulls={"web": EngineError("no space left on device")})
+    images = SharedImageState()
+    rows, errors = run([task], world, images=images)
+    assert statuses(rows) == [Status.FAILED]
+    assert world.log == [("check", "web"), ("pull", "web", DIGEST)]
+    assert str(errors[0]) == (
+        f'registry auto-updating container "{task.container.id}": '
+        f'image update for "{IMAGE}" failed: no space left on device'
+    )
+    assert not images.is_pulled(IMAGE)
+
+
+def test_restart_ok() -> None:
+    world = World()
+    images = SharedImageState()
+    rows, errors = run([make_task("web")], world, images=images)
+    assert statuses(rows) == [Status.UPDATED]
+    assert errors == []
+    # The pull is pinned to the digest the check found.
+    assert world.log == [("check", "web"), ("pull", "web", DIGEST), ("restart", "web.service")]
+    assert images.is_pulled(IMAGE)
+    assert images.pulled_digest(IMAGE) == DIGEST
+
+
+def test_rows_carry_the_task() -> None:
+    task = make_task("web")
+    rows, _ = run([task], World())
+    assert rows == [
+        ReportRow(
+            unit="web.service",
+            container_id=task.container.id,
+            container_name="web",
+            image=IMAGE,
+            policy=Policy.REGISTRY,
+            updated=Status.UPDATED,
+        )
+    ]
+
+
+def test_restart_fails_rollback_ok() -> None:
+    world = World(restarts=[ServiceError('job for "web.service" ended "failed"'), None])
+    images = SharedImageState()
+    rows, errors = run([make_task("web")], world, images=images)
+    assert statuses(rows) == [Status.ROLLED_BACK]
+    # As in podman, a rollback that works is no error: the run exits 0.
+    assert errors == []
+    assert world.log == [
+        ("check", "web"),
+        ("pull", "web", DIGEST),
+        ("restart", "web.service"),
+        ("retag", "web"),
+        ("restart", "web.service"),
+    ]
+    assert not images.is_pulled(IMAGE)
+    assert images.rolled_back == {IMAGE}
+
+
+def test_restart_fails_rollback_fails() -> None:
+    task = make_task("web")
+    world = World(restarts=[ServiceError("first"), ServiceError("second")])
+    rows, errors = run([task], world)
+    assert statuses(rows) == [Status.FAILED]
+    cid = task.container.id
+    assert [str(e) for e in errors] == [
+        f'auto-updating container "{cid}": restarting systemd unit "web.service" failed: first',
+        f'auto-updating container "{cid}": restarting systemd unit "web.service" with the '
+        "previous images during rollback failed: second",
+    ]
+    assert all(isinstance(e, ServiceError) for e in errors)
+
+
+def test_retag_fails() -> None:
+    task = make_task("web")
+    world = World(restarts=[ServiceError("boom")], retags={"web": EngineError("image gone")})
+    images = SharedImageState()
+    rows, errors = run([task], world, images=images)
+    # Restarted again, but on the new image: not rolled back.
+    assert statuses(rows) == [Status.FAILED]
+    assert world.log[-2:] == [("retag", "web"), ("restart", "web.service")]
+    assert [type(e) for e in errors] == [ServiceError, EngineError]
+    assert str(errors[1]) == (
+        f'auto-updating container "{task.container.id}": '
+        f'falling back to previous image "{IMAGE}" failed: image gone'
+    )
+    assert not images.is_pulled(IMAGE)
+
+
+def test_rollback_disabled() -> None:
+    task = make_task("web")
+    world = World(restarts=[ServiceError("boom")])
+    images = SharedImageState()
+    rows, errors = run([task], world, rollback=False, images=images)
+    assert statuses(rows) == [Status.FAILED]
+    assert world.log == [("check", "web"), ("pull", "web", DIGEST), ("restart", "web.service")]
+    assert [str(e) for e in errors] == [
+        f'auto-updating container "{task.container.id}": '
+        'restarting systemd unit "web.service" failed: boom'
+    ]
+    assert images.is_pulled(IMAGE)  # nothing was rolled back
+
+
+def test_two_tasks_in_one_unit_restart_once() -> None:
+    web = make_task("web", unit="pod.service", image="quay.io/app/web:1")
+    db = make_task("db", unit="pod.service", image="quay.io/app/db:1")
+    cache = make_task("cache", unit="pod.service", image="quay.io/app/cache:1")
+    world = World(checks={"cache": CheckResult(False)})
+    rows, errors = run([web, db, cache], world)
+    assert errors == []
+    assert statuses(rows) == [Status.UPDATED, Status.UPDATED, Status.NOT_UPDATED]
+    assert world.log == [
+        ("check", "web"),
+        ("pull", "web", DIGEST),
+        ("check", "db"),
+        ("pull", "db", DIGEST),
+        ("check", "cache"),
+        ("restart", "pod.service"),
+    ]
+
+
+def test_failed_check_does_not_stop_the_unit() -> None:
+    web = make_task("web", image="quay.io/app/web:1")
+    db = make_task("db", image="quay.io/app/db:1")
+    world = World(checks={"web": RegistryError("unauthorized")})
+    rows, errors = run([web, db], world)
+    assert statuses(rows) == [Status.FAILED, Status.UPDATED]
+    assert len(errors) == 1
+    assert world.log[-1] == ("restart", "web.service")
+
+
+def test_two_tasks_rollback_names_both() -> None:
+    web = make_task("web", image="quay.io/app/web:1")
+    db = make_task("db", image="quay.io/app/db:1")
+    world = World(restarts=[ServiceError("x"), ServiceError("y")])
+    rows, errors = run([web, db], world)
+    assert statuses(rows) == [Status.FAILED, Status.FAILED]
+    assert str(errors[0]) == (
+        f'auto-updating containers "{web.container.id}" "{db.container.id}": '
+        'restarting systemd unit "web.service" failed: x'
+    )
+    assert world.log.count(("restart", "web.service")) == 2
+    assert ("retag", "web") in world.log
+    assert ("retag", "db") in world.log
+
+
+def test_shared_image_pulled_once() -> None:
+    images = SharedImageState()
+    first = World()
+    run([make_task("one", unit="one.service")], first, images=images)
+    second = World()
+    rows, errors = run([make_task("two", unit="two.service")], second, images=images)
+    assert statuses(rows) == [Status.UPDATED]
+    assert errors == []
+    # Neither checked nor pulled again: only the unit restarts on the image already pulled.
+    assert second.log == [("restart", "two.service")]
+
+
+def test_shared_image_within_one_unit() -> None:
+    world = World()
+    rows, _ = run([make_task("a"), make_task("b")], world)
+    assert statuses(rows) == [Status.UPDATED, Status.UPDATED]
+    assert world.log == [("check", "a"), ("pull", "a", DIGEST), ("restart", "web.service")]
+
+
+def test_shared_image_rechecked_after_rollback() -> None:
+    images = SharedImageState()
+    first = World(restarts=[ServiceError("dies"), None])
+    rows, _ = run([make_task("one", unit="one.service")], first, images=images)
+    assert statuses(rows) == [Status.ROLLED_BACK]
+    second = World()
+    rows, errors = run([make_task("two", unit="two.service")], second, images=images)
+    # podman's bug: it would restart two.service on the image that just failed, unchecked.
+    assert second.log == [("check", "two"), ("pull", "two", DIGEST), ("restart", "two.service")]
+    assert statuses(rows) == [Status.UPDATED]
+    assert errors == []
+    assert images.is_pulled(IMAGE)
+    assert images.rolled_back == frozenset()
+
+
+def test_check_after_rollback_asks_afresh() -> None:
+    images = SharedImageState()
+    run([make_task("one", unit="one.service")], World(restarts=[ServiceError("x")]), images=images)
+    seen: list[Action] = []
+
+    def world(action: Action) -> Outcome:
+        seen.append(action)
+        return CheckResult(False) if isinstance(action, Check) else None
+
+    task = make_task("two", unit="two.service")
+    run([task], world, images=images)
+    assert seen == [Check(task, fresh=True)]
+    assert images.was_rolled_back(IMAGE)
+
+
+def test_first_check_is_not_fresh() -> None:
+    task = make_task("web")
+    plan = update_unit(
+        "web.service", [task], dry_run=True, rollback=True, images_done=SharedImageState()
+    )
+    assert next(plan) == Check(task, fresh=False)
+
+
+def test_shared_image_after_rollback_may_find_no_update() -> None:
+    images = SharedImageState()
+    run([make_task("one", unit="one.service")], World(restarts=[ServiceError("x")]), images=images)
+    second = World(checks={"two": CheckResult(False)})
+    rows, _ = run([make_task("two", unit="two.service")], second, images=images)
+    assert statuses(rows) == [Status.NOT_UPDATED]
+    assert second.log == [("check", "two")]
+
+
+def test_local_policy() -> None:
+    task = make_task("web", policy=Policy.LOCAL, image="localhost/web:dev")
+    world = World(checks={"web": CheckResult(True)})
+    images = SharedImageState()
+    rows, errors = run([task], world, images=images)
+    assert statuses(rows) == [Status.UPDATED]
+    assert errors == []
+    assert world.log == [("check", "web"), ("restart", "web.service")]  # nothing to pull
+    assert not images.is_pulled("localhost/web:dev")
+
+
+def test_local_policy_never_takes_the_shortcut() -> None:
+    images = SharedImageState()
+    images.record_pull(IMAGE, DIGEST)
+    world = World(checks={"web": CheckResult(False)})
+    rows, _ = run([make_task("web", policy=Policy.LOCAL)], world, images=images)
+    assert statuses(rows) == [Status.NOT_UPDATED]
+    assert world.log == [("check", "web")]
+
+
+def test_local_policy_rollback() -> None:
+    task = make_task("web", policy=Policy.LOCAL, image="localhost/web:dev")
+    world = World(restarts=[ServiceError("exit 1"), None])
+    rows, errors = run([task], world)
+    assert statuses(rows) == [Status.ROLLED_BACK]
+    assert errors == []
+    assert world.log == [
+        ("check", "web"),
+        ("restart", "web.service"),
+        ("retag", "web"),
+        ("restart", "web.service"),
+    ]
+
+
+def test_local_policy_check_error_message() -> None:
+    task = make_task("web", policy=Policy.LOCAL, image="localhost/web:dev")
+    _, errors = run([task], World(checks={"web": EngineError("image not known")}))
+    assert str(errors[0]) == (
+        f'locally auto-updating container "{task.container.id}": '
+        'image check for "localhost/web:dev" failed: image not known'
+    )
+
+
+def test_handler_exceptions_are_failures() -> None:
+    def world(action: Action) -> Outcome:
+        if isinstance(action, Restart):
+            raise ServiceError("unit not found")
+        return CheckResult(True, None) if isinstance(action, Check) else None
+
+    rows, errors = run([make_task("web")], world, rollback=False)
+    assert statuses(rows) == [Status.FAILED]
+    assert str(errors[0]).endswith("failed: unit not found")
+
+
+def test_pull_without_digest() -> None:
+    world = World(checks={"web": CheckResult(True)})
+    run([make_task("web")], world)
+    assert ("pull", "web", "None") in world.log
+
+
+def test_wrong_outcome_is_a_bug() -> None:
+    with pytest.raises(TypeError):
+        run([make_task("web")], lambda action: None)
+
+
+def test_driven_by_hand() -> None:
+    task = make_task("web")
+    plan = update_unit(
+        "web.service", [task], dry_run=False, rollback=True, images_done=SharedImageState()
+    )
+    assert next(plan) == Check(task)
+    assert plan.send(CheckResult(True, DIGEST)) == Pull(task, DIGEST)
+    assert plan.send(None) == Restart("web.service")
+    assert plan.send(ServiceError("failed")) == Retag(task)
+    assert plan.send(None) == Restart("web.service")
+    with pytest.raises(StopIteration) as stop:
+        plan.send(None)
+    rows, errors = stop.value.value
+    assert statuses(rows) == [Status.ROLLED_BACK]
+    assert errors == []
+
+
+def test_shared_image_state() -> None:
+    images = SharedImageState()
+    assert not images.is_pulled("a")
+    assert images.pulled_digest("a") is None
+    images.record_pull("a", "sha256:1")
+    assert images.is_pulled("a")
+    assert images.pulled_digest("a") == "sha256:1"
+    images.record_rollback("a")
+    assert not images.is_pulled("a")
+    assert images.was_rolled_back("a")
+    assert images.rolled_back == {"a"}
+    images.record_pull("a", None)
+    assert images.is_pulled("a")
+    assert not images.was_rolled_back("a")
+    assert images.rolled_back == frozenset()

@@ -1,0 +1,251 @@
+"""Assembling tasks: who is eligible, which unit, which authfile, and per-container errors."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pytest
+
+from updock.core.model import Container, Policy, Task
+from updock.core.tasks import assemble_tasks
+from updock.errors import ContainerConfigError, ImageReferenceError, PolicyError
+
+POLICY = "io.containers.autoupdate"
+AUTHFILE = "io.containers.autoupdate.authfile"
+UNIT = "PODMAN_SYSTEMD_UNIT"
+
+
+def ctr(
+    name: str,
+    *,
+    policy: str | None = "registry",
+    unit: str | None = None,
+    image: str = "quay.io/app/web:latest",
+    running: bool = True,
+    pod_id: str = "",
+    is_infra: bool = False,
+    labels: Mapping[str, str] | None = None,
+) -> Container:
+    """A container whose ID is its name repeated to 64 characters."""
+    labels = dict(labels or {})
+    if policy is not None:
+        labels[POLICY] = policy
+    if unit is not None:
+        labels[UNIT] = unit
+    return Container(
+        id=(name * 64)[:64],
+        name=name,
+        image_id="i" * 64,
+        raw_image_name=image,
+        labels=labels,
+        running=running,
+        pod_id=pod_id,
+        is_infra=is_infra,
+    )
+
+
+def test_eligible_containers_become_tasks() -> None:
+    web = ctr("web", unit="web.service")
+    tasks, errors = assemble_tasks([web], None)
+    assert errors == []
+    assert tasks == {
+        "web.service": [
+            Task(
+                unit="web.service",
+                container=web,
+                policy=Policy.REGISTRY,
+                raw_image_name="quay.io/app/web:latest",
+                authfile=None,
+            )
+        ]
+    }
+
+
+@pytest.mark.parametrize(
+    "container",
+    [
+        ctr("stopped", unit="s.service", running=False),
+        ctr("nolabel", unit="n.service", policy=None),
+        ctr("empty", unit="e.service", policy=""),
+        ctr("disabled", unit="d.service", policy="disabled"),
+        # A stopped container is skipped before its labels are even looked at.
+        ctr("stoppedbad", running=False, policy="bogus"),
+        ctr("infra", unit="pod.service", pod_id="p" * 64, is_infra=True),
+    ],
+)
+def test_skipped_without_error(container: Container) -> None:
+    assert assemble_tasks([container], None) == ({}, [])
+
+
+def test_image_alias_and_local_policy() -> None:
+    tasks, errors = assemble_tasks(
+        [
+            ctr("a", unit="a.service", policy="image"),
+            ctr("b", unit="b.service", policy="local", image="localhost/mine"),
+        ],
+        None,
+    )
+    assert errors == []
+    assert tasks["a.service"][0].policy is Policy.REGISTRY
+    # The local policy needs no fully-qualified, tagged reference.
+    assert tasks["b.service"][0].policy is Policy.LOCAL
+
+
+def test_invalid_policy_is_an_error_and_others_proceed() -> None:
+    bad = ctr("bad", unit="bad.service", policy="fake")
+    good = ctr("good", unit="good.service")
+    tasks, errors = assemble_tasks([bad, good], None)
+    assert list(tasks) == ["good.service"]
+    assert len(errors) == 1
+    assert isinstance(errors[0], PolicyError)
+    assert str(errors[0]) == (
+        f'auto-updating container "{bad.id}": invalid auto-update policy "fake": '
+        'valid policies are ["disabled" "image" "local" "registry"]'
+    )
+
+
+def test_missing_unit_label() -> None:
+    lost = ctr("lost")
+    tasks, errors = assemble_tasks([lost], None)
+    assert tasks == {}
+    assert len(errors) == 1
+    assert isinstance(errors[0], ContainerConfigError)
+    assert str(errors[0]) == (
+        f'auto-updating container "{lost.id}": no PODMAN_SYSTEMD_UNIT label found'
+    )
+
+
+def test_empty_unit_label_counts_as_missing() -> None:
+    _, errors = assemble_tasks([ctr("x", unit="")], None)
+    assert "no PODMAN_SYSTEMD_UNIT label found" in str(errors[0])
+
+
+def test_empty_raw_image_name() -> None:
+    anon = ctr("anon", unit="anon.service", image="")
+    tasks, errors = assemble_tasks([anon], None)
+    assert tasks == {}
+    assert isinstance(errors[0], ContainerConfigError)
+    assert str(errors[0]) == f'auto-updating container "{anon.id}": raw-image name is empty'
+
+
+@pytest.mark.parametrize(
+    ("image", "detail"),
+    [
+        ("busybox:latest", "short name"),
+        ("quay.io/app/web", "(no tag)"),
+        ("oci:/srv/layout", 'transport "oci"'),
+        ("quay.io/app/web:1@sha256:" + "a" * 64, "without digest"),
+    ],
+)
+def test_registry_policy_needs_a_fully_qualified_reference(image: str, detail: str) -> None:
+    shortie = ctr("shortie", unit="s.service", image=image)
+    tasks, errors = assemble_tasks([shortie], None)
+    assert tasks == {}
+    assert isinstance(errors[0], ImageReferenceError)
+    message = str(errors[0])
+    assert message.startswith(f'registry auto-updating container "{shortie.id}": ')
+    assert detail in message
+
+
+def test_docker_transport_prefix_is_accepted() -> None:
+    tasks, errors = assemble_tasks(
+        [ctr("d", unit="d.service", image="docker://quay.io/app/web:1")], None
+    )
+    assert errors == []
+    assert tasks["d.service"][0].raw_image_name == "docker://quay.io/app/web:1"
+
+
+def test_pod_container_uses_infra_unit() -> None:
+    pod = "p" * 64
+    infra = ctr("infra", policy=None, unit="pod-app.service", pod_id=pod, is_infra=True)
+    # Its own unit label is ignored: the pod's unit restarts the whole pod.
+    member = ctr("app-web", unit="ignored.service", pod_id=pod)
+    tasks, errors = assemble_tasks([member, infra], None)
+    assert errors == []
+    assert [t.container for t in tasks["pod-app.service"]] == [member]
+
+
+def test_pod_without_infra_container() -> None:
+    member = ctr("app-web", pod_id="q" * 64)
+    _, errors = assemble_tasks([member], None)
+    assert isinstance(errors[0], ContainerConfigError)
+    assert str(errors[0]) == (
+        f'auto-updating container "{member.id}": looking up pod\'s systemd unit: '
+        f'no infra container found for pod "{"q" * 64}"'
+    )
+
+
+def test_pod_infra_without_unit_label() -> None:
+    pod = "p" * 64
+    infra = ctr("infra", policy=None, pod_id=pod, is_infra=True)
+    member = ctr("app-web", unit="own.service", pod_id=pod)
+    _, errors = assemble_tasks([infra, member], None)
+    assert str(errors[0]) == (
+        f'auto-updating container "{member.id}": no PODMAN_SYSTEMD_UNIT label found'
+    )
+
+
+def test_infra_of_another_pod_is_not_used() -> None:
+    other = ctr("infra", policy=None, unit="other.service", pod_id="o" * 64, is_infra=True)
+    member = ctr("app-web", pod_id="p" * 64)
+    tasks, errors = assemble_tasks([other, member], None)
+    assert tasks == {}
+    assert "no infra container found" in str(errors[0])
+
+
+def test_authfile_label_wins_over_argument() -> None:
+    tasks, _ = assemble_tasks(
+        [
+            ctr("a", unit="a.service", labels={AUTHFILE: "/etc/a.json"}),
+            ctr("b", unit="b.service"),
+        ],
+        "/run/auth.json",
+    )
+    assert tasks["a.service"][0].authfile == "/etc/a.json"
+    assert tasks["b.service"][0].authfile == "/run/auth.json"
+
+
+def test_kube_play_per_container_labels() -> None:
+    pod = "p" * 64
+    infra = ctr("infra", policy=None, unit="kube.service", pod_id=pod, is_infra=True)
+    web = ctr(
+        "demo-web",
+        policy="registry",
+        pod_id=pod,
+        labels={f"{POLICY}/web": "local", f"{AUTHFILE}/web": "/web.json"},
+    )
+    db = ctr("demo-db", policy="registry", pod_id=pod, labels={f"{POLICY}/db": "disabled"})
+    cache = ctr("demo-cache", policy=None, pod_id=pod, labels={f"{POLICY}/cache": "registry"})
+    tasks, errors = assemble_tasks([infra, web, db, cache], "/default.json")
+    assert errors == []
+    by_name = {t.container.name: t for t in tasks["kube.service"]}
+    assert set(by_name) == {"demo-web", "demo-cache"}
+    assert by_name["demo-web"].policy is Policy.LOCAL
+    assert by_name["demo-web"].authfile == "/web.json"
+    assert by_name["demo-cache"].policy is Policy.REGISTRY
+    assert by_name["demo-cache"].authfile == "/default.json"
+
+
+def test_units_and_tasks_are_ordered() -> None:
+    pod = "p" * 64
+    containers = [
+        ctr("zeta", unit="b.service"),
+        ctr("infra", policy=None, unit="a.service", pod_id=pod, is_infra=True),
+        ctr("mid", pod_id=pod),
+        ctr("alpha", pod_id=pod),
+        ctr("beta", unit="c.service"),
+    ]
+    tasks, errors = assemble_tasks(containers, None)
+    assert errors == []
+    assert list(tasks) == ["a.service", "b.service", "c.service"]
+    assert [t.container.name for t in tasks["a.service"]] == ["alpha", "mid"]
+
+
+def test_errors_name_each_container_and_keep_order() -> None:
+    one = ctr("one", policy="bogus")
+    two = ctr("two")
+    three = ctr("three", unit="t.service", image="alpine")
+    _, errors = assemble_tasks([one, two, three], None)
+    assert [type(e) for e in errors] == [PolicyError, ContainerConfigError, ImageReferenceError]
+    for error, container in zip(errors, (one, two, three), strict=True):
+        assert f'"{container.id}"' in str(error)
