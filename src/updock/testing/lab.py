@@ -332,7 +332,14 @@ class Lab:
     # -- configuration --------------------------------------------------------------------
 
     def _write_config(self) -> None:
-        for d in (self.conf, self.units, self.root / "tmp", self.root / "run", self.root / "certs"):
+        for d in (
+            self.conf,
+            self.units,
+            self.root / "tmp",
+            self.root / "run",
+            self.root / "certs",
+            self.root / "logs",
+        ):
             d.mkdir(parents=True, exist_ok=True)
         storage = self.root / "storage"
         (self.conf / "storage.conf").write_text(
@@ -548,6 +555,11 @@ class Lab:
         for applet in BUSYBOX_APPLETS:
             (rootfs / "bin" / applet).symlink_to("busybox")
         (rootfs / "version").write_text(f"{version}\n")
+        # A command that exists in this version of the image only: a unit that runs it cannot
+        # start on any other version (a start failure that systemd reports, for rollbacks).
+        only = rootfs / "bin" / f"only-{version}"
+        only.write_text("#!/bin/sh\n" + _COMMANDS[ImageKind.HEALTHY][2] + "\n")
+        only.chmod(0o755)
         (rootfs / "kind").write_text(f"{kind.value}\n")
         tar = build / "rootfs.tar"
         with tarfile.open(tar, "w") as t:
@@ -619,6 +631,7 @@ class Lab:
         *,
         policy: str | None = "registry",
         run_args: Sequence[str] = (),
+        command: Sequence[str] = (),
         start: bool = True,
         pull: bool = True,
     ) -> Service:
@@ -630,6 +643,7 @@ class Lab:
             labels: extra labels on the container.
             policy: value of `io.containers.autoupdate`, or None for no label.
             run_args: extra `podman run` arguments.
+            command: the command to run instead of the image's.
             start: start the unit (and wait until its start job is done).
             pull: pull the image into the lab's store first.
         """
@@ -641,6 +655,7 @@ class Lab:
             all_labels.setdefault("io.containers.autoupdate", policy)
         label_args = " ".join(f"--label {_sd_quote(f'{k}={v}')}" for k, v in all_labels.items())
         extra = " ".join(_sd_quote(a) for a in run_args)
+        cmd = " ".join(_sd_quote(a) for a in command)
         authfile = ""
         if image.startswith(self.secure.host + "/"):
             authfile = f"--authfile {self.authfile} "
@@ -666,11 +681,14 @@ ExecStart=/usr/bin/podman run \\
 \t--replace \\
 \t-d \\
 \t--network none \\
-\t{authfile}--name {name} {label_args} {extra} {image}
+\t{authfile}--name {name} {label_args} {extra} {image} {cmd}
 ExecStop=/usr/bin/podman stop --ignore -t 10 --cidfile=%t/%n.ctr-id
 ExecStopPost=/usr/bin/podman rm -f --ignore -t 10 --cidfile=%t/%n.ctr-id
 Type=notify
 NotifyAccess=all
+# No journald in the lab: the unit's output goes to a file of the lab (`Lab.unit_log`).
+StandardOutput=append:{self.root}/logs/{unit}.log
+StandardError=inherit
 
 [Install]
 WantedBy=default.target
@@ -680,6 +698,11 @@ WantedBy=default.target
         if start:
             self.systemctl("start", unit)
         return Service(name, unit, image)
+
+    def unit_log(self, unit: str) -> str:
+        """Everything the unit's processes printed (podman's errors included)."""
+        path = self.root / "logs" / f"{unit}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
 
     def unit_state(self, unit: str) -> str:
         """`ActiveState` of a unit: active, failed, inactive, activating..."""

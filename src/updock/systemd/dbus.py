@@ -1,0 +1,260 @@
+"""`SystemdManager`: restarts units through systemd's D-Bus API, and `connect` to get one.
+
+jeepney is used because it speaks D-Bus in pure Python over any unix socket, including systemd's
+private peer-to-peer socket (`/run/systemd/private`), where there is no bus daemon: updock can
+restart units on a host without dbus-daemon, as systemctl does. jeepney's blocking
+`DBusConnection` cannot be used there (its constructor sends `Hello`, which the private socket
+answers with an error), so this module keeps its own small loop over jeepney's pieces: the
+EXTERNAL authentication lines, `Parser` and `Message.serialise`.
+
+jeepney's untyped values (`Any`) stay inside this module; so do its exceptions, which become
+`ServiceError` in `_translate`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from jeepney import (
+    DBusAddress,
+    HeaderFields,
+    MatchRule,
+    MessageType,
+    Parser,
+    Properties,
+    new_method_call,
+)
+from jeepney.auth import BEGIN, AuthenticationError, make_auth_external
+from jeepney.bus import get_bus
+from jeepney.bus_messages import message_bus
+from jeepney.wrappers import DBusErrorResponse
+
+from updock.errors import ServiceError
+
+SYSTEMD = DBusAddress(
+    "/org/freedesktop/systemd1",
+    bus_name="org.freedesktop.systemd1",
+    interface="org.freedesktop.systemd1.Manager",
+)
+UNIT_INTERFACE = "org.freedesktop.systemd1.Unit"
+SYSTEM_PRIVATE_SOCKET = "/run/systemd/private"
+SYSTEM_BUS = "unix:path=/run/dbus/system_bus_socket"
+
+# Matched here, on every message read. On the private socket signals carry no sender, so the
+# rule names none; on a bus, the AddMatch rule (`_join_bus`) adds the sender.
+_JOB_REMOVED = MatchRule(
+    type="signal", interface=SYSTEMD.interface, member="JobRemoved", path=SYSTEMD.object_path
+)
+
+# Results of jobs nobody waits for (every job of the manager is signalled) are kept, oldest
+# dropped first beyond this many, so a long-lived connection does not grow without bound.
+_MAX_UNCLAIMED_RESULTS = 1024
+
+
+class SystemdManager:
+    """A connection to one systemd manager (system or user). Not thread-safe.
+
+    Every message read on the connection passes through `_receive`, which records the result of
+    each `JobRemoved` signal by job path. So the signal of a job is never missed, even when it
+    arrives before the reply that names the job, and results read while waiting for one job stay
+    available for the others.
+
+    Args:
+        sock: an authenticated D-Bus socket (see `connect`).
+        address: where it is connected, for error messages.
+        timeout: seconds each `restart` or `active_state` may take in all.
+    """
+
+    def __init__(self, sock: socket.socket, address: str, timeout: float) -> None:
+        self._sock = sock
+        self._address = address
+        self._timeout = timeout
+        self._parser = Parser()
+        self._serials = itertools.count(1)
+        self._job_results: dict[str, str] = {}
+
+    def __enter__(self) -> SystemdManager:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def restart(self, unit: str) -> None:
+        """Restart `unit` (job mode "replace") and wait until its job is removed.
+
+        Raises:
+            ServiceError: the job's result is not "done", systemd refused the restart (no such
+                unit, access denied), the connection failed, or no result came within the
+                timeout.
+        """
+        what = f'restarting systemd unit "{unit}"'
+        deadline = time.monotonic() + self._timeout
+        with self._translate(what):
+            restart = new_method_call(SYSTEMD, "RestartUnit", "ss", (unit, "replace"))
+            (job,) = self._call(restart, deadline)
+            while job not in self._job_results:
+                self._receive(deadline)
+            result = self._job_results.pop(job)
+        if result != "done":
+            raise ServiceError(f'{what} failed: expected "done" but received "{result}"')
+
+    def active_state(self, unit: str) -> str:
+        """The unit's `ActiveState`: "active", "failed", "inactive", "activating", ...
+
+        Raises:
+            ServiceError: systemd refused the request, the connection failed, or timed out.
+        """
+        deadline = time.monotonic() + self._timeout
+        with self._translate(f'reading the state of systemd unit "{unit}"'):
+            (path,) = self._call(new_method_call(SYSTEMD, "LoadUnit", "s", (unit,)), deadline)
+            unit_object = DBusAddress(path, bus_name=SYSTEMD.bus_name, interface=UNIT_INTERFACE)
+            ((_signature, state),) = self._call(
+                Properties(unit_object).get("ActiveState"), deadline
+            )
+        return str(state)
+
+    def close(self) -> None:
+        """Close the connection; jobs already started go on."""
+        self._sock.close()
+
+    def _join_bus(self) -> None:
+        """On a message bus (not the private socket): say Hello and ask for JobRemoved."""
+        deadline = time.monotonic() + self._timeout
+        with self._translate(f"joining the bus at {self._address}"):
+            self._call(message_bus.Hello(), deadline)
+            rule = MatchRule(
+                type="signal",
+                sender=SYSTEMD.bus_name,
+                interface=SYSTEMD.interface,
+                member="JobRemoved",
+                path=SYSTEMD.object_path,
+            )
+            self._call(message_bus.AddMatch(rule), deadline)
+            # systemd emits its signals on a bus only while some client is subscribed.
+            self._call(new_method_call(SYSTEMD, "Subscribe"), deadline)
+
+    def _call(self, message: Any, deadline: float) -> tuple[Any, ...]:
+        """Send a method call and return the body of its reply.
+
+        Raises:
+            DBusErrorResponse: the reply is an error.
+        """
+        serial = next(self._serials)
+        self._set_socket_timeout(deadline)
+        self._sock.sendall(message.serialise(serial=serial))
+        while True:
+            reply = self._receive(deadline)
+            if reply.header.fields.get(HeaderFields.reply_serial) == serial:
+                if reply.header.message_type is MessageType.error:
+                    raise DBusErrorResponse(reply)
+                return tuple(reply.body)
+
+    def _receive(self, deadline: float) -> Any:
+        """Read the next message, recording it first if it is a JobRemoved signal."""
+        while (message := self._parser.get_next_message()) is None:
+            self._set_socket_timeout(deadline)
+            data = self._sock.recv(65536)
+            if not data:
+                raise ConnectionResetError("systemd closed the connection")
+            self._parser.add_data(data)
+        if _JOB_REMOVED.matches(message):
+            _id, job, _unit, result = message.body
+            self._job_results[job] = result
+            if len(self._job_results) > _MAX_UNCLAIMED_RESULTS:
+                del self._job_results[next(iter(self._job_results))]
+        return message
+
+    def _set_socket_timeout(self, deadline: float) -> None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError
+        self._sock.settimeout(remaining)
+
+    @contextlib.contextmanager
+    def _translate(self, what: str) -> Iterator[None]:
+        """The one boundary where D-Bus, jeepney and socket errors become `ServiceError`."""
+        try:
+            yield
+        except DBusErrorResponse as exc:
+            detail = exc.data[0] if exc.data else ""
+            raise ServiceError(f"{what} failed: {exc.name}: {detail}") from exc
+        except TimeoutError as exc:
+            raise ServiceError(f"{what} timed out after {self._timeout:g} s") from exc
+        except (OSError, ValueError) as exc:  # ValueError: a message jeepney cannot parse
+            raise ServiceError(f"{what} failed: {self._address}: {exc}") from exc
+
+
+def connect(user: bool | None = None, timeout: float = 300) -> SystemdManager:
+    """Connect to the system's systemd (as root) or to the user's own systemd manager.
+
+    The manager's private socket is preferred; when it does not exist, the system bus (or, for
+    the user manager, the session bus) is used instead.
+
+    Args:
+        user: the user manager (`$XDG_RUNTIME_DIR/systemd/private`) instead of the system one
+            (`/run/systemd/private`). By default, the user manager unless running as root.
+        timeout: seconds each restart (from the request to the job's result) may take.
+
+    Raises:
+        ServiceError: no connection could be made.
+    """
+    if user is None:
+        user = os.geteuid() != 0
+    if user:
+        runtime_dir = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.geteuid()}"
+        private = Path(runtime_dir, "systemd", "private")
+        bus = os.environ.get("DBUS_SESSION_BUS_ADDRESS") or f"unix:path={runtime_dir}/bus"
+    else:
+        private = Path(SYSTEM_PRIVATE_SOCKET)
+        bus = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS") or SYSTEM_BUS
+    on_bus = not private.exists()
+    address = bus if on_bus else str(private)
+    try:
+        sock = _open_authenticated(get_bus(bus) if on_bus else address, timeout)
+    except (OSError, ValueError, RuntimeError) as exc:  # RuntimeError: a non-unix bus address
+        why = f" (there is no {private})" if on_bus else ""
+        raise ServiceError(f"cannot connect to systemd at {address}{why}: {exc}") from exc
+    manager = SystemdManager(sock, address, timeout)
+    if on_bus:
+        try:
+            manager._join_bus()
+        except BaseException:
+            manager.close()
+            raise
+    return manager
+
+
+def _open_authenticated(path: str, timeout: float) -> socket.socket:
+    """Connect to a D-Bus unix socket and authenticate with EXTERNAL (our uid).
+
+    AUTH and BEGIN go out in one write, as sd-bus's own clients (systemctl) send them; the first
+    message only after the server's OK. systemd's sd-bus server keeps whatever arrives in the same
+    read as BEGIN in its buffer and looks at it only when the socket is readable again. jeepney's
+    `prep_socket` sends BEGIN after the OK, right before the first message, so now and then that
+    message (a RestartUnit, in the lab) sat unanswered until the connection closed.
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(path)
+        sock.sendall(b"\0" + make_auth_external() + BEGIN)
+        # Byte by byte: whatever follows the OK line is already a message (a signal).
+        line = b""
+        while not line.endswith(b"\r\n"):
+            byte = sock.recv(1)
+            if not byte:
+                raise ConnectionResetError("the server closed the connection during AUTH")
+            line += byte
+        if not line.startswith(b"OK "):
+            raise AuthenticationError(line)
+    except BaseException:
+        sock.close()
+        raise
+    return sock

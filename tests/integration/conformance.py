@@ -1,0 +1,70 @@
+"""Helpers to run updock and the real `podman auto-update` on the same lab and compare reports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from updock.testing.lab import Lab
+
+Row = dict[str, str]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One run of one tool: exit status, stdout, stderr."""
+
+    tool: str
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def rows(self) -> list[Row]:
+        """The JSON report (the run must have used `--format json`), sorted like updock's."""
+        if not self.stdout.strip():
+            return []
+        data: list[Row] = json.loads(self.stdout)
+        return sorted(data, key=lambda r: (r["Unit"], r["ContainerName"]))
+
+    def statuses(self) -> dict[str, str]:
+        """container name -> Updated, from a JSON report."""
+        return {r["ContainerName"]: r["Updated"] for r in self.rows()}
+
+
+def _outcome(tool: str, res: subprocess.CompletedProcess[str]) -> Outcome:
+    return Outcome(tool, res.returncode, res.stdout, res.stderr)
+
+
+def run_updock(lab: Lab, *args: str, env: Mapping[str, str] | None = None) -> Outcome:
+    """`updock auto-update ARGS` in the lab."""
+    return _outcome("updock", lab.updock("auto-update", *args, env=env))
+
+
+def run_podman(lab: Lab, *args: str, env: Mapping[str, str] | None = None) -> Outcome:
+    """The real `podman auto-update ARGS` in the lab."""
+    res = lab.run(["podman", "auto-update", *args], check=False, env=env, timeout=300)
+    return _outcome("podman", res)
+
+
+def run_both(lab: Lab, *args: str, env: Mapping[str, str] | None = None) -> tuple[Outcome, Outcome]:
+    """updock then podman with the same arguments on the same state (for runs that change
+    nothing, such as `--dry-run`)."""
+    return run_updock(lab, *args, env=env), run_podman(lab, *args, env=env)
+
+
+def sorted_table(stdout: str) -> list[str]:
+    """A table report with its header first and its rows sorted (podman's order is random)."""
+    lines = stdout.splitlines()
+    return lines[:1] + sorted(lines[1:])
+
+
+def without_ids(rows: list[Row]) -> list[dict[str, Any]]:
+    """Rows without container IDs, to compare runs on two set-ups of the same scenario."""
+    return [
+        {k: v for k, v in r.items() if k not in ("ContainerID", "Container")}
+        | {"Container": r["Container"][13:]}
+        for r in rows
+    ]
