@@ -183,16 +183,21 @@ def test_restart_fails_rollback_ok() -> None:
     assert images.rolled_back == {IMAGE}
 
 
+def restart_error(detail: str, unit: str = "web.service") -> ServiceError:
+    """A ServiceError shaped like the systemd manager's."""
+    return ServiceError(f'restarting systemd unit "{unit}" failed: {detail}')
+
+
 def test_restart_fails_rollback_fails() -> None:
     task = make_task("web")
-    world = World(restarts=[ServiceError("first"), ServiceError("second")])
+    world = World(restarts=[restart_error("first"), restart_error("second")])
     rows, errors = run([task], world)
     assert statuses(rows) == [Status.FAILED]
     cid = task.container.id
     assert [str(e) for e in errors] == [
         f'auto-updating container "{cid}": restarting systemd unit "web.service" failed: first',
-        f'auto-updating container "{cid}": restarting systemd unit "web.service" with the '
-        "previous images during rollback failed: second",
+        f'auto-updating container "{cid}": during rollback: '
+        'restarting systemd unit "web.service" failed: second',
     ]
     assert all(isinstance(e, ServiceError) for e in errors)
 
@@ -215,7 +220,7 @@ def test_retag_fails() -> None:
 
 def test_rollback_disabled() -> None:
     task = make_task("web")
-    world = World(restarts=[ServiceError("boom")])
+    world = World(restarts=[restart_error("boom")])
     images = SharedImageState()
     rows, errors = run([task], world, rollback=False, images=images)
     assert statuses(rows) == [Status.FAILED]
@@ -258,7 +263,7 @@ def test_failed_check_does_not_stop_the_unit() -> None:
 def test_two_tasks_rollback_names_both() -> None:
     web = make_task("web", image="quay.io/app/web:1")
     db = make_task("db", image="quay.io/app/db:1")
-    world = World(restarts=[ServiceError("x"), ServiceError("y")])
+    world = World(restarts=[restart_error("x"), restart_error("y")])
     rows, errors = run([web, db], world)
     assert statuses(rows) == [Status.FAILED, Status.FAILED]
     assert str(errors[0]) == (
@@ -382,7 +387,7 @@ def test_local_policy_check_error_message() -> None:
 def test_handler_exceptions_are_failures() -> None:
     def world(action: Action) -> Outcome:
         if isinstance(action, Restart):
-            raise ServiceError("unit not found")
+            raise restart_error("unit not found")
         return CheckResult(True, None) if isinstance(action, Check) else None
 
     rows, errors = run([make_task("web")], world, rollback=False)

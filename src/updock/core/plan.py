@@ -251,10 +251,8 @@ def _restart(
             status[task.container.id] = Status.UPDATED
         return
 
-    restart_error = _wrap(
-        failure,
-        f"auto-updating {_containers(updated)}: restarting systemd unit {go_quote(unit)} failed",
-    )
+    # The service manager's errors already say `restarting systemd unit "U" failed: ...`.
+    restart_error = _wrap(failure, f"auto-updating {_containers(updated)}")
     if not rollback:
         errors.append(restart_error)  # the tasks stay FAILED, on the new image
         return
@@ -280,11 +278,7 @@ def _restart(
     failure = _expect_none((yield Restart(unit)))
     if failure is not None:
         rollback_errors.append(
-            _wrap(
-                failure,
-                f"auto-updating {_containers(updated)}: restarting systemd unit "
-                f"{go_quote(unit)} with the previous images during rollback failed",
-            )
+            _wrap(failure, f"auto-updating {_containers(updated)}: during rollback")
         )
         retagged = []
     if rollback_errors:
