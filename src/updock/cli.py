@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -122,6 +123,9 @@ def auto_update(
 
     if args:
         raise click.UsageError("`updock auto-update` takes no arguments")
+    if tls_verify is False:
+        # The user asked for unverified TLS: urllib3's warning per request is only noise.
+        warnings.filterwarnings("ignore", message="Unverified HTTPS request")
     if authfile is None:
         authfile = os.environ.get("REGISTRY_AUTH_FILE") or None
     elif not os.path.exists(authfile):

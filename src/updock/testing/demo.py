@@ -19,7 +19,8 @@ def _say(text: str) -> None:
 
 
 def _show(lab: Lab, tool: list[str], *args: str) -> int:
-    print(f"$ {shlex.join([*tool, *args])}", flush=True)
+    shown = ["updock", "auto-update"] if "updock" in tool else tool
+    print(f"$ {shlex.join([*shown, *args])}", flush=True)
     res = lab.run([*tool, *args], check=False, timeout=300)
     sys.stdout.write(res.stdout)
     sys.stderr.write(res.stderr)
@@ -31,7 +32,8 @@ def _show(lab: Lab, tool: list[str], *args: str) -> int:
 def _state(lab: Lab, names: list[str]) -> None:
     for name in names:
         unit = f"container-{name}.service"
-        version = lab.run(["podman", "exec", name, "cat", "/version"], check=False).stdout.strip()
+        res = lab.run(["podman", "exec", name, "/bin/cat", "/version"], check=False)
+        version = res.stdout.strip()
         print(f"  {unit:28} {lab.unit_state(unit):8} running image version {version or '-'}")
 
 
@@ -41,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--tool",
         choices=["updock", "podman"],
-        default="podman",
+        default="updock",
         help="which auto-update to run (default: %(default)s)",
     )
     opts = parser.parse_args(argv)

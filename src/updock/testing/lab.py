@@ -714,7 +714,7 @@ WantedBy=default.target
 
     def container_version(self, name: str) -> str:
         """Contents of /version inside the running container `name`."""
-        return self.podman("exec", name, "cat", "/version").stdout.strip()
+        return self.podman("exec", name, "/bin/cat", "/version").stdout.strip()
 
     def updock(
         self, *args: str, env: Mapping[str, str] | None = None
