@@ -227,14 +227,17 @@ class Lab:
     """A running lab. Use as a context manager, or call `start()` and `stop()`.
 
     Args:
-        root: folder for everything the lab writes; made under /var/tmp when None (never /tmp,
-            whose contents the tests must leave unchanged). Removed by `stop()` when it made it.
+        root: folder for everything the lab writes; made under `$UPDOCK_LAB_BASE` (default
+            /var/tmp) when None — never /tmp, whose contents the tests must leave unchanged.
+            Removed by `stop()` when it made it.
     """
 
     def __init__(self, root: Path | None = None) -> None:
         self._own_root = root is None
         if root is None:
-            root = Path(tempfile.mkdtemp(prefix="updock-lab.", dir="/var/tmp"))
+            base = os.environ.get("UPDOCK_LAB_BASE", "/var/tmp")
+            Path(base).mkdir(parents=True, exist_ok=True)
+            root = Path(tempfile.mkdtemp(prefix="updock-lab.", dir=base))
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         self.conf = self.root / "conf"
@@ -246,6 +249,8 @@ class Lab:
             "CONTAINERS_REGISTRIES_CONF": str(self.conf / "registries.conf"),
             "CONTAINERS_STORAGE_CONF": str(self.conf / "storage.conf"),
             "TMPDIR": str(self.root / "tmp"),
+            # updock's journal and lock stay in the lab too.
+            "UPDOCK_STATE_DIR": str(self.root / "updock-state"),
         }
         self.authfile = self.root / "auth.json"
         self.ca_cert = self.root / "certs" / "ca.crt"
