@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
-from updock import __version__
+from updock import __version__, defaults
 from updock.errors import EXIT_ERROR, UpdockError
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -101,6 +101,41 @@ def cli() -> None:
     "Require HTTPS and verify certificates when contacting registries "
     "(default: as registries.conf says; --tls-verify=false allows plain HTTP).",
 )
+@click.option(
+    "--settle-time",
+    type=click.FloatRange(min=0),
+    default=defaults.SETTLE,
+    show_default=True,
+    envvar="UPDOCK_SETTLE_TIME",
+    metavar="SECONDS",
+    help="How long a restarted container must stay up (and healthy) before its update counts. "
+    "A container's io.updock.verify.settle label can raise it. [env: UPDOCK_SETTLE_TIME]",
+)
+@click.option(
+    "--verify-timeout",
+    type=click.FloatRange(min=0),
+    default=defaults.VERIFY_TIMEOUT,
+    show_default=True,
+    envvar="UPDOCK_VERIFY_TIMEOUT",
+    metavar="SECONDS",
+    help="How long a restarted unit has to become active, running and healthy; health checks "
+    "get at least their own start period, interval and retries. Label: "
+    "io.updock.verify.timeout. [env: UPDOCK_VERIFY_TIMEOUT]",
+)
+@_bool_option(
+    "--keep-previous",
+    True,
+    "Keep the previous image (tagged localhost/updock-previous/<container>) after a verified "
+    "update, for `updock rollback`; --keep-previous=false releases it at once.",
+)
+@click.option(
+    "--lock-wait",
+    type=click.FloatRange(min=0),
+    default=defaults.LOCK_WAIT,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long to wait while another updock run updates this host (0: exit at once).",
+)
 def auto_update(
     args: tuple[str, ...],
     authfile: str | None,
@@ -108,6 +143,10 @@ def auto_update(
     fmt: str,
     rollback: bool,
     tls_verify: bool | None,
+    settle_time: float,
+    verify_timeout: float,
+    keep_previous: bool,
+    lock_wait: float,
 ) -> None:
     """Update containers according to their auto-update policy.
 
@@ -118,6 +157,7 @@ def auto_update(
     Exits 125 when anything failed.
     """
     # Imported here so that `updock --help` does not pay for the registry and D-Bus stacks.
+    from updock.actions import SafetyOptions
     from updock.core.report import format_report
     from updock.run import Options, run_auto_update
 
@@ -136,8 +176,18 @@ def auto_update(
     try:
         # Fail on a bad format before anything is changed.
         format_report([], fmt)
+        safety = SafetyOptions(
+            settle=settle_time, verify_timeout=verify_timeout, keep_previous=keep_previous
+        )
         result = run_auto_update(
-            Options(authfile=authfile, dry_run=dry_run, rollback=rollback, tls_verify=tls_verify)
+            Options(
+                authfile=authfile,
+                dry_run=dry_run,
+                rollback=rollback,
+                tls_verify=tls_verify,
+                safety=safety,
+                lock_wait=lock_wait,
+            )
         )
         errors: list[BaseException] = list(result.errors)
         if result.rows:

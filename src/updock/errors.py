@@ -9,7 +9,8 @@
     ├── EngineError              the container engine (podman) failed or answered nonsense
     ├── RegistryError            a registry could not be asked, or answered an error
     │   └── RegistryAuthError    the registry refused the credentials (401/403)
-    └── ServiceError             the service manager (systemd) failed to restart a unit
+    ├── ServiceError             the service manager (systemd) failed to restart a unit
+    └── VerificationError        a restarted unit did not come up healthy on the expected images
 
 Library errors (requests, jeepney, subprocess) are translated at the one boundary that calls the
 library and re-raised `from` the original, so callers only ever handle this tree.
@@ -69,3 +70,8 @@ class RegistryAuthError(RegistryError):
 
 class ServiceError(UpdockError):
     """Raised when the service manager cannot restart a unit or its job does not end `done`."""
+
+
+class VerificationError(UpdockError):
+    """Raised when a unit, after its restart, is not active, its containers are not running on
+    the expected images, do not stay up for the settle time, or are unhealthy."""

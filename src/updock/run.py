@@ -8,20 +8,20 @@ once per distinct (image name, credentials, platform); the plan then reads their
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from updock import defaults
+from updock.actions import ActionHandler, SafetyOptions, ServiceConnection, recover
 from updock.core.model import Image, Policy, ReportRow, Task
 from updock.core.plan import (
-    Action,
     Check,
     CheckResult,
-    Outcome,
-    Pull,
-    Restart,
-    Retag,
     SharedImageState,
     drive,
     update_unit,
@@ -31,6 +31,7 @@ from updock.core.tasks import assemble_tasks
 from updock.engines import Engine
 from updock.errors import EngineError, RegistryError, UpdockError
 from updock.registry import RegistryClient
+from updock.state import StateStore
 from updock.systemd import ServiceManager
 
 #: Registry checks that may run at once (they are I/O bound: one HEAD each).
@@ -39,12 +40,25 @@ CHECK_CONCURRENCY = 8
 
 @dataclass(frozen=True)
 class Options:
-    """What the user asked for (the flags of `auto-update`)."""
+    """What the user asked for (the flags of `auto-update`).
+
+    Attributes:
+        authfile: credentials file (after `REGISTRY_AUTH_FILE`), or None.
+        dry_run: report `pending`, change nothing.
+        rollback: roll back a unit whose update fails (to restart or to verify).
+        tls_verify: None = as registries.conf says.
+        safety: verification and retention of previous images.
+        lock_wait: seconds to wait for another run's lock (0: fail at once).
+        state_dir: where the journal and the lock live (default: `state.default_state_dir`).
+    """
 
     authfile: str | None = None
     dry_run: bool = False
     rollback: bool = True
     tls_verify: bool | None = None
+    safety: SafetyOptions = field(default_factory=SafetyOptions)
+    lock_wait: float = defaults.LOCK_WAIT
+    state_dir: Path | None = None
 
 
 @dataclass
@@ -119,64 +133,25 @@ class _Checker:
         return result
 
 
-class _Handler:
-    """Performs the plan's actions for one run."""
+def _make_check(
+    engine: Engine, checker: _Checker, images: dict[str, Image]
+) -> Callable[[Check], CheckResult]:
+    """The `Check` action: the registry's digest (from the checker) or the local image ID."""
 
-    def __init__(
-        self,
-        engine: Engine,
-        checker: _Checker,
-        images: dict[str, Image],
-        services: Callable[[], ServiceManager],
-        options: Options,
-    ) -> None:
-        self._engine = engine
-        self._checker = checker
-        self._images = images
-        self._connect = services
-        self._services: ServiceManager | None = None
-        self._options = options
-
-    def close(self) -> None:
-        if self._services is not None:
-            self._services.close()
-
-    def __call__(self, action: Action) -> Outcome:
-        if isinstance(action, Check):
-            return self._check(action)
-        if isinstance(action, Pull):
-            task = action.task
-            ref = validate_auto_update_reference(task.raw_image_name)
-            # Pinned to the digest that was checked: the tag may move between check and pull.
-            new_id = self._engine.pull(
-                f"{ref.domain}/{ref.path}@{action.digest}",
-                authfile=task.authfile,
-                tls_verify=self._options.tls_verify,
-            )
-            self._engine.tag(new_id, task.raw_image_name)
-            return None
-        if isinstance(action, Restart):
-            if self._services is None:
-                self._services = self._connect()
-            self._services.restart(action.unit)
-            return None
-        if isinstance(action, Retag):
-            self._engine.tag(action.task.container.image_id, action.task.raw_image_name)
-            return None
-        raise TypeError(f"unknown action {action!r}")
-
-    def _check(self, action: Check) -> CheckResult:
+    def check(action: Check) -> CheckResult:
         task = action.task
-        if task.container.image_id not in self._images:
+        if task.container.image_id not in images:
             raise EngineError(f"container image ID {task.container.image_id!r} not found")
         if task.policy is Policy.LOCAL:
-            local_id = self._engine.image_id(task.raw_image_name)
+            local_id = engine.image_id(task.raw_image_name)
             if local_id is None:
                 raise EngineError(f"{task.raw_image_name}: image not known")
-            return CheckResult(update_available=local_id != task.container.image_id, digest=None)
-        digest = self._checker.digest(task, fresh=action.fresh)
-        image = self._images[task.container.image_id]
+            return CheckResult(update_available=local_id != task.container.image_id)
+        digest = checker.digest(task, fresh=action.fresh)
+        image = images[task.container.image_id]
         return CheckResult(update_available=digest not in image.digests, digest=digest)
+
+    return check
 
 
 def run_auto_update(
@@ -209,29 +184,56 @@ def run_auto_update(
 
         services = connect
 
+    store = StateStore(options.state_dir)
+    connection = ServiceConnection(services)
+    result = RunResult()
+    with contextlib.ExitStack() as stack:
+        stack.callback(connection.close)
+        if not options.dry_run:
+            # One run at a time; and a killed run's unfinished update is repaired first.
+            stack.enter_context(store.locked(options.lock_wait))
+            recovered = recover(engine, connection, store, options.safety)
+            for line in recovered.lines:
+                print(f"updock: recovery: {line}", file=sys.stderr)
+            result.errors.extend(recovered.errors)
+        _update(engine, registry, connection, store, options, result)
+    result.rows.sort(key=ReportRow.sort_key)
+    return result
+
+
+def _update(
+    engine: Engine,
+    registry: RegistryClient,
+    connection: ServiceConnection,
+    store: StateStore,
+    options: Options,
+    result: RunResult,
+) -> None:
     containers = engine.running_containers()
     units, errors = assemble_tasks(containers, options.authfile)
-    result = RunResult(errors=list(errors))
+    result.errors.extend(errors)
     if not units:
-        return result
+        return
     all_tasks = [t for tasks in units.values() for t in tasks]
     images = engine.images({t.container.image_id for t in all_tasks})
     checker = _Checker(registry, images)
     checker.prefetch(all_tasks)
-    handler = _Handler(engine, checker, images, services, options)
+    handler = ActionHandler(
+        engine,
+        connection,
+        store,
+        options.safety,
+        check=_make_check(engine, checker, images),
+        tls_verify=options.tls_verify,
+    )
     state = SharedImageState()
-    try:
-        for unit, tasks in units.items():
-            plan = update_unit(
-                unit, tasks, dry_run=options.dry_run, rollback=options.rollback, images_done=state
-            )
-            rows, errs = drive(plan, handler)
-            result.rows.extend(rows)
-            result.errors.extend(errs)
-    finally:
-        handler.close()
-    result.rows.sort(key=ReportRow.sort_key)
-    return result
+    for unit, tasks in units.items():
+        plan = update_unit(
+            unit, tasks, dry_run=options.dry_run, rollback=options.rollback, images_done=state
+        )
+        rows, errs = drive(plan, handler)
+        result.rows.extend(rows)
+        result.errors.extend(errs)
 
 
 __all__ = ["Options", "RegistryError", "RunResult", "run_auto_update"]

@@ -12,11 +12,14 @@ from updock.core.plan import (
     Action,
     Check,
     CheckResult,
+    Finish,
+    Journal,
     Outcome,
     Pull,
     Restart,
     Retag,
     SharedImageState,
+    Verify,
     drive,
     update_unit,
 )
@@ -53,7 +56,10 @@ class World:
     pulls: Mapping[str, Outcome] = field(default_factory=dict)
     restarts: list[Outcome] = field(default_factory=list)
     retags: Mapping[str, Outcome] = field(default_factory=dict)
+    verifies: list[Outcome] = field(default_factory=list)
+    journals: Mapping[str, Outcome] = field(default_factory=dict)
     log: list[tuple[str, ...]] = field(default_factory=list)
+    journal_log: list[tuple[str, ...]] = field(default_factory=list)
 
     def __call__(self, action: Action) -> Outcome:
         if isinstance(action, Check):
@@ -65,6 +71,17 @@ class World:
         if isinstance(action, Restart):
             self.log.append(("restart", action.unit))
             return self.restarts.pop(0) if self.restarts else None
+        # Journal, Verify and Finish go to their own log, so the tests above read as podman's
+        # sequence of checks, pulls, restarts and re-tags.
+        if isinstance(action, Journal):
+            self.journal_log.append(("journal", action.task.container.name))
+            return self.journals.get(action.task.container.name)
+        if isinstance(action, Verify):
+            self.journal_log.append(("verify", action.unit))
+            return self.verifies.pop(0) if self.verifies else None
+        if isinstance(action, Finish):
+            self.journal_log.append(("finish", action.unit, str(action.verified)))
+            return None
         self.log.append(("retag", action.task.container.name))
         return self.retags.get(action.task.container.name)
 
@@ -412,10 +429,13 @@ def test_driven_by_hand() -> None:
         "web.service", [task], dry_run=False, rollback=True, images_done=SharedImageState()
     )
     assert next(plan) == Check(task)
-    assert plan.send(CheckResult(True, DIGEST)) == Pull(task, DIGEST)
+    assert plan.send(CheckResult(True, DIGEST)) == Journal(task)
+    assert plan.send(None) == Pull(task, DIGEST)
     assert plan.send(None) == Restart("web.service")
     assert plan.send(ServiceError("failed")) == Retag(task)
     assert plan.send(None) == Restart("web.service")
+    assert plan.send(None) == Verify("web.service", (task,))
+    assert plan.send(None) == Finish("web.service", (task,), verified=False)
     with pytest.raises(StopIteration) as stop:
         plan.send(None)
     rows, errors = stop.value.value
@@ -438,3 +458,74 @@ def test_shared_image_state() -> None:
     assert images.is_pulled("a")
     assert not images.was_rolled_back("a")
     assert images.rolled_back == frozenset()
+
+
+# -- verification, journal (issue 5) ---------------------------------------------------------
+
+
+def test_verified_update_is_journaled_then_finished() -> None:
+    world = World()
+    rows, errors = run([make_task("web")], world)
+    assert statuses(rows) == [Status.UPDATED]
+    assert errors == []
+    assert world.journal_log == [
+        ("journal", "web"),
+        ("verify", "web.service"),
+        ("finish", "web.service", "True"),
+    ]
+    # The intent is recorded before the pull.
+    assert world.log[:2] == [("check", "web"), ("pull", "web", DIGEST)]
+
+
+def test_failed_verification_rolls_back_and_verifies_the_old_image() -> None:
+    seen = ServiceError('container "web" exited 1 two seconds after start')
+    world = World(verifies=[seen, None])
+    rows, errors = run([make_task("web")], world)
+    assert statuses(rows) == [Status.ROLLED_BACK]
+    assert errors == []  # a working rollback is no error, as in podman
+    assert world.log[-3:] == [
+        ("restart", "web.service"),
+        ("retag", "web"),
+        ("restart", "web.service"),
+    ]
+    assert world.journal_log == [
+        ("journal", "web"),
+        ("verify", "web.service"),
+        ("verify", "web.service"),
+        ("finish", "web.service", "False"),
+    ]
+
+
+def test_failed_verification_of_rollback_is_failed_with_both_errors() -> None:
+    world = World(verifies=[ServiceError("new died"), ServiceError("old died too")])
+    task = make_task("web")
+    rows, errors = run([task], world)
+    assert statuses(rows) == [Status.FAILED]
+    assert [str(e) for e in errors] == [
+        f'auto-updating container "{task.container.id}": new died',
+        f'auto-updating container "{task.container.id}": during rollback: old died too',
+    ]
+
+
+def test_failed_verification_without_rollback_is_failed() -> None:
+    world = World(verifies=[ServiceError("unhealthy")])
+    rows, errors = run([make_task("web")], world, rollback=False)
+    assert statuses(rows) == [Status.FAILED]
+    assert len(errors) == 1
+    assert world.journal_log[-1] == ("finish", "web.service", "False")
+    assert ("retag", "web") not in world.log
+
+
+def test_journal_failure_changes_nothing_for_that_task() -> None:
+    world = World(journals={"web": EngineError("state file not writable")})
+    rows, errors = run([make_task("web")], world)
+    assert statuses(rows) == [Status.FAILED]
+    assert "state file not writable" in str(errors[0])
+    assert world.log == [("check", "web")]  # no pull, no restart
+
+
+def test_dry_run_journals_nothing() -> None:
+    world = World()
+    rows, _ = run([make_task("web")], world, dry_run=True)
+    assert statuses(rows) == [Status.PENDING]
+    assert world.journal_log == []

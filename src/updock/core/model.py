@@ -76,6 +76,36 @@ class Container:
 
 
 @dataclass(frozen=True)
+class ContainerState:
+    """What verification needs to know of a container right now.
+
+    Attributes:
+        id: full container ID (a new one after each restart of a `--new` unit).
+        running: whether it is running.
+        exit_code: its exit code when it is not running.
+        image_id: the image it runs.
+        health: "healthy", "unhealthy", "starting", or "" when it has no health check.
+        health_interval: seconds between health checks (0 without a health check).
+        health_retries: failures in a row that make it unhealthy.
+        health_start_period: seconds after start during which failures do not count.
+    """
+
+    id: str
+    running: bool
+    exit_code: int
+    image_id: str
+    health: str = ""
+    health_interval: float = 0.0
+    health_retries: int = 0
+    health_start_period: float = 0.0
+
+    @property
+    def has_healthcheck(self) -> bool:
+        """Whether the container defines a health check."""
+        return self.health_interval > 0 or self.health_retries > 0
+
+
+@dataclass(frozen=True)
 class Image:
     """An image in the local store.
 

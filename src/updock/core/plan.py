@@ -78,7 +78,47 @@ class Retag:
     task: Task
 
 
-Action = Check | Pull | Restart | Retag
+@dataclass(frozen=True)
+class Journal:
+    """Record, durably, that the task's unit is about to change, before anything changes.
+
+    The shell keeps the task's current (previous) image safe and writes the intent to its state
+    file, so that a run killed at any later point can be completed or rolled back by the next.
+    Outcome: None, or an error (then the task is not updated).
+    """
+
+    task: Task
+
+
+@dataclass(frozen=True)
+class Verify:
+    """Check that the unit really runs: active, every task's container running on the image
+    now tagged under its raw name, stable for the settle time, healthy if it has a health check.
+
+    Outcome: None, or an error that says what was seen.
+    """
+
+    unit: str
+    tasks: tuple[Task, ...]
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The unit's update is over: clear its journal entry.
+
+    Attributes:
+        unit: the unit.
+        tasks: the tasks that were updated.
+        verified: True when the unit now runs the new images (then the previous images may be
+            released as configured); False when it was rolled back or left failed.
+    """
+
+    unit: str
+    tasks: tuple[Task, ...]
+    verified: bool
+
+
+Action = Check | Pull | Restart | Retag | Journal | Verify | Finish
 Outcome = CheckResult | UpdockError | None
 UnitResult = tuple[list[ReportRow], list[UpdockError]]
 UnitPlan = Generator[Action, Outcome, UnitResult]
@@ -184,7 +224,8 @@ def update_unit(
         name = task.raw_image_name
         if task.policy is Policy.REGISTRY and images_done.is_pulled(name):
             # Another container's check found and pulled a newer image under this name already.
-            updated.append(task)
+            if (yield from _journal(task, errors)):
+                updated.append(task)
             continue
 
         outcome = yield Check(task, fresh=images_done.was_rolled_back(name))
@@ -202,6 +243,8 @@ def update_unit(
             status[task.container.id] = Status.PENDING
             continue
 
+        if not (yield from _journal(task, errors)):
+            continue
         if task.policy is Policy.REGISTRY:
             failure = _expect_none((yield Pull(task, outcome.digest)))
             if failure is not None:
@@ -231,6 +274,27 @@ def update_unit(
     return rows, errors
 
 
+def _journal(task: Task, errors: list[UpdockError]) -> Generator[Action, Outcome, bool]:
+    """Yield `Journal(task)`; False (and an error) when the intent could not be recorded."""
+    failure = _expect_none((yield Journal(task)))
+    if failure is None:
+        return True
+    errors.append(
+        _wrap(failure, f"auto-updating container {go_quote(task.container.id)}: not updated")
+    )
+    return False
+
+
+def _restart_and_verify(
+    unit: str, updated: Sequence[Task]
+) -> Generator[Action, Outcome, UpdockError | None]:
+    """Restart the unit, then verify it; the first failure, or None."""
+    failure = _expect_none((yield Restart(unit)))
+    if failure is None:
+        failure = _expect_none((yield Verify(unit, tuple(updated))))
+    return failure
+
+
 def _restart(
     unit: str,
     updated: Sequence[Task],
@@ -245,16 +309,18 @@ def _restart(
     A rollback that works is no error, as in podman (exit status 0, rows `rolled back`); when it
     fails, the original restart failure is reported along with the rollback's.
     """
-    failure = _expect_none((yield Restart(unit)))
+    failure = yield from _restart_and_verify(unit, updated)
     if failure is None:
         for task in updated:
             status[task.container.id] = Status.UPDATED
+        yield Finish(unit, tuple(updated), verified=True)
         return
 
     # The service manager's errors already say `restarting systemd unit "U" failed: ...`.
     restart_error = _wrap(failure, f"auto-updating {_containers(updated)}")
     if not rollback:
         errors.append(restart_error)  # the tasks stay FAILED, on the new image
+        yield Finish(unit, tuple(updated), verified=False)
         return
 
     rollback_errors: list[UpdockError] = []
@@ -275,7 +341,7 @@ def _restart(
                 )
             )
 
-    failure = _expect_none((yield Restart(unit)))
+    failure = yield from _restart_and_verify(unit, updated)
     if failure is not None:
         rollback_errors.append(
             _wrap(failure, f"auto-updating {_containers(updated)}: during rollback")
@@ -287,6 +353,7 @@ def _restart(
     # A task whose re-tag failed was restarted on the new image again: it stays FAILED.
     for task in retagged:
         status[task.container.id] = Status.ROLLED_BACK
+    yield Finish(unit, tuple(updated), verified=False)
 
 
 def drive(plan: Generator[Action, Outcome, _R], handler: Callable[[Action], Outcome]) -> _R:

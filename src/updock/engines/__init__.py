@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
-from updock.core.model import Container, Image
+from updock.core.model import Container, ContainerState, Image
 
 
 class Engine(Protocol):
@@ -29,4 +29,16 @@ class Engine(Protocol):
 
     def tag(self, image_id: str, name: str) -> None:
         """Give the image `image_id` the name `name` (moving it from any other image)."""
+        ...
+
+    def untag(self, name: str) -> None:
+        """Remove the name `name` from its image (the image stays if it has other names)."""
+        ...
+
+    def container_state(self, name: str) -> ContainerState | None:
+        """The state of the container `name`, or None when there is no such container."""
+        ...
+
+    def run_healthcheck(self, name: str) -> str:
+        """Run the container's health check once: "healthy", "unhealthy" or "starting"."""
         ...

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from updock.core.model import Container, Image
+from updock.core.model import Container, ContainerState, Image
 from updock.errors import EngineError
 
 # Options of `podman run/create` whose value is a separate word that could look like an image.
@@ -221,6 +221,50 @@ class Podman:
     def tag(self, image_id: str, name: str) -> None:
         """Tag `image_id` as `name`."""
         self._run("tag", image_id, name.removeprefix("docker://"))
+
+    def untag(self, name: str) -> None:
+        """Remove `name` from its image."""
+        self._run("untag", self.image_id(name) or name, name)
+
+    def container_state(self, name: str) -> ContainerState | None:
+        """State of the container `name`, None when it does not exist."""
+        try:
+            found = self._json("container", "inspect", name)
+        except EngineError:
+            return None
+        if not found:
+            return None
+        c = found[0]
+        state = c.get("State") or {}
+        config = (c.get("Config") or {}).get("Healthcheck") or {}
+        health = state.get("Health") or state.get("Healthcheck") or {}
+        has_check = bool(config.get("Test")) and config.get("Test") != ["NONE"]
+        return ContainerState(
+            id=c["Id"],
+            running=bool(state.get("Running")),
+            exit_code=int(state.get("ExitCode") or 0),
+            image_id=c.get("Image", ""),
+            health=(health.get("Status") or "starting") if has_check else "",
+            health_interval=(config.get("Interval") or 30_000_000_000) / 1e9 if has_check else 0.0,
+            health_retries=int(config.get("Retries") or 3) if has_check else 0,
+            health_start_period=(config.get("StartPeriod") or 0) / 1e9 if has_check else 0.0,
+        )
+
+    def run_healthcheck(self, name: str) -> str:
+        """Run the health check of `name` once and return the status podman prints."""
+        res = subprocess.run(
+            [*self._command, "healthcheck", "run", name],
+            env=self._env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        out = res.stdout.strip()
+        if res.returncode == 0:
+            return out or "healthy"
+        if out in ("unhealthy", "starting"):
+            return out
+        raise EngineError(f"podman healthcheck run {name} failed: {res.stderr.strip()}")
 
 
 def default_engine() -> Podman:

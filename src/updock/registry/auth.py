@@ -9,13 +9,21 @@ The lookup follows containers/image (`pkg/docker/config`), which podman uses:
   `/run/containers/<uid>/auth.json`), `${XDG_CONFIG_HOME:-$HOME/.config}/containers/auth.json`,
   `$DOCKER_CONFIG/config.json` (without `DOCKER_CONFIG`: `$HOME/.docker/config.json`), and the
   legacy `$HOME/.dockercfg`; the first file with an entry for the registry wins;
-- within a file the most specific key wins: `host/ns/repo` over `host/ns` over `host`. Keys with
-  an `http://`/`https://` prefix count for their host only (docker writes
-  `https://index.docker.io/v1/`); `docker.io`, `index.docker.io` and `registry-1.docker.io` are
-  one registry.
+- within a file: a credential helper named for the registry in `credHelpers` wins; then the
+  `auths` entries, the most specific key first: `host/ns/repo` over `host/ns` over `host`; then
+  the default helper of `credsStore` (docker writes `{}` markers without `auth` into `auths` when
+  it stores secrets in a helper, so those fall through to it). Keys with an `http://`/`https://`
+  prefix count for their host only (docker writes `https://index.docker.io/v1/`); `docker.io`,
+  `index.docker.io` and `registry-1.docker.io` are one registry. A helper that knows nothing for
+  the registry sends the search on to the next file, as containers/image does.
+
+A helper `NAME` is the program `docker-credential-NAME` in `PATH`, run as `docker-credential-NAME
+get` with the server on its standard input; it prints `{"Username": ..., "Secret": ...}` (the
+protocol of docker-credential-helpers). `CredentialHelpers` runs each (helper, server) once and
+remembers the answer for the rest of the run.
 
 Secrets never leave this module in a message: no exception or log line carries the user name,
-the password or the base64 text, and `Credentials` hides both in its repr.
+the password, the base64 text or a helper's output, and `Credentials` hides both in its repr.
 """
 
 from __future__ import annotations
@@ -25,8 +33,12 @@ import binascii
 import json
 import logging
 import os
+import re
+import shutil
+import subprocess
+import threading
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -40,6 +52,13 @@ _DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.doc
 # Docker writes API URLs such as `https://index.docker.io/v1/` as keys; without a scheme such a
 # trailing `/v1/` (or `/v2/`) is still an API path, not a namespace.
 _API_SUFFIXES = ("v1", "v2")
+#: The server docker asks a helper about for Docker Hub (after `docker.io`, which podman uses).
+DOCKER_HUB_HELPER_SERVER = "https://index.docker.io/v1/"
+#: What docker-credential-helpers print (exit status 1) when they know nothing for the server.
+HELPER_NOT_FOUND = "credentials not found in native keychain"
+#: Seconds a credential helper may take.
+HELPER_TIMEOUT = 30.0
+_HELPER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 class Credentials(NamedTuple):
@@ -93,7 +112,13 @@ def default_authfiles(environ: Mapping[str, str] | None = None) -> list[AuthFile
     ]
 
 
-def find_credentials(registry: str, repository: str, authfile: str | None) -> Credentials | None:
+def find_credentials(
+    registry: str,
+    repository: str,
+    authfile: str | None,
+    *,
+    helpers: CredentialHelpers | None = None,
+) -> Credentials | None:
     """The credentials to use for `registry/repository`, or None to go anonymous.
 
     Args:
@@ -101,24 +126,198 @@ def find_credentials(registry: str, repository: str, authfile: str | None) -> Cr
         repository: the path in the registry, e.g. `ns/app`.
         authfile: an auth file given explicitly; None to use `REGISTRY_AUTH_FILE`, then the
             default files.
+        helpers: runs credential helpers and remembers their answers; a new one (which
+            remembers nothing past this call) when None.
 
     Raises:
         ConfigError: an explicit auth file (or `REGISTRY_AUTH_FILE`) is missing or unreadable,
-            or a file read is not valid JSON or has an invalid entry for this registry.
+            or a file read is not valid JSON or has an invalid entry for this registry, or a
+            credential helper it names is missing or fails.
     """
     explicit = authfile or os.environ.get("REGISTRY_AUTH_FILE") or None
     files = [AuthFile(Path(explicit))] if explicit else default_authfiles()
-    wanted_host = _normalize_host(registry)
-    wanted_paths = list(_namespaces(repository))
+    if helpers is None:
+        helpers = CredentialHelpers()
     for file in files:
-        auths = _read_auths(file, required=bool(explicit))
-        if auths is None:
+        doc = _read_file(file, required=bool(explicit))
+        if doc is None:
             continue
-        creds = _lookup(auths, file, wanted_host, wanted_paths)
-        if creds is not None:
-            log.debug("credentials for %s/%s found in %s", registry, repository, file.path)
-            return creds
+        for source in credential_sources(doc, registry, repository):
+            if isinstance(source, HelperSource):
+                creds = helpers.get(source.helper, registry, file.path)
+            else:
+                creds = _decode_entry(doc.auths[source.key], file, source.key)
+            if creds is not None:
+                log.debug("credentials for %s/%s found in %s", registry, repository, file.path)
+                return creds
     return None
+
+
+@dataclass(frozen=True)
+class AuthDoc:
+    """What an auth file says, parsed.
+
+    Attributes:
+        auths: the `auths` map (the whole file for the legacy format), entries not decoded.
+        cred_helpers: `credHelpers`: registry key -> helper name.
+        creds_store: `credsStore`: the helper for every registry, or "".
+        legacy: the file is in the old `~/.dockercfg` format.
+    """
+
+    auths: Mapping[str, object]
+    cred_helpers: Mapping[str, str] = field(default_factory=dict)
+    creds_store: str = ""
+    legacy: bool = False
+
+
+@dataclass(frozen=True)
+class EntrySource:
+    """Credentials in the `auths` entry `key` of an auth file."""
+
+    key: str
+
+
+@dataclass(frozen=True)
+class HelperSource:
+    """Credentials from the credential helper `helper` (`docker-credential-<helper>`)."""
+
+    helper: str
+
+
+def credential_sources(
+    doc: AuthDoc, registry: str, repository: str
+) -> list[EntrySource | HelperSource]:
+    """Where one auth file may hold credentials for `registry/repository`, to try in order.
+
+    A helper named for the registry in `credHelpers`, then the `auths` entries from the most
+    specific key to the registry-wide ones, then the `credsStore` helper.
+    """
+    host = _normalize_host(registry)
+    sources: list[EntrySource | HelperSource] = []
+    # An exact key before one that only normalizes to the same host.
+    for key in sorted(doc.cred_helpers, key=_is_url_key):
+        if _parse_key(key, legacy=True)[0] == host:
+            sources.append(HelperSource(doc.cred_helpers[key]))
+            break
+    by_key: dict[tuple[str, str], list[str]] = {}
+    for key in doc.auths:
+        by_key.setdefault(_parse_key(key, doc.legacy), []).append(key)
+    for path in _namespaces(repository):
+        keys = sorted(by_key.get((host, path), []), key=_is_url_key)
+        sources.extend(EntrySource(key) for key in keys)
+    if doc.creds_store:
+        sources.append(HelperSource(doc.creds_store))
+    return sources
+
+
+def _is_url_key(key: str) -> bool:
+    return key.startswith(("http://", "https://")) or key.endswith("/")
+
+
+def helper_servers(registry: str) -> list[str]:
+    """The server names to ask a credential helper about for `registry`, in order.
+
+    The registry as written in image names; for Docker Hub `docker.io` (as podman stores it)
+    and then docker's `https://index.docker.io/v1/`.
+    """
+    if _normalize_host(registry) == DOCKER_HUB:
+        return [DOCKER_HUB, DOCKER_HUB_HELPER_SERVER]
+    return [registry]
+
+
+class CredentialHelpers:
+    """Runs `docker-credential-<name> get`, each (helper, server) once, and remembers the answer.
+
+    Shared by the threads of a run: one helper runs at a time (helpers may prompt a keyring).
+
+    Args:
+        timeout: seconds a helper may take.
+        environ: the environment to find helpers in (`PATH`) and run them with; `os.environ`
+            when None.
+    """
+
+    def __init__(
+        self, timeout: float = HELPER_TIMEOUT, environ: Mapping[str, str] | None = None
+    ) -> None:
+        self._timeout = timeout
+        self._environ = environ
+        self._lock = threading.Lock()
+        self._answers: dict[tuple[str, str], Credentials | ConfigError | None] = {}
+
+    def get(self, helper: str, registry: str, source: Path) -> Credentials | None:
+        """What `helper` has for `registry`; None when it has nothing.
+
+        Args:
+            helper: the helper's name (`NAME` of `docker-credential-NAME`).
+            registry: the registry as in the image name.
+            source: the auth file that names the helper (for error messages).
+
+        Raises:
+            ConfigError: the helper is not installed, fails, or answers nonsense.
+        """
+        with self._lock:
+            for server in helper_servers(registry):
+                key = (helper, server)
+                if key not in self._answers:
+                    try:
+                        self._answers[key] = self._run(helper, server, source)
+                    except ConfigError as exc:
+                        self._answers[key] = exc
+                answer = self._answers[key]
+                if isinstance(answer, ConfigError):
+                    raise answer
+                if answer is not None:
+                    return answer
+        return None
+
+    def _run(self, helper: str, server: str, source: Path) -> Credentials | None:
+        program = f"docker-credential-{helper}"
+        where = f"credential helper {program} (named in {source})"
+        if not _HELPER_NAME.match(helper):
+            raise ConfigError(f"auth file {source}: invalid credential helper name {helper!r}")
+        env = dict(os.environ if self._environ is None else self._environ)
+        path = shutil.which(program, path=env.get("PATH", os.defpath))
+        if path is None:
+            raise ConfigError(f"{where} is not installed (not found in PATH)")
+        log.debug("asking %s for %s", program, server)
+        try:
+            done = subprocess.run(
+                [path, "get"],
+                input=server.encode(),
+                capture_output=True,
+                timeout=self._timeout,
+                env=env,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise ConfigError(f"{where} did not answer within {self._timeout:g}s") from None
+        except OSError as exc:
+            raise ConfigError(f"{where} cannot be run: {exc.strerror}") from None
+        if done.returncode != 0:
+            message = (done.stdout or done.stderr).decode("utf-8", "replace").strip()
+            if HELPER_NOT_FOUND in message.lower():
+                return None
+            # The helper's own error message (first line, shortened): that is what it prints
+            # instead of credentials, and says why (no keyring, not logged in...).
+            first = message.splitlines()[0][:200] if message else f"exit status {done.returncode}"
+            raise ConfigError(f"{where} failed for {server}: {first}")
+        try:
+            doc = json.loads(done.stdout)
+        except (ValueError, UnicodeDecodeError):
+            # Not quoted: the output could hold the secret.
+            raise ConfigError(f"{where} answered no valid JSON for {server}") from None
+        user = doc.get("Username") if isinstance(doc, dict) else None
+        secret = doc.get("Secret") if isinstance(doc, dict) else None
+        if not isinstance(user, str) or not isinstance(secret, str):
+            raise ConfigError(f'{where} answered no "Username" and "Secret" strings for {server}')
+        if not user and not secret:
+            return None
+        if user == "<token>":
+            raise ConfigError(
+                f"{where} holds an identity token for {server}, which updock does not support; "
+                "store a user name and password or an access token instead"
+            )
+        return Credentials(user, secret)
 
 
 def _namespaces(repository: str) -> Iterator[str]:
@@ -146,8 +345,8 @@ def _parse_key(key: str, legacy: bool) -> tuple[str, str]:
     return _normalize_host(host), path
 
 
-def _read_auths(file: AuthFile, *, required: bool) -> Mapping[str, object] | None:
-    """The `auths` map of a file; None when an optional file does not exist."""
+def _read_file(file: AuthFile, *, required: bool) -> AuthDoc | None:
+    """What a file says; None when an optional file does not exist."""
     try:
         text = file.path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
@@ -166,27 +365,18 @@ def _read_auths(file: AuthFile, *, required: bool) -> Mapping[str, object] | Non
         ) from exc
     if not isinstance(doc, dict):
         raise ConfigError(f"auth file {file.path} is not a JSON object")
-    auths = doc if file.legacy else doc.get("auths", {})
+    if file.legacy:
+        return AuthDoc(doc, legacy=True)
+    auths = doc.get("auths", {})
     if not isinstance(auths, dict):
         raise ConfigError(f'auth file {file.path}: "auths" is not a JSON object')
-    return auths
-
-
-def _lookup(
-    auths: Mapping[str, object], file: AuthFile, host: str, wanted_paths: list[str]
-) -> Credentials | None:
-    by_key: dict[tuple[str, str], list[str]] = {}
-    for key in auths:
-        by_key.setdefault(_parse_key(key, file.legacy), []).append(key)
-    for path in wanted_paths:
-        keys = by_key.get((host, path), [])
-        # An exact key (as podman writes it) before one that only normalizes to the same.
-        keys.sort(key=lambda k: k.startswith(("http://", "https://")) or k.endswith("/"))
-        for key in keys:
-            creds = _decode_entry(auths[key], file, key)
-            if creds is not None:
-                return creds
-    return None
+    helpers = doc.get("credHelpers", {})
+    if not isinstance(helpers, dict) or not all(isinstance(v, str) for v in helpers.values()):
+        raise ConfigError(f'auth file {file.path}: "credHelpers" is not a map of names')
+    store = doc.get("credsStore", "")
+    if not isinstance(store, str):
+        raise ConfigError(f'auth file {file.path}: "credsStore" is not a string')
+    return AuthDoc(auths, helpers, store)
 
 
 def _decode_entry(entry: object, file: AuthFile, key: str) -> Credentials | None:

@@ -7,13 +7,23 @@ sends one `HEAD` per image name, over connections kept open across calls (one
 - the scheme that works (an insecure registry is tried over HTTPS first, then plain HTTP);
 - the authentication the registry wants: for `Basic`, later requests carry the credentials at
   once; for `Bearer`, the token for a repository is fetched before the request and reused until
-  it expires. So only the first request to a registry meets a 401.
+  it expires. So only the first request to a registry meets a 401: while it is in flight, the
+  other threads wait for what it learns instead of each meeting the 401 (and each trying HTTPS
+  first) themselves. There is no `GET /v2/` probe at all.
 
 A manifest is fetched (`GET`) only when the registry names no digest, or when the name points at
 a manifest list that the local image does not know, to find the entry for its platform.
 
+Faults: every request has a connect and a read timeout, and a whole answer must arrive within
+the read timeout. Connection failures, timeouts and 5xx answers are tried again with backoff and
+jitter (`retry.py`), at most `RetryPolicy.attempts` times; a 429 waits what its `Retry-After`
+asks (capped), and every thread of the run waits with it. A registry that still cannot be
+reached is remembered as such for the rest of the run: its other checks fail at once instead of
+waiting out their own retries. At most `concurrency` requests are in flight per registry.
+
 Every failure is a `RegistryError` (`RegistryAuthError` for refused credentials) whose message
-starts with `checking <image>:`; requests' exceptions never get past this module.
+starts with `checking <image>:` and names the registry; requests' exceptions never get past this
+module.
 """
 
 from __future__ import annotations

@@ -1,0 +1,297 @@
+"""The shell's hands: performs the plan's actions with the engine, systemd and the state file.
+
+Safety rules kept here (issue 5):
+- before a unit changes, its previous images get a tag of updock's own (so `podman image prune`
+  cannot remove them) and the intent is journaled (`state.StateStore`);
+- an update counts only once `verify.verify_unit` saw the unit healthy on the new images;
+- `recover` completes or rolls back whatever a killed run left in the journal, before anything
+  else happens.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from updock.core.model import Task
+from updock.core.plan import (
+    Action,
+    Check,
+    CheckResult,
+    Finish,
+    Journal,
+    Outcome,
+    Pull,
+    Restart,
+    Retag,
+    Verify,
+)
+from updock.core.reference import validate_auto_update_reference
+from updock.engines import Engine
+from updock.errors import EngineError, UpdockError
+from updock.state import (
+    PULLING,
+    RESTARTING,
+    ROLLING_BACK,
+    JournalEntry,
+    JournalTask,
+    StateStore,
+)
+from updock.systemd import ServiceManager
+from updock.verify import DEFAULT_SETTLE, DEFAULT_TIMEOUT, Expectation, verify_unit
+
+#: Test seam: `UPDOCK_TEST_CRASH_AT=pull|restart|verify` kills this process with SIGKILL at that
+#: point, so the integration tests can prove that the next run repairs the state.
+CRASH_ENV = "UPDOCK_TEST_CRASH_AT"
+
+
+def previous_tag(container_name: str) -> str:
+    """The tag that keeps a container's previous image: `localhost/updock-previous/<name>`."""
+    safe = re.sub(r"[^a-z0-9._-]+", "-", container_name.lower()).strip("._-") or "container"
+    return f"localhost/updock-previous/{safe}:latest"
+
+
+def _crash_point(name: str, delay: float = 0.0) -> None:
+    if os.environ.get(CRASH_ENV) != name:
+        return
+    if delay <= 0:
+        os.kill(os.getpid(), signal.SIGKILL)
+    timer = threading.Timer(delay, os.kill, (os.getpid(), signal.SIGKILL))
+    timer.daemon = True
+    timer.start()
+
+
+@dataclass(frozen=True)
+class SafetyOptions:
+    """How updates are verified and what is kept.
+
+    Attributes:
+        settle: seconds a restarted container must stay up.
+        verify_timeout: seconds a restarted unit has to become verified.
+        keep_previous: keep the previous image's updock tag after a verified update (until the
+            next one), so `updock rollback UNIT` can go back; False releases it at once.
+    """
+
+    settle: float = DEFAULT_SETTLE
+    verify_timeout: float = DEFAULT_TIMEOUT
+    keep_previous: bool = True
+
+
+@dataclass
+class ServiceConnection:
+    """The service manager, connected on first use."""
+
+    connect: Callable[[], ServiceManager]
+    _services: ServiceManager | None = field(default=None, repr=False)
+
+    def get(self) -> ServiceManager:
+        """The connection."""
+        if self._services is None:
+            self._services = self.connect()
+        return self._services
+
+    def close(self) -> None:
+        """Close the connection if it was made."""
+        if self._services is not None:
+            self._services.close()
+            self._services = None
+
+
+class ActionHandler:
+    """Performs the plan's actions for one run (the `handler` of `core.plan.drive`)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        services: ServiceConnection,
+        store: StateStore,
+        safety: SafetyOptions,
+        *,
+        check: Callable[[Check], CheckResult],
+        tls_verify: bool | None,
+    ) -> None:
+        self._engine = engine
+        self._services = services
+        self._store = store
+        self._safety = safety
+        self._check = check
+        self._tls_verify = tls_verify
+        self._entries = store.load()
+
+    def __call__(self, action: Action) -> Outcome:
+        if isinstance(action, Check):
+            return self._check(action)
+        if isinstance(action, Journal):
+            self._journal(action.task)
+        elif isinstance(action, Pull):
+            self._pull(action)
+        elif isinstance(action, Restart):
+            self._set_phase(action.unit, RESTARTING, only_from=PULLING)
+            _crash_point("restart", delay=0.1)
+            self._services.get().restart(action.unit)
+        elif isinstance(action, Retag):
+            self._set_phase(action.task.unit, ROLLING_BACK)
+            self._engine.tag(action.task.container.image_id, action.task.raw_image_name)
+        elif isinstance(action, Verify):
+            _crash_point("verify", delay=1.0)
+            self.verify(action.unit, action.tasks)
+        elif isinstance(action, Finish):
+            self._finish(action)
+        else:
+            raise TypeError(f"unknown action {action!r}")
+        return None
+
+    # -- journal ----------------------------------------------------------------------------
+
+    def _journal(self, task: Task) -> None:
+        entry = self._entries.setdefault(task.unit, JournalEntry(task.unit))
+        if entry.task(task.container.name) is None:
+            # Keep the previous image under a name of ours before anything can untag it.
+            self._engine.tag(task.container.image_id, previous_tag(task.container.name))
+            entry.tasks.append(
+                JournalTask(
+                    container=task.container.name,
+                    container_id=task.container.id,
+                    raw_image_name=task.raw_image_name,
+                    previous_image=task.container.image_id,
+                )
+            )
+        self._store.save(self._entries)
+
+    def _set_phase(self, unit: str, phase: str, only_from: str | None = None) -> None:
+        entry = self._entries.get(unit)
+        if entry is None or (only_from is not None and entry.phase != only_from):
+            return
+        entry.phase = phase
+        self._store.save(self._entries)
+
+    def _pull(self, action: Pull) -> None:
+        task = action.task
+        ref = validate_auto_update_reference(task.raw_image_name)
+        target = f"{ref.domain}/{ref.path}"
+        # Pinned to the digest that was checked: the tag may move between check and pull.
+        target += f"@{action.digest}" if action.digest else f":{ref.tag}"
+        new_id = self._engine.pull(target, authfile=task.authfile, tls_verify=self._tls_verify)
+        self._engine.tag(new_id, task.raw_image_name)
+        entry = self._entries.get(task.unit)
+        journaled = entry.task(task.container.name) if entry else None
+        if journaled is not None:
+            journaled.new_image = new_id
+            self._store.save(self._entries)
+        _crash_point("pull")
+
+    def _finish(self, action: Finish) -> None:
+        entry = self._entries.pop(action.unit, None)
+        self._store.save(self._entries)
+        if action.verified and not self._safety.keep_previous and entry is not None:
+            for t in entry.tasks:
+                try:
+                    self._engine.untag(previous_tag(t.container))
+                except EngineError as exc:
+                    print(f"updock: warning: {exc}", file=sys.stderr)
+
+    # -- verification -----------------------------------------------------------------------
+
+    def verify(self, unit: str, tasks: Sequence[Task]) -> None:
+        """Verify `unit` runs each task's container on the image tagged under its raw name."""
+        expect = []
+        for task in tasks:
+            image_id = self._engine.image_id(task.raw_image_name)
+            if image_id is None:
+                raise EngineError(f"no image is tagged {task.raw_image_name}")
+            expect.append(Expectation(task.container.name, image_id, task.container.labels))
+        try:
+            verify_unit(
+                unit,
+                expect,
+                self._engine,
+                self._services.get(),
+                settle=self._safety.settle,
+                timeout=self._safety.verify_timeout,
+            )
+        except UpdockError as exc:
+            # A rollback that works is no error (podman compatible), but what was seen matters.
+            print(f"updock: {exc}", file=sys.stderr)
+            raise
+
+
+@dataclass
+class RecoveryReport:
+    """What `recover` did: one line per journaled unit, and the errors."""
+
+    lines: list[str] = field(default_factory=list)
+    errors: list[UpdockError] = field(default_factory=list)
+
+
+def recover(
+    engine: Engine, services: ServiceConnection, store: StateStore, safety: SafetyOptions
+) -> RecoveryReport:
+    """Complete or roll back every update a killed run left in the journal.
+
+    - phase `pulling` (the unit was not restarted): the previous images get their names back;
+    - phase `restarting`: if the unit verifies on the new images, the update is complete;
+      otherwise it is rolled back;
+    - phase `rolling back`: the rollback is done again.
+    Either way no container is left on an unverified image and no unit stopped.
+    """
+    report = RecoveryReport()
+    entries = store.load()
+    for unit, entry in list(entries.items()):
+        outcome = _recover_unit(engine, services, entry, safety)
+        if isinstance(outcome, UpdockError):
+            report.errors.append(outcome)
+            report.lines.append(f"unit {unit}: could not be repaired")
+        else:
+            report.lines.append(f"unit {unit}: {outcome}")
+        del entries[unit]
+        store.save(entries)
+    return report
+
+
+def _recover_unit(
+    engine: Engine, services: ServiceConnection, entry: JournalEntry, safety: SafetyOptions
+) -> str | UpdockError:
+    manager = services.get()
+
+    def verify_on(images: dict[str, str]) -> None:
+        labels = {c.name: c.labels for c in engine.running_containers()}
+        expect = [
+            Expectation(t.container, images[t.container], labels.get(t.container, {}))
+            for t in entry.tasks
+        ]
+        verify_unit(
+            entry.unit,
+            expect,
+            engine,
+            manager,
+            settle=safety.settle,
+            timeout=safety.verify_timeout,
+        )
+
+    previous = {t.container: t.previous_image for t in entry.tasks}
+    try:
+        if entry.phase == RESTARTING and all(t.new_image for t in entry.tasks):
+            try:
+                verify_on({t.container: t.new_image for t in entry.tasks})
+            except UpdockError as exc:
+                print(f"updock: {exc}", file=sys.stderr)
+            else:
+                return "the interrupted update was verified and completed"
+        for t in entry.tasks:
+            engine.tag(t.previous_image, t.raw_image_name)
+        if entry.phase == PULLING and manager.active_state(entry.unit) == "active":
+            try:
+                verify_on(previous)
+                return "the interrupted update was undone before its restart"
+            except UpdockError:
+                pass  # not running as it should: restart it on the previous images below
+        manager.restart(entry.unit)
+        verify_on(previous)
+        return "the interrupted update was rolled back"
+    except UpdockError as exc:
+        return UpdockError(f"repairing the interrupted update of unit {entry.unit}: {exc}")

@@ -1,0 +1,186 @@
+"""updock's state on the host: the journal of unfinished updates, and the run lock.
+
+Before a unit changes, its intent (unit, containers, previous and new images, phase) is written
+to `state.json` in the state folder (atomically: a temporary file, fsync, rename), and cleared
+when the update is verified or rolled back. A run killed at any point leaves the entry behind;
+the next run finds it and completes or rolls back that update before anything else.
+
+The lock (`flock` on `lock` in the same folder) keeps a timer run and a manual run from updating
+the same host at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from updock.errors import ConfigError, UpdockError
+
+#: Phases of a journaled unit, in order.
+PULLING = "pulling"  # previous images kept, new ones being pulled and tagged; unit untouched
+RESTARTING = "restarting"  # the unit is being restarted on the new images, or verified
+ROLLING_BACK = "rolling back"  # the previous images are tagged again and the unit restarted
+
+
+class LockTimeout(UpdockError):
+    """Raised when another updock run holds the lock for longer than the caller waits."""
+
+
+def default_state_dir() -> Path:
+    """`$UPDOCK_STATE_DIR`, else /var/lib/updock for root, else the user's state folder."""
+    env = os.environ.get("UPDOCK_STATE_DIR")
+    if env:
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/var/lib/updock")
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local/state")
+    return Path(base) / "updock"
+
+
+@dataclass
+class JournalTask:
+    """One container of a journaled unit.
+
+    Attributes:
+        container: container name (stable across restarts of a `--new` unit).
+        container_id: the container's ID when the update began.
+        raw_image_name: the name that is re-tagged.
+        previous_image: ID of the image it ran before the update.
+        new_image: ID of the image pulled for it, once known.
+    """
+
+    container: str
+    container_id: str
+    raw_image_name: str
+    previous_image: str
+    new_image: str = ""
+
+
+@dataclass
+class JournalEntry:
+    """An update of one unit that has begun and not ended."""
+
+    unit: str
+    phase: str = PULLING
+    tasks: list[JournalTask] = field(default_factory=list)
+    pid: int = field(default_factory=os.getpid)
+    started: float = field(default_factory=time.time)
+
+    def task(self, container: str) -> JournalTask | None:
+        """The entry's task for `container`, if any."""
+        return next((t for t in self.tasks if t.container == container), None)
+
+
+class StateStore:
+    """The state folder: journal and lock.
+
+    Args:
+        folder: where `state.json` and `lock` live; made if missing.
+    """
+
+    def __init__(self, folder: Path | None = None) -> None:
+        self.folder = folder if folder is not None else default_state_dir()
+        self.path = self.folder / "state.json"
+        self._lock_fd: int | None = None
+
+    # -- lock -----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def locked(self, wait: float) -> Iterator[None]:
+        """Hold the run lock; wait up to `wait` seconds for another run to release it.
+
+        Raises:
+            LockTimeout: another run still holds it after `wait` seconds (0: do not wait).
+            ConfigError: the state folder cannot be made or the lock file opened.
+        """
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.folder / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise ConfigError(f"cannot open the lock in {self.folder}: {exc}") from exc
+        deadline = time.monotonic() + wait
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                        raise ConfigError(f"cannot lock {self.folder}/lock: {exc}") from exc
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+                    raise LockTimeout(
+                        f"another updock run (pid {holder}) is updating this host; "
+                        f"waited {wait:g}s for it (--lock-wait)"
+                    )
+                time.sleep(0.1)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # closing releases the flock
+
+    # -- journal --------------------------------------------------------------------------
+
+    def load(self) -> dict[str, JournalEntry]:
+        """The unfinished updates, by unit.
+
+        Raises:
+            ConfigError: the state file exists but cannot be read or parsed.
+        """
+        try:
+            raw = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read updock's state file {self.path}: {exc}") from exc
+        try:
+            return {
+                unit: JournalEntry(
+                    unit=unit,
+                    phase=e["phase"],
+                    tasks=[JournalTask(**t) for t in e["tasks"]],
+                    pid=int(e.get("pid", 0)),
+                    started=float(e.get("started", 0)),
+                )
+                for unit, e in raw.get("units", {}).items()
+            }
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ConfigError(f"updock's state file {self.path} is malformed: {exc}") from exc
+
+    def save(self, entries: dict[str, JournalEntry]) -> None:
+        """Write the journal atomically (and durably) before the caller acts.
+
+        Raises:
+            ConfigError: it cannot be written.
+        """
+        data: dict[str, Any] = {
+            "version": 1,
+            "units": {
+                unit: {k: v for k, v in asdict(e).items() if k != "unit"}
+                for unit, e in entries.items()
+            },
+        }
+        tmp = self.path.with_suffix(".tmp")
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with tmp.open("w") as f:
+                json.dump(data, f, indent=2)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+            dir_fd = os.open(self.folder, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            raise ConfigError(f"cannot write updock's state file {self.path}: {exc}") from exc

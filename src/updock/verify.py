@@ -1,0 +1,176 @@
+"""Verification of a unit after a restart: the check podman does not make.
+
+systemd's restart job ends `done` as soon as the container has started; a container that dies a
+second later, or never becomes healthy, still counts as a success for podman. updock counts an
+update as done only when, within a window, the unit is active, every container of the update is
+running on the image now tagged under its name, stays running (same container) for the settle
+time, and passes its health check when it has one.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import NoReturn
+
+from updock import defaults
+from updock.engines import Engine
+from updock.errors import VerificationError
+from updock.systemd import ServiceManager
+
+#: Per-container labels that tune verification (seconds).
+LABEL_SETTLE = "io.updock.verify.settle"
+LABEL_TIMEOUT = "io.updock.verify.timeout"
+
+DEFAULT_SETTLE = defaults.SETTLE
+DEFAULT_TIMEOUT = defaults.VERIFY_TIMEOUT
+POLL = 0.25
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """One container the unit must run.
+
+    Attributes:
+        name: the container's name (stable across restarts of a `--new` unit).
+        image_id: the image it must run.
+        labels: its labels (for `LABEL_SETTLE` / `LABEL_TIMEOUT`).
+    """
+
+    name: str
+    image_id: str
+    labels: Mapping[str, str]
+
+
+def _label_seconds(expect: Sequence[Expectation], label: str, default: float) -> float:
+    value = default
+    for e in expect:
+        raw = e.labels.get(label)
+        if raw is None:
+            continue
+        try:
+            value = max(value, float(raw))
+        except ValueError as exc:
+            raise VerificationError(
+                f"container {e.name}: label {label}={raw!r} is not a number of seconds"
+            ) from exc
+    return value
+
+
+def last_log_lines(unit: str, lines: int = 10) -> str:
+    """The unit's last journal lines, or "" where there is no journal."""
+    journalctl = shutil.which("journalctl")
+    if journalctl is None:
+        return ""
+    try:
+        res = subprocess.run(
+            [journalctl, "-u", unit, "-n", str(lines), "--no-pager", "-o", "cat"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    out = res.stdout.strip()
+    return "" if res.returncode != 0 or out.startswith("-- No entries --") else out
+
+
+def verify_unit(
+    unit: str,
+    expect: Sequence[Expectation],
+    engine: Engine,
+    services: ServiceManager,
+    *,
+    settle: float = DEFAULT_SETTLE,
+    timeout: float = DEFAULT_TIMEOUT,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Wait until the unit is verified, or raise what was seen.
+
+    Args:
+        unit: the restarted unit.
+        expect: the containers it must run, and on which images.
+        engine: to inspect containers and run health checks.
+        services: to read the unit's state.
+        settle: seconds the containers must stay up (labels may raise it per container).
+        timeout: seconds to reach that state (raised by labels, and by health checks' own
+            start period, interval and retries).
+
+    Raises:
+        VerificationError: the unit failed, a container exited, runs another image, is
+            unhealthy, or the state was not reached in time; the message says what was seen.
+    """
+    settle = _label_seconds(expect, LABEL_SETTLE, settle)
+    timeout = max(_label_seconds(expect, LABEL_TIMEOUT, timeout), settle + 5)
+    start = clock()
+    deadline = start + timeout
+    stable_since: float | None = None
+    seen_ids: dict[str, str] = {}
+    healthy: set[str] = set()
+    last_check: dict[str, float] = {}
+    extended = False
+    while True:
+        now = clock()
+        waiting = ""
+        state = services.active_state(unit)
+        if state in ("failed", "inactive", "deactivating"):
+            _fail(unit, f"unit {unit} is {state}")
+        if state != "active":
+            waiting = f"unit {unit} is {state}"
+        for e in expect if not waiting else ():
+            cs = engine.container_state(e.name)
+            if cs is None:
+                waiting = f"container {e.name} does not exist"
+                break
+            if not cs.running:
+                _fail(unit, f"container {e.name} exited with code {cs.exit_code}")
+            if cs.image_id != e.image_id:
+                _fail(
+                    unit,
+                    f"container {e.name} runs image {cs.image_id[:12]}, expected {e.image_id[:12]}",
+                )
+            if seen_ids.setdefault(e.name, cs.id) != cs.id:
+                _fail(unit, f"container {e.name} was restarted ({cs.id[:12]})")
+            if cs.has_healthcheck and e.name not in healthy:
+                if not extended:
+                    # Give the health check the time its own settings need.
+                    window = cs.health_start_period + cs.health_interval * (cs.health_retries + 1)
+                    deadline = max(deadline, start + window + settle)
+                    extended = True
+                if now - last_check.get(e.name, -1e9) >= max(cs.health_interval, POLL):
+                    last_check[e.name] = now
+                    health = engine.run_healthcheck(e.name)
+                    if health == "unhealthy":
+                        _fail(unit, f"container {e.name} is unhealthy")
+                    if health == "healthy":
+                        healthy.add(e.name)
+                if e.name not in healthy:
+                    waiting = f"container {e.name} is not healthy yet"
+        if waiting:
+            stable_since = None
+        else:
+            stable_since = now if stable_since is None else stable_since
+            if now - stable_since >= settle:
+                return
+        if now >= deadline:
+            _fail(
+                unit,
+                f"not verified within {deadline - start:.0f}s: {waiting or 'still settling'}",
+            )
+        sleep(POLL)
+
+
+def _fail(unit: str, seen: str) -> NoReturn:
+    detail = f"verifying unit {unit} failed: {seen}"
+    logs = last_log_lines(unit)
+    if logs:
+        detail += "\n  last log lines:\n    " + "\n    ".join(logs.splitlines())
+    raise VerificationError(detail)
+
+
+__all__ = ["Expectation", "verify_unit"]
