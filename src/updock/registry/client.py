@@ -29,13 +29,15 @@ module.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
+import random
 import re
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -47,7 +49,7 @@ import requests.utils
 
 from updock import __version__
 from updock.errors import RegistryAuthError, RegistryError
-from updock.registry.auth import DOCKER_HUB, Credentials, find_credentials
+from updock.registry.auth import DOCKER_HUB, CredentialHelpers, Credentials, find_credentials
 from updock.registry.manifest import (
     ACCEPT,
     MULTI_IMAGE_TYPES,
@@ -57,6 +59,13 @@ from updock.registry.manifest import (
     media_type,
     media_type_of_body,
     parse_index,
+)
+from updock.registry.retry import (
+    RETRY_STATUSES,
+    TOO_MANY_REQUESTS,
+    RetryPolicy,
+    backoff_delay,
+    parse_retry_after,
 )
 from updock.registry.tls import TLSConfig, TLSSettings
 
@@ -73,6 +82,14 @@ _HUB_DOMAINS = frozenset({DOCKER_HUB, "index.docker.io"})
 MIN_TOKEN_LIFETIME = 60.0
 #: A token is renewed this many seconds before it expires, so it does not expire in flight.
 TOKEN_EXPIRY_MARGIN = 5.0
+
+#: Requests in flight to one registry at most, unless the caller says otherwise.
+DEFAULT_CONCURRENCY = 4
+#: Seconds to wait for a connection, and for an answer, unless the caller says otherwise.
+DEFAULT_TIMEOUT = (10.0, 30.0)
+#: The largest body read from a registry or token server: containers/image's limit for a
+#: manifest; error bodies and tokens are far smaller.
+MAX_BODY = 4 * 1024 * 1024
 
 _USER_AGENT = f"updock/{__version__}"
 
@@ -136,21 +153,68 @@ def _reason(exc: BaseException) -> str:
             break
         inner = nxt
     # urllib3 prefixes "HTTPConnection(host='…', port=…): ", which the caller's message names.
-    return re.sub(r"^\w+\(host=[^)]*\):\s*", "", str(inner)) or type(inner).__name__
+    text = re.sub(r"^\w+\(host=[^)]*\):\s*", "", str(inner))
+    # and wraps a reset as ("Connection aborted.", ConnectionResetError(...)).
+    if isinstance(inner, ConnectionResetError) or "ConnectionResetError" in text:
+        return "connection reset by peer"
+    return text or type(inner).__name__
 
 
 @dataclass
-class _RegistryState:
-    """What one registry taught the client; guarded by the client's lock."""
+class _HostState:
+    """What the client knows of one host (a registry or a token server) for the run.
 
+    Guarded by the client's lock, except `slots`, which is a semaphore of its own.
+    """
+
+    slots: threading.BoundedSemaphore
     scheme: str | None = None
     challenge: Challenge | None = None
+    #: A first request is learning the scheme and authentication: others wait for this.
+    first_contact: threading.Event | None = None
+    #: The first request has ended: later requests use what it learned.
+    contacted: bool = False
+    #: time.monotonic() before which no request may be sent (a 429's Retry-After).
+    not_before: float = 0.0
+    #: Why the host could not be reached, after every attempt of a request failed.
+    unreachable: str | None = None
 
 
 @dataclass(frozen=True)
 class _Token:
     value: str
-    expires: float  # time.monotonic()
+    expires: float  # the client's clock
+
+
+@dataclass(frozen=True)
+class _Reply:
+    """A complete answer: status, headers and the whole body (empty for HEAD)."""
+
+    status: int
+    reason: str
+    headers: Mapping[str, str]
+    body: bytes
+    attempts: int = 1
+
+
+class _Transient(Exception):
+    """A failure that another attempt may not meet: connection refused or reset, a timeout."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class _Failure(Exception):
+    """A failure that another attempt would meet again."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class _TLSFailure(_Failure):
+    """The TLS handshake failed (an insecure registry may speak plain HTTP)."""
 
 
 @dataclass(frozen=True)
@@ -167,6 +231,14 @@ class _Call:
     @property
     def scope(self) -> str:
         return f"repository:{self.repository}:pull"
+
+
+@dataclass
+class _TokenSlot:
+    """The cached token of one (realm, service, scope, credentials) and the lock to fetch it."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    token: _Token | None = None
 
 
 class _TLSAdapter(requests.adapters.HTTPAdapter):
@@ -211,42 +283,61 @@ class RegistryClient:
         tls_verify: None: registries.conf decides (insecure registries are tried over HTTPS
             without verification, then plain HTTP); False: that for every registry; True:
             verified HTTPS only, whatever registries.conf says.
-        timeout: seconds to wait for a connection or an answer.
+        timeout: seconds to wait for a connection and for an answer, as `(connect, read)`, or
+            one number for both. An answer must be complete within the read timeout.
+        concurrency: requests in flight to one registry at most (token servers count apart).
+        retry: how often and after how long a failed request is tried again.
         registries_conf: registries.conf to read instead of the default (for tests).
         registries_conf_dirs: its drop-in folders instead of the default ones.
         certs_dirs: certs.d roots instead of the default ones.
         clock: seconds of a monotonic clock, for token expiry (for tests).
+        sleep: waits a number of seconds, between attempts (for tests).
+        rand: a uniform random number in [0, 1), the jitter of the waits (for tests).
     """
 
     def __init__(
         self,
         tls_verify: bool | None = None,
-        timeout: float = 30,
+        timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
         *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        retry: RetryPolicy | None = None,
         registries_conf: Path | None = None,
         registries_conf_dirs: Sequence[Path] | None = None,
         certs_dirs: Sequence[Path] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        rand: Callable[[], float] = random.random,
     ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.concurrency = concurrency
+        self._retry = retry or RetryPolicy()
         self._clock = clock
+        self._sleep = sleep
+        self._rand = rand
         self._tls = TLSConfig(
             tls_verify,
             registries_conf=registries_conf,
             registries_conf_dirs=registries_conf_dirs,
             certs_dirs=certs_dirs,
         )
-        self._timeout = timeout
+        if isinstance(timeout, tuple):
+            self._connect_timeout, self._read_timeout = timeout
+        else:
+            self._connect_timeout = self._read_timeout = float(timeout)
         self._session = requests.Session()
         # No ~/.netrc, no REQUESTS_CA_BUNDLE: credentials and CAs come from podman's files.
         # Proxies from the environment are still honoured, per request (`_proxies`).
         self._session.trust_env = False
         self._session.headers["User-Agent"] = _USER_AGENT
-        adapter = _TLSAdapter(self._tls, pool_maxsize=32)
+        adapter = _TLSAdapter(self._tls, pool_maxsize=max(concurrency, 4))
         self._session.mount("https://", adapter)
         self._session.mount("http://", adapter)
+        self._helpers = CredentialHelpers()
         self._lock = threading.Lock()
-        self._registries: dict[str, _RegistryState] = {}
-        self._tokens: dict[tuple[str, str, str, Credentials | None], _Token] = {}
+        self._hosts: dict[str, _HostState] = {}
+        self._tokens: dict[tuple[str, str, str, Credentials | None], _TokenSlot] = {}
 
     def close(self) -> None:
         """Close the connections kept open."""
@@ -262,6 +353,11 @@ class RegistryClient:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    @staticmethod
+    def endpoint(domain: str) -> str:
+        """The host that serves the API of the registry `domain` (`docker.io` has its own)."""
+        return DOCKER_HUB_ENDPOINT if domain.lower() in _HUB_DOMAINS else domain.lower()
 
     # -- the one question ---------------------------------------------------------------------
 
@@ -297,32 +393,33 @@ class RegistryClient:
             RegistryAuthError: the registry (or its token server) refused access.
             RegistryError: the registry could not be reached, has no such manifest, or
                 answered with an error or with nonsense.
-            ConfigError: the auth file, registries.conf or a certs.d file is broken.
+            ConfigError: the auth file, a credential helper, registries.conf or a certs.d file
+                is broken.
         """
         image = f"{domain}/{repository}:{tag}"
         call = _Call(
             image=image,
             domain=domain,
-            endpoint=DOCKER_HUB_ENDPOINT if domain.lower() in _HUB_DOMAINS else domain,
+            endpoint=self.endpoint(domain),
             repository=repository,
-            creds=find_credentials(domain, repository, authfile),
+            creds=find_credentials(domain, repository, authfile, helpers=self._helpers),
             tls=self._tls.settings(domain, repository),
         )
         path = f"/v2/{repository}/manifests/{tag}"
-        resp = self._request(call, "HEAD", path)
-        digest = resp.headers.get("Docker-Content-Digest", "")
-        mtype = media_type(resp.headers.get("Content-Type"))
+        reply = self._request(call, "HEAD", path)
+        digest = reply.headers.get("Docker-Content-Digest", "")
+        mtype = media_type(reply.headers.get("Content-Type"))
         body: bytes | None = None
         if not digest or not mtype:
-            resp = self._request(call, "GET", path)
-            body = resp.content
+            reply = self._request(call, "GET", path)
+            body = reply.body
             digest = digest_of(body)
-            mtype = mtype or media_type(resp.headers.get("Content-Type"))
+            mtype = mtype or media_type(reply.headers.get("Content-Type"))
             mtype = mtype or media_type_of_body(body)
         if mtype not in MULTI_IMAGE_TYPES or digest in known_digests:
             return digest
         if body is None:
-            body = self._request(call, "GET", f"/v2/{repository}/manifests/{digest}").content
+            body = self._request(call, "GET", f"/v2/{repository}/manifests/{digest}").body
             algorithm = digest.partition(":")[0]
             try:
                 actual = digest_of(body, algorithm)
@@ -346,38 +443,73 @@ class RegistryClient:
 
     # -- requests with authentication ---------------------------------------------------------
 
-    def _state(self, endpoint: str) -> _RegistryState:
+    def _host(self, host: str) -> _HostState:
         with self._lock:
-            return self._registries.setdefault(endpoint, _RegistryState())
+            state = self._hosts.get(host)
+            if state is None:
+                state = _HostState(threading.BoundedSemaphore(self.concurrency))
+                self._hosts[host] = state
+            return state
 
-    def _request(self, call: _Call, method: str, path: str) -> requests.Response:
-        """`method path` with the authentication the registry wants; a 2xx response."""
-        state = self._state(call.endpoint)
+    @contextlib.contextmanager
+    def _first_contact(self, state: _HostState) -> Iterator[None]:
+        """Let one request at a time meet a registry until one of them has ended.
+
+        The first request learns the scheme and the authentication the registry wants; the
+        others wait for it, then use what it learned instead of meeting the same 401 (or the
+        same failed HTTPS attempt) each.
+        """
         with self._lock:
-            challenge = state.challenge
-        auth = self._authorization(call, challenge)
-        resp = self._send(call, state, method, path, auth)
-        if resp.status_code == 401:
-            challenge = parse_challenge(resp.headers.get("WWW-Authenticate", ""))
-            if challenge is None:
-                raise RegistryAuthError(
-                    f"checking {call.image}: {call.domain} demands authentication of a kind "
-                    "updock does not support"
-                )
+            if state.contacted:
+                lead, event = False, None
+            elif state.first_contact is None:
+                lead, event = True, threading.Event()
+                state.first_contact = event
+            else:
+                lead, event = False, state.first_contact
+        if not lead:
+            if event is not None:
+                event.wait()
+            yield
+            return
+        assert event is not None
+        try:
+            yield
+        finally:
             with self._lock:
-                state.challenge = challenge
+                state.contacted = True
+                state.first_contact = None
+            event.set()
+
+    def _request(self, call: _Call, method: str, path: str) -> _Reply:
+        """`method path` with the authentication the registry wants; a 2xx reply."""
+        state = self._host(call.endpoint)
+        with self._first_contact(state):
+            with self._lock:
+                challenge = state.challenge
+            auth = self._authorization(call, challenge)
+            reply = self._send(call, state, method, path, auth)
+            if reply.status == 401:
+                challenge = parse_challenge(reply.headers.get("WWW-Authenticate", ""))
+                if challenge is None:
+                    raise RegistryAuthError(
+                        f"checking {call.image}: {call.domain} demands authentication of a kind "
+                        "updock does not support"
+                    )
+                with self._lock:
+                    state.challenge = challenge
                 if challenge.scheme == "bearer":  # the cached token (if any) was refused
-                    self._tokens.pop(self._token_key(call, challenge), None)
-            retry = self._authorization(call, challenge)
-            if retry is None:
-                raise RegistryAuthError(
-                    f"checking {call.image}: {call.domain} demands credentials and no auth "
-                    "file has any for it"
-                )
-            if retry != auth:
-                resp = self._send(call, state, method, path, retry)
-        self._check_status(call, resp)
-        return resp
+                    self._forget_token(call, challenge, auth)
+                retry = self._authorization(call, challenge)
+                if retry is None:
+                    raise RegistryAuthError(
+                        f"checking {call.image}: {call.domain} demands credentials and no auth "
+                        "file has any for it"
+                    )
+                if retry != auth:
+                    reply = self._send(call, state, method, path, retry)
+        self._check_status(call, reply)
+        return reply
 
     def _authorization(self, call: _Call, challenge: Challenge | None) -> str | None:
         """The Authorization header for `call` once the registry has asked for `challenge`."""
@@ -387,83 +519,160 @@ class RegistryClient:
             return _basic(call.creds) if call.creds is not None else None
         return f"Bearer {self._token(call, challenge)}"
 
-    @staticmethod
-    def _token_key(call: _Call, challenge: Challenge) -> tuple[str, str, str, Credentials | None]:
-        return (challenge.realm, challenge.service, call.scope, call.creds)
+    def _token_slot(self, call: _Call, challenge: Challenge) -> _TokenSlot:
+        key = (challenge.realm, challenge.service, call.scope, call.creds)
+        with self._lock:
+            return self._tokens.setdefault(key, _TokenSlot())
+
+    def _forget_token(self, call: _Call, challenge: Challenge, refused: str | None) -> None:
+        slot = self._token_slot(call, challenge)
+        with slot.lock:
+            # Only the token that was refused: another thread may have fetched a new one.
+            if slot.token is not None and f"Bearer {slot.token.value}" == refused:
+                slot.token = None
 
     def _token(self, call: _Call, challenge: Challenge) -> str:
-        key = self._token_key(call, challenge)
-        with self._lock:
-            token = self._tokens.get(key)
-        if token is not None and token.expires > self._clock():
-            return token.value
-        token = self._fetch_token(call, challenge)
-        with self._lock:
-            self._tokens[key] = token
-        return token.value
+        """The token for the call's repository scope: the cached one, or a new one.
+
+        One fetch per scope at a time: threads that need the same token wait for it.
+        """
+        slot = self._token_slot(call, challenge)
+        with slot.lock:
+            if slot.token is None or slot.token.expires <= self._clock():
+                slot.token = self._fetch_token(call, challenge)
+            return slot.token.value
 
     def _fetch_token(self, call: _Call, challenge: Challenge) -> _Token:
         params = {"scope": call.scope}
         if challenge.service:
             params["service"] = challenge.service
-        auth = None
+        headers: dict[str, str] = {}
         if call.creds is not None:
             params["account"] = call.creds.username
-            auth = (call.creds.username, call.creds.password)
-        host = urlsplit(challenge.realm).netloc.rpartition("@")[2]
-        tls = self._tls.settings(host)
+            headers["Authorization"] = _basic(call.creds)
+        split = urlsplit(challenge.realm)
+        host = split.netloc.rpartition("@")[2]
+        if split.scheme not in ("http", "https") or not host:
+            raise RegistryError(
+                f"checking {call.image}: {call.domain} names an invalid token server "
+                f"{challenge.realm!r}"
+            )
+        who = f"the token server {host} of {call.domain}"
+        verify = self._tls.settings(host).verify
         started = self._clock()
-        try:
-            resp = self._session.get(
-                challenge.realm,
-                params=params,
-                auth=auth,
-                timeout=self._timeout,
-                verify=tls.verify,
-                proxies=self._proxies(challenge.realm),
-            )
-        except requests.exceptions.RequestException as exc:
-            raise RegistryError(
-                f"checking {call.image}: token server {host}: {_reason(exc)}"
-            ) from exc
-        if resp.status_code in (401, 403):
-            who = "the credentials" if call.creds is not None else "anonymous access"
+        state = self._host(f"token {host}")
+        url = requests.Request("GET", challenge.realm, params=params).prepare().url or ""
+        reply = self._with_retries(
+            call.image, state, lambda: self._exchange(who, "GET", url, headers, verify)
+        )
+        if reply.status in (401, 403):
+            whose = "the credentials" if call.creds is not None else "anonymous access"
             raise RegistryAuthError(
-                f"checking {call.image}: the token server {host} refused {who} "
-                f"({resp.status_code} {resp.reason})"
+                f"checking {call.image}: {who} refused {whose} ({reply.status} {reply.reason})"
             )
-        if not 200 <= resp.status_code < 300:
+        if not 200 <= reply.status < 300:
             raise RegistryError(
-                f"checking {call.image}: the token server {host} answered "
-                f"{resp.status_code} {resp.reason}"
+                f"checking {call.image}: {who} answered {reply.status} {reply.reason}"
+                f"{_attempts(reply)}"
             )
         try:
-            doc = resp.json()
+            doc = json.loads(reply.body)
         except ValueError as exc:
-            raise RegistryError(
-                f"checking {call.image}: the token server {host} answered no JSON"
-            ) from exc
+            raise RegistryError(f"checking {call.image}: {who} answered no JSON") from exc
         value = doc.get("token") or doc.get("access_token") if isinstance(doc, dict) else None
         if not isinstance(value, str) or not value:
-            raise RegistryError(f"checking {call.image}: the token server {host} sent no token")
+            raise RegistryError(f"checking {call.image}: {who} sent no token")
         lifetime = doc.get("expires_in")
         if not isinstance(lifetime, int | float) or lifetime < MIN_TOKEN_LIFETIME:
             lifetime = MIN_TOKEN_LIFETIME
         return _Token(value, started + float(lifetime) - TOKEN_EXPIRY_MARGIN)
 
-    # -- one HTTP exchange --------------------------------------------------------------------
+    # -- one request, tried again when that may help --------------------------------------------
+
+    def _send(
+        self, call: _Call, state: _HostState, method: str, path: str, auth: str | None
+    ) -> _Reply:
+        """One request to the registry, tried again on transient failures and 5xx/429."""
+        headers: dict[str, str] = {"Accept": ACCEPT}
+        if auth is not None:
+            headers["Authorization"] = auth
+        return self._with_retries(
+            call.image, state, lambda: self._send_once(call, state, method, path, headers)
+        )
+
+    def _with_retries(
+        self, image: str, state: _HostState, attempt_once: Callable[[], _Reply]
+    ) -> _Reply:
+        """`attempt_once()` until it gives an answer worth keeping, at most `attempts` times.
+
+        Connection failures and timeouts (`_Transient`) and the statuses of `RETRY_STATUSES`
+        are tried again after `backoff_delay`; a 429 after its `Retry-After` (or the backoff
+        when it names none), which every request to the host then waits out too. The last
+        answer is returned whatever its status; the last connection failure is raised.
+        """
+        policy = self._retry
+        with self._lock:
+            unreachable = state.unreachable
+        if unreachable is not None:
+            raise RegistryError(f"checking {image}: {unreachable}")
+        attempt = 1
+        while True:
+            self._wait_turn(state)
+            try:
+                with state.slots:
+                    reply = attempt_once()
+            except _Transient as exc:
+                if attempt >= policy.attempts:
+                    reason = exc.message + (f" ({attempt} attempts)" if attempt > 1 else "")
+                    with self._lock:
+                        state.unreachable = reason
+                    raise RegistryError(f"checking {image}: {reason}") from exc.__cause__
+                delay = backoff_delay(attempt, policy, self._rand)
+                log.info("%s; trying again in %.1fs", exc.message, delay)
+                self._sleep(delay)
+                attempt += 1
+                continue
+            reply = _Reply(reply.status, reply.reason, reply.headers, reply.body, attempt)
+            if reply.status == TOO_MANY_REQUESTS:
+                asked = parse_retry_after(reply.headers.get("Retry-After"))
+                delay = backoff_delay(attempt, policy, self._rand) if asked is None else asked
+                if attempt >= policy.attempts or delay > policy.max_retry_after:
+                    return reply
+                log.info("rate limited (429); trying again in %.1fs", delay)
+                with self._lock:
+                    state.not_before = max(state.not_before, time.monotonic() + delay)
+                attempt += 1
+                continue
+            if reply.status in RETRY_STATUSES and attempt < policy.attempts:
+                delay = backoff_delay(attempt, policy, self._rand)
+                log.info("answer %d %s; trying again in %.1fs", reply.status, reply.reason, delay)
+                self._sleep(delay)
+                attempt += 1
+                continue
+            return reply
+
+    def _wait_turn(self, state: _HostState) -> None:
+        """Wait until the host's `Retry-After` (if any) has passed."""
+        while True:
+            with self._lock:
+                delay = state.not_before - time.monotonic()
+            if delay <= 0:
+                return
+            self._sleep(delay)
 
     @staticmethod
     def _proxies(url: str) -> dict[str, str]:
         return dict(requests.utils.get_environ_proxies(url))
 
-    def _send(
-        self, call: _Call, state: _RegistryState, method: str, path: str, auth: str | None
-    ) -> requests.Response:
-        """One request, over the scheme the registry speaks; errors become RegistryError."""
-        headers: dict[str, str] = {"Accept": ACCEPT}
-        if auth is not None:
-            headers["Authorization"] = auth
+    def _send_once(
+        self, call: _Call, state: _HostState, method: str, path: str, headers: dict[str, str]
+    ) -> _Reply:
+        """One attempt, over the scheme the registry speaks (trying HTTPS, then HTTP, at first).
+
+        Raises:
+            _Transient: the connection failed or timed out.
+            RegistryError: anything else that went wrong (TLS, a broken URL, too big a body).
+        """
         with self._lock:
             known = state.scheme
         if not call.tls.allow_http:
@@ -472,78 +681,129 @@ class RegistryClient:
             schemes = [known]
         else:
             schemes = ["https", "http"]
-        https_error: requests.exceptions.ConnectionError | None = None
+        https_error: BaseException | None = None
         for scheme in schemes:
             url = f"{scheme}://{call.endpoint}{path}"
-            log.debug("%s %s", method, url)
             try:
-                resp = self._session.request(
-                    method,
-                    url,
-                    headers=headers,
-                    timeout=self._timeout,
-                    verify=call.tls.verify,
-                    proxies=self._proxies(url),
-                )
-            except requests.exceptions.Timeout as exc:
-                raise RegistryError(
-                    f"checking {call.image}: {call.endpoint} did not answer within "
-                    f"{self._timeout:g}s"
-                ) from exc
-            except requests.exceptions.ConnectionError as exc:
+                reply = self._exchange(call.endpoint, method, url, headers, call.tls.verify)
+            except _Transient as exc:
+                cause = exc.__cause__
                 if scheme == "https" and len(schemes) > 1:
                     # containers/image does the same for an insecure registry.
-                    log.debug("HTTPS to %s failed (%s); trying HTTP", call.endpoint, _reason(exc))
-                    https_error = exc
+                    log.debug("HTTPS to %s failed (%s); trying HTTP", call.endpoint, exc.message)
+                    https_error = cause
                     continue
-                raise RegistryError(self._connection_message(call, exc, https_error)) from exc
-            except requests.exceptions.RequestException as exc:
-                raise RegistryError(
-                    f"checking {call.image}: request to {call.endpoint} failed: {_reason(exc)}"
-                ) from exc
+                if https_error is not None and cause is not None:
+                    raise _Transient(
+                        f"cannot connect to {call.endpoint} over HTTPS ({_reason(https_error)}) "
+                        f"nor over HTTP ({_reason(cause)})"
+                    ) from cause
+                raise
+            except _TLSFailure as exc:
+                if scheme == "https" and len(schemes) > 1:
+                    log.debug("HTTPS to %s failed (%s); trying HTTP", call.endpoint, exc.message)
+                    https_error = exc.__cause__
+                    continue
+                raise RegistryError(f"checking {call.image}: {exc.message}") from exc.__cause__
+            except _Failure as exc:
+                raise RegistryError(f"checking {call.image}: {exc.message}") from exc.__cause__
             with self._lock:
                 state.scheme = scheme
-            return resp
+            return reply
         raise AssertionError("unreachable: the last scheme returns or raises")  # pragma: no cover
 
-    @staticmethod
-    def _connection_message(
-        call: _Call,
-        exc: requests.exceptions.ConnectionError,
-        https_error: requests.exceptions.ConnectionError | None,
-    ) -> str:
-        if https_error is not None:
-            return (
-                f"checking {call.image}: cannot connect to {call.endpoint} over HTTPS "
-                f"({_reason(https_error)}) nor over HTTP ({_reason(exc)})"
+    def _exchange(
+        self, who: str, method: str, url: str, headers: Mapping[str, str], verify: bool
+    ) -> _Reply:
+        """One HTTP exchange, read to its end within the read timeout.
+
+        Raises:
+            _Transient: the connection failed, was reset, or timed out.
+            _TLSFailure: the TLS handshake failed.
+            _Failure: anything else.
+        """
+        log.debug("%s %s", method, url)
+        deadline = time.monotonic() + self._read_timeout
+        try:
+            resp = self._session.request(
+                method,
+                url,
+                headers=headers,
+                timeout=(self._connect_timeout, self._read_timeout),
+                verify=verify,
+                proxies=self._proxies(url),
+                stream=True,
             )
-        if isinstance(exc, requests.exceptions.SSLError):
+        except requests.exceptions.SSLError as exc:
             reason = _reason(exc)
             if "WRONG_VERSION_NUMBER" in reason:
                 reason += (
                     " (does it speak plain HTTP? then mark it insecure in registries.conf, "
                     "or use --tls-verify=false)"
                 )
-            return f"checking {call.image}: TLS connection to {call.endpoint} failed: {reason}"
-        return f"checking {call.image}: cannot connect to {call.endpoint}: {_reason(exc)}"
+            raise _TLSFailure(f"TLS connection to {who} failed: {reason}") from exc
+        except requests.exceptions.ConnectTimeout as exc:
+            raise _Transient(
+                f"cannot connect to {who}: no connection within {self._connect_timeout:g}s"
+            ) from exc
+        except requests.exceptions.ReadTimeout as exc:
+            raise _Transient(f"{who} did not answer within {self._read_timeout:g}s") from exc
+        except requests.exceptions.ConnectionError as exc:
+            raise _Transient(f"cannot connect to {who}: {_reason(exc)}") from exc
+        except requests.exceptions.RequestException as exc:
+            raise _Failure(f"request to {who} failed: {_reason(exc)}") from exc
+        with resp:
+            body = self._read_body(resp, who, deadline)
+        return _Reply(resp.status_code, resp.reason or "", resp.headers, body)
+
+    def _read_body(self, resp: requests.Response, who: str, deadline: float) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            for chunk in resp.iter_content(64 * 1024):
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > MAX_BODY:
+                    raise _Failure(f"{who} sent more than {MAX_BODY} bytes")
+                if time.monotonic() > deadline:
+                    raise _Transient(
+                        f"{who} did not send its whole answer within {self._read_timeout:g}s"
+                    )
+        except requests.exceptions.ConnectionError as exc:  # a read timeout mid-body too
+            raise _Transient(f"{who} broke off its answer: {_reason(exc)}") from exc
+        except requests.exceptions.RequestException as exc:  # ChunkedEncodingError...
+            raise _Transient(f"{who} broke off its answer: {_reason(exc)}") from exc
+        return b"".join(chunks)
 
     @staticmethod
-    def _check_status(call: _Call, resp: requests.Response) -> None:
-        status = resp.status_code
+    def _check_status(call: _Call, reply: _Reply) -> None:
+        status = reply.status
         if 200 <= status < 300:
             return
-        detail = _error_detail(resp.headers, resp.content)
+        detail = _error_detail(reply.headers, reply.body)
         if status in (401, 403):
             who = "the credentials" if call.creds is not None else "anonymous access"
             raise RegistryAuthError(
-                f"checking {call.image}: {call.domain} refused {who} ({status} {resp.reason})"
+                f"checking {call.image}: {call.domain} refused {who} ({status} {reply.reason})"
                 f"{detail}"
             )
         if status == 404:
             raise RegistryError(f"checking {call.image}: manifest unknown to {call.domain}{detail}")
+        if status == TOO_MANY_REQUESTS:
+            after = reply.headers.get("Retry-After")
+            raise RegistryError(
+                f"checking {call.image}: {call.domain} is rate limiting "
+                f"({status} {reply.reason}{f', Retry-After: {after}' if after else ''})"
+                f"{_attempts(reply)}{detail}"
+            )
         raise RegistryError(
-            f"checking {call.image}: {call.domain} answered {status} {resp.reason}{detail}"
+            f"checking {call.image}: {call.domain} answered {status} {reply.reason}"
+            f"{_attempts(reply)}{detail}"
         )
+
+
+def _attempts(reply: _Reply) -> str:
+    return f" (after {reply.attempts} attempts)" if reply.attempts > 1 else ""
 
 
 def _error_detail(headers: Mapping[str, str], body: bytes) -> str:
