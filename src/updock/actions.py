@@ -29,6 +29,7 @@ from updock.core.plan import (
     Pull,
     Restart,
     Retag,
+    Tag,
     Verify,
 )
 from updock.core.reference import validate_auto_update_reference
@@ -43,7 +44,13 @@ from updock.state import (
     StateStore,
 )
 from updock.systemd import ServiceManager
-from updock.verify import DEFAULT_SETTLE, DEFAULT_TIMEOUT, Expectation, verify_unit
+from updock.verify import (
+    DEFAULT_SETTLE,
+    DEFAULT_TIMEOUT,
+    Expectation,
+    last_log_lines,
+    verify_unit,
+)
 
 #: Test seam: `UPDOCK_TEST_CRASH_AT=pull|restart|verify` kills this process with SIGKILL at that
 #: point, so the integration tests can prove that the next run repairs the state.
@@ -133,10 +140,20 @@ class ActionHandler:
         elif isinstance(action, Restart):
             self._set_phase(action.unit, RESTARTING, only_from=PULLING)
             _crash_point("restart", delay=0.1)
-            self._services.get().restart(action.unit)
+            try:
+                self._services.get().restart(action.unit)
+            except UpdockError as exc:
+                logs = last_log_lines(action.unit)
+                print(
+                    f"updock: {exc}" + (f"\n  last log lines:\n    {logs}" if logs else ""),
+                    file=sys.stderr,
+                )
+                raise
         elif isinstance(action, Retag):
             self._set_phase(action.task.unit, ROLLING_BACK)
             self._engine.tag(action.task.container.image_id, action.task.raw_image_name)
+        elif isinstance(action, Tag):
+            self._engine.tag(action.image_id, action.task.raw_image_name)
         elif isinstance(action, Verify):
             _crash_point("verify", delay=1.0)
             self.verify(action.unit, action.tasks)

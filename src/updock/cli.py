@@ -205,6 +205,44 @@ def main() -> None:
     cli()
 
 
+@cli.command("rollback", context_settings=CONTEXT)
+@click.argument("unit")
+@click.option("--format", "fmt", metavar="FORMAT", default="", help="As for auto-update.")
+@click.option(
+    "--settle-time",
+    type=click.FloatRange(min=0),
+    default=defaults.SETTLE,
+    show_default=True,
+    envvar="UPDOCK_SETTLE_TIME",
+    metavar="SECONDS",
+    help="How long the containers must stay up on the previous images.",
+)
+def rollback(unit: str, fmt: str, settle_time: float) -> None:
+    """Put UNIT's containers back on the images they ran before their last update.
+
+    updock keeps each container's previous image (tagged localhost/updock-previous/<name>)
+    after an update; this re-tags it under the container's image name, restarts the unit and
+    verifies it. Prints the report (UPDATED is "rolled back", or "failed"); exits 125 on error.
+    """
+    from updock.actions import SafetyOptions
+    from updock.core.report import format_report
+    from updock.run import Options, run_rollback
+
+    errors: list[BaseException] = []
+    try:
+        format_report([], fmt)
+        result = run_rollback(unit, Options(safety=SafetyOptions(settle=settle_time)))
+        errors = list(result.errors)
+        if result.rows:
+            sys.stdout.write(format_report(result.rows, fmt))
+            sys.stdout.flush()
+    except UpdockError as exc:
+        errors = [exc]
+    if errors:
+        click.echo(f"Error: {format_errors(errors)}", err=True)
+        sys.exit(EXIT_ERROR)
+
+
 @cli.command("install-units", context_settings=CONTEXT)
 @click.option("--user", is_flag=True, help="Install for the user's systemd manager (rootless).")
 @click.option(

@@ -17,13 +17,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from updock import defaults
-from updock.actions import ActionHandler, SafetyOptions, ServiceConnection, recover
+from updock.actions import (
+    ActionHandler,
+    SafetyOptions,
+    ServiceConnection,
+    previous_tag,
+    recover,
+)
 from updock.core.model import Image, Policy, ReportRow, Task
 from updock.core.plan import (
     Check,
     CheckResult,
     SharedImageState,
     drive,
+    rollback_unit,
     update_unit,
 )
 from updock.core.reference import validate_auto_update_reference
@@ -237,3 +244,65 @@ def _update(
 
 
 __all__ = ["Options", "RegistryError", "RunResult", "run_auto_update"]
+
+
+def run_rollback(
+    unit: str,
+    options: Options,
+    *,
+    engine: Engine | None = None,
+    services: Callable[[], ServiceManager] | None = None,
+) -> RunResult:
+    """`updock rollback UNIT`: put the unit's containers back on their kept previous images.
+
+    The previous image of each container is the one updock tagged
+    `localhost/updock-previous/<container>` before its last update. The rollback is journaled,
+    the unit restarted and verified like an update.
+
+    Raises:
+        UpdockError: the unit runs no auto-updated container, or one has no kept previous image.
+    """
+    if engine is None:
+        from updock.engines.podman import default_engine
+
+        engine = default_engine()
+    if services is None:
+        from updock.systemd import connect
+
+        services = connect
+    store = StateStore(options.state_dir)
+    connection = ServiceConnection(services)
+    result = RunResult()
+    with contextlib.ExitStack() as stack:
+        stack.callback(connection.close)
+        stack.enter_context(store.locked(options.lock_wait))
+        units, _ = assemble_tasks(engine.running_containers(), options.authfile)
+        tasks = units.get(unit, [])
+        if not tasks:
+            raise UpdockError(f"unit {unit} runs no container with an auto-update policy")
+        previous = {}
+        for task in tasks:
+            kept = engine.image_id(previous_tag(task.container.name))
+            if kept is None:
+                raise UpdockError(
+                    f"container {task.container.name} of unit {unit}: no previous image kept "
+                    f"({previous_tag(task.container.name)} does not exist)"
+                )
+            previous[task.container.id] = kept
+        handler = ActionHandler(
+            engine,
+            connection,
+            store,
+            options.safety,
+            check=_no_check,
+            tls_verify=options.tls_verify,
+        )
+        plan = rollback_unit(unit, tasks, previous)
+        rows, errs = drive(plan, handler)
+        result.rows.extend(rows)
+        result.errors.extend(errs)
+    return result
+
+
+def _no_check(action: Check) -> CheckResult:
+    raise UpdockError("a rollback checks no registry")

@@ -15,7 +15,7 @@ meant to, but tests whether the key exists rather than its value).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -118,7 +118,18 @@ class Finish:
     verified: bool
 
 
-Action = Check | Pull | Restart | Retag | Journal | Verify | Finish
+@dataclass(frozen=True)
+class Tag:
+    """Tag `image_id` with the task's raw image name (a manual rollback's target).
+
+    Outcome: None or an error.
+    """
+
+    task: Task
+    image_id: str
+
+
+Action = Check | Pull | Restart | Retag | Journal | Verify | Finish | Tag
 Outcome = CheckResult | UpdockError | None
 UnitResult = tuple[list[ReportRow], list[UpdockError]]
 UnitPlan = Generator[Action, Outcome, UnitResult]
@@ -260,18 +271,7 @@ def update_unit(
     if updated:
         yield from _restart(unit, updated, status, errors, rollback=rollback, images=images_done)
 
-    rows = [
-        ReportRow(
-            unit=unit,
-            container_id=t.container.id,
-            container_name=t.container.name,
-            image=t.raw_image_name,
-            policy=t.policy,
-            updated=status[t.container.id],
-        )
-        for t in tasks
-    ]
-    return rows, errors
+    return _rows(unit, tasks, status), errors
 
 
 def _journal(task: Task, errors: list[UpdockError]) -> Generator[Action, Outcome, bool]:
@@ -354,6 +354,59 @@ def _restart(
     for task in retagged:
         status[task.container.id] = Status.ROLLED_BACK
     yield Finish(unit, tuple(updated), verified=False)
+
+
+def rollback_unit(unit: str, tasks: Sequence[Task], previous: Mapping[str, str]) -> UnitPlan:
+    """`updock rollback UNIT`: put each task back on its kept previous image, verified.
+
+    Args:
+        unit: the unit.
+        tasks: its tasks.
+        previous: container ID -> the image ID to go back to.
+
+    Returns:
+        Rows `rolled back` when the unit verified on the previous images; otherwise the current
+        images are tagged and restarted again and the rows are `failed`, with the errors.
+    """
+    errors: list[UpdockError] = []
+    status = dict.fromkeys((t.container.id for t in tasks), Status.FAILED)
+    moved: list[Task] = []
+    for task in tasks:
+        if not (yield from _journal(task, errors)):
+            continue
+        failure = _expect_none((yield Tag(task, previous[task.container.id])))
+        if failure is not None:
+            errors.append(_wrap(failure, f"rolling back container {go_quote(task.container.id)}"))
+            continue
+        moved.append(task)
+    if moved:
+        failure = yield from _restart_and_verify(unit, moved)
+        if failure is None:
+            for task in moved:
+                status[task.container.id] = Status.ROLLED_BACK
+        else:
+            errors.append(_wrap(failure, f"rolling back {_containers(moved)}"))
+            for task in moved:
+                _expect_none((yield Retag(task)))
+            again = yield from _restart_and_verify(unit, moved)
+            if again is not None:
+                errors.append(_wrap(again, f"restoring {_containers(moved)}"))
+        yield Finish(unit, tuple(moved), verified=failure is None)
+    return _rows(unit, tasks, status), errors
+
+
+def _rows(unit: str, tasks: Sequence[Task], status: Mapping[str, Status]) -> list[ReportRow]:
+    return [
+        ReportRow(
+            unit=unit,
+            container_id=t.container.id,
+            container_name=t.container.name,
+            image=t.raw_image_name,
+            policy=t.policy,
+            updated=status[t.container.id],
+        )
+        for t in tasks
+    ]
 
 
 def drive(plan: Generator[Action, Outcome, _R], handler: Callable[[Action], Outcome]) -> _R:

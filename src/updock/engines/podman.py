@@ -251,7 +251,11 @@ class Podman:
         )
 
     def run_healthcheck(self, name: str) -> str:
-        """Run the health check of `name` once and return the status podman prints."""
+        """Run the health check of `name` once; return the container's health status after it.
+
+        The status, not the check's own result: podman prints "unhealthy" for one failed run
+        even inside the start period or before `retries` failures, which do not count.
+        """
         res = subprocess.run(
             [*self._command, "healthcheck", "run", name],
             env=self._env,
@@ -259,12 +263,12 @@ class Podman:
             text=True,
             check=False,
         )
-        out = res.stdout.strip()
-        if res.returncode == 0:
-            return out or "healthy"
-        if out in ("unhealthy", "starting"):
-            return out
-        raise EngineError(f"podman healthcheck run {name} failed: {res.stderr.strip()}")
+        if res.returncode not in (0, 1):
+            raise EngineError(f"podman healthcheck run {name} failed: {res.stderr.strip()}")
+        state = self.container_state(name)
+        if state is None:
+            raise EngineError(f"container {name} disappeared during its health check")
+        return state.health or ("healthy" if res.returncode == 0 else "unhealthy")
 
 
 def default_engine() -> Podman:

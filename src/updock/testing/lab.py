@@ -74,6 +74,7 @@ STUB_TARGETS = [
 ]
 
 BUSYBOX_APPLETS = [
+    "touch",
     "sh",
     "sleep",
     "echo",
@@ -110,17 +111,38 @@ class ImageKind(Enum):
     """The entrypoint does not exist: the container cannot start."""
     DIES_AFTER_START = "dies-after-start"
     """Starts, then exits 1 after `DIES_AFTER_SECONDS` seconds."""
+    SLOW_HEALTHY = "slow-healthy"
+    """Runs until stopped; healthy (`HEALTH_ARGS`) only after `SLOW_SECONDS` seconds."""
+    UNHEALTHY = "unhealthy"
+    """Runs until stopped, but never passes the health check of `HEALTH_ARGS`."""
 
 
 DIES_AFTER_SECONDS = 2
+SLOW_SECONDS = 4
+
+#: `podman run` arguments of a health check that passes once the image's command is ready
+#: (every kind but UNHEALTHY and SLOW_HEALTHY gets ready at once).
+HEALTH_ARGS = (
+    "--health-cmd=test -f /tmp/ready",
+    "--health-interval=1s",
+    "--health-retries=2",
+    "--health-start-period=8s",
+)
+
+_LOOP = "while true; do sleep 1 & wait $!; done"
 
 _COMMANDS: dict[ImageKind, list[str]] = {
     ImageKind.HEALTHY: [
         "/bin/sh",
         "-c",
-        'trap "exit 0" TERM INT; echo "ready $(cat /version)"; '
-        "while true; do sleep 1 & wait $!; done",
+        f'trap "exit 0" TERM INT; touch /tmp/ready; echo "ready $(cat /version)"; {_LOOP}',
     ],
+    ImageKind.SLOW_HEALTHY: [
+        "/bin/sh",
+        "-c",
+        f'trap "exit 0" TERM INT; (sleep {SLOW_SECONDS}; touch /tmp/ready) & {_LOOP}',
+    ],
+    ImageKind.UNHEALTHY: ["/bin/sh", "-c", f'trap "exit 0" TERM INT; {_LOOP}'],
     ImageKind.EXITS_AT_ONCE: ["/bin/sh", "-c", 'echo "broken $(cat /version)"; exit 1'],
     ImageKind.MISSING_ENTRYPOINT: ["/no/such/entrypoint"],
     ImageKind.DIES_AFTER_START: [
@@ -678,6 +700,7 @@ Environment=PODMAN_SYSTEMD_UNIT=%n
 Restart=no
 TimeoutStopSec=70
 ExecStartPre=/bin/rm -f %t/%n.ctr-id
+ExecStartPre=/bin/sh -c 'echo start >> {self.root}/logs/{unit}.starts'
 ExecStart=/usr/bin/podman run \\
 \t--cidfile=%t/%n.ctr-id \\
 \t--cgroups=no-conmon \\
@@ -708,6 +731,11 @@ WantedBy=default.target
         """Everything the unit's processes printed (podman's errors included)."""
         path = self.root / "logs" / f"{unit}.log"
         return path.read_text(errors="replace") if path.exists() else ""
+
+    def unit_starts(self, unit: str) -> int:
+        """How many times the unit was started (restarts included)."""
+        path = self.root / "logs" / f"{unit}.starts"
+        return path.read_text().count("start") if path.exists() else 0
 
     def unit_state(self, unit: str) -> str:
         """`ActiveState` of a unit: active, failed, inactive, activating..."""

@@ -1,0 +1,199 @@
+"""Bearer token auth against a real registry: `docker-registry serve` with `auth.token`.
+
+The registry trusts a test CA (`rootcertbundle`); the test suite's issuer checks basic
+credentials and signs RS256 JWTs with a key certified by that CA (`x5c`). The registry serves
+the lab's plain registry's storage read-only, so images pushed there are checked here. What the
+registry accepted is read from its own log.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.integration.test_registry import AMD64, _push
+from updock.errors import RegistryAuthError
+from updock.registry import RegistryClient
+from updock.testing.lab import Lab
+from updock.testing.token_registry import SERVICE, TokenRegistry
+
+pytestmark = pytest.mark.lab
+
+USER, PASSWORD = "tok-user", "tok-pass-s3cret"
+
+
+@pytest.fixture(scope="module")
+def lab(lab_session: Lab) -> Lab:
+    """The session's lab, without the per-test reset: these tests start no services."""
+    return lab_session
+
+
+@pytest.fixture(scope="module")
+def images(lab: Lab) -> dict[str, str]:
+    """repo -> digest of two images on the plain registry, which the token registry serves."""
+    return {repo: _push(lab, lab.plain, repo) for repo in ("tok-a", "tok-b")}
+
+
+@pytest.fixture(scope="module")
+def token_registry(
+    lab: Lab, images: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TokenRegistry]:
+    with TokenRegistry(
+        tmp_path_factory.mktemp("token-registry"), lab.root / "registry-plain", {USER: PASSWORD}
+    ) as registry:
+        yield registry
+
+
+@pytest.fixture
+def registry(token_registry: TokenRegistry) -> TokenRegistry:
+    """The token registry with the issuer's settings and records reset."""
+    issuer = token_registry.issuer
+    issuer.clear()
+    issuer.expires_in = 300
+    issuer.token_lifetime = None
+    issuer.allow_anonymous = False
+    issuer.expired_tokens = 0
+    return token_registry
+
+
+def _authfile(tmp_path: Path, host: str, user: str = USER, password: str = PASSWORD) -> str:
+    path = tmp_path / "auth.json"
+    secret = base64.b64encode(f"{user}:{password}".encode()).decode()
+    path.write_text(json.dumps({"auths": {host: {"auth": secret}}}))
+    return str(path)
+
+
+def _client(**kwargs: object) -> RegistryClient:
+    return RegistryClient(tls_verify=False, certs_dirs=[], **kwargs)  # type: ignore[arg-type]
+
+
+def test_one_token_per_repository_scope_reused_and_accepted(
+    registry: TokenRegistry, images: dict[str, str], tmp_path: Path
+) -> None:
+    authfile = _authfile(tmp_path, registry.host)
+    before = len(registry.exchanges())
+    with _client() as client:
+        for repo in ("tok-a", "tok-a", "tok-b", "tok-a", "tok-b"):
+            got = client.manifest_digest(registry.host, repo, "latest", authfile=authfile, **AMD64)
+            assert got == images[repo]
+    assert [
+        (r.scopes, r.service, r.account, r.authorization) for r in registry.issuer.requests
+    ] == [
+        (("repository:tok-a:pull",), SERVICE, USER, "ok"),
+        (("repository:tok-b:pull",), SERVICE, USER, "ok"),
+    ]
+    # Only the very first request meets the 401; every token was accepted by the registry.
+    assert registry.exchanges()[before:] == [
+        ("HEAD", "/v2/tok-a/manifests/latest", 401),
+        ("HEAD", "/v2/tok-a/manifests/latest", 200),
+        ("HEAD", "/v2/tok-a/manifests/latest", 200),
+        ("HEAD", "/v2/tok-b/manifests/latest", 200),
+        ("HEAD", "/v2/tok-a/manifests/latest", 200),
+        ("HEAD", "/v2/tok-b/manifests/latest", 200),
+    ]
+
+
+def test_concurrent_checks_share_the_first_401_and_one_token_per_scope(
+    registry: TokenRegistry, images: dict[str, str], tmp_path: Path
+) -> None:
+    authfile = _authfile(tmp_path, registry.host)
+    jobs = [repo for repo in images for _ in range(6)]
+    before = len(registry.exchanges())
+    with _client() as client, ThreadPoolExecutor(8) as pool:
+        got = list(
+            pool.map(
+                lambda repo: client.manifest_digest(
+                    registry.host, repo, "latest", authfile=authfile, **AMD64
+                ),
+                jobs,
+            )
+        )
+    assert got == [images[repo] for repo in jobs]
+    assert sorted(r.scopes for r in registry.issuer.requests) == [
+        ("repository:tok-a:pull",),
+        ("repository:tok-b:pull",),
+    ]
+    statuses = [status for _, _, status in registry.exchanges()[before:]]
+    assert statuses.count(401) == 1
+    assert statuses.count(200) == len(jobs)
+
+
+def test_token_renewed_after_it_expires(
+    registry: TokenRegistry, images: dict[str, str], tmp_path: Path
+) -> None:
+    authfile = _authfile(tmp_path, registry.host)
+    registry.issuer.expires_in = 60
+    clock = [1000.0]
+    with _client(clock=lambda: clock[0]) as client:
+        for _ in range(2):
+            client.manifest_digest(registry.host, "tok-a", "latest", authfile=authfile, **AMD64)
+        assert len(registry.issuer.requests) == 1
+        clock[0] += 55  # within the margin before expiry: renewed ahead of time
+        got = client.manifest_digest(registry.host, "tok-a", "latest", authfile=authfile, **AMD64)
+    assert got == images["tok-a"]
+    assert len(registry.issuer.requests) == 2
+    assert registry.issuer.requests[1].token != registry.issuer.requests[0].token
+
+
+def test_a_token_the_registry_refuses_is_dropped_and_fetched_again(
+    registry: TokenRegistry, images: dict[str, str], tmp_path: Path
+) -> None:
+    authfile = _authfile(tmp_path, registry.host)
+    with _client() as client:
+        client.manifest_digest(registry.host, "tok-a", "latest", authfile=authfile, **AMD64)
+        # The next token the issuer signs has expired (an hour ago); the client believes it
+        # lives 300 s. The registry refuses it: the check fails, naming the registry...
+        registry.issuer.expired_tokens = 1
+        with pytest.raises(RegistryAuthError) as info:
+            client.manifest_digest(registry.host, "tok-b", "latest", authfile=authfile, **AMD64)
+        assert f"{registry.host} refused the credentials (401" in str(info.value)
+        # ...and the refused token is not kept: the next check gets a new one and passes.
+        got = client.manifest_digest(registry.host, "tok-b", "latest", authfile=authfile, **AMD64)
+        # The token of the other scope was never refused: still in use.
+        client.manifest_digest(registry.host, "tok-a", "latest", authfile=authfile, **AMD64)
+    assert got == images["tok-b"]
+    assert [r.scopes[0] for r in registry.issuer.requests] == [
+        "repository:tok-a:pull",
+        "repository:tok-b:pull",
+        "repository:tok-b:pull",
+    ]
+
+
+def test_wrong_credentials_are_an_auth_error_naming_the_registry(
+    registry: TokenRegistry, tmp_path: Path
+) -> None:
+    wrong = "not-" + PASSWORD
+    authfile = _authfile(tmp_path, registry.host, password=wrong)
+    with _client() as client, pytest.raises(RegistryAuthError) as info:
+        client.manifest_digest(registry.host, "tok-a", "latest", authfile=authfile, **AMD64)
+    message = str(info.value)
+    assert message.startswith(f"checking {registry.host}/tok-a:latest: ")
+    assert f"token server 127.0.0.1:{registry.issuer.port} of {registry.host} refused" in message
+    assert "the credentials (401" in message
+    for secret in (wrong, PASSWORD, base64.b64encode(f"{USER}:{wrong}".encode()).decode()):
+        assert secret not in message
+    assert [r.authorization for r in registry.issuer.requests] == ["refused"]  # asked once
+
+
+def test_anonymous_pull_when_the_issuer_allows_it(
+    registry: TokenRegistry, images: dict[str, str], tmp_path: Path
+) -> None:
+    registry.issuer.allow_anonymous = True
+    empty = tmp_path / "empty.json"
+    empty.write_text("{}")
+    with _client() as client:
+        got = client.manifest_digest(registry.host, "tok-a", "latest", authfile=str(empty), **AMD64)
+    assert got == images["tok-a"]
+    assert [(r.account, r.authorization) for r in registry.issuer.requests] == [("", "anonymous")]
+
+
+def test_anonymous_refused(registry: TokenRegistry, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.json"
+    empty.write_text("{}")
+    with _client() as client, pytest.raises(RegistryAuthError, match="refused anonymous access"):
+        client.manifest_digest(registry.host, "tok-a", "latest", authfile=str(empty), **AMD64)

@@ -1,0 +1,199 @@
+"""Never leave a service down: verification, rollback, crash recovery, one run at a time.
+
+Against the real lab: podman, the registry and systemd. These are the places where podman
+auto-update reports success for a service that is down; updock must not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.integration.conformance import run_podman, run_updock
+from updock.testing.lab import HEALTH_ARGS, ImageKind, Lab
+
+pytestmark = pytest.mark.lab
+
+SETTLE = {"UPDOCK_SETTLE_TIME": "4"}  # longer than DIES_AFTER_SECONDS
+
+
+def _service(lab: Lab, name: str, new: ImageKind, *, health: bool = False) -> str:
+    """A service on a healthy v1, and `new` pushed as v2. Returns the unit."""
+    image = lab.build_image(f"{lab.plain.host}/safe/{name}:latest", version="v1")
+    svc = lab.create_service(name, image, run_args=HEALTH_ARGS if health else ())
+    lab.build_image(image, new, version="v2")
+    return svc.unit
+
+
+def _journal(lab: Lab) -> dict[str, object]:
+    path = lab.root / "updock-state" / "state.json"
+    if not path.exists():
+        return {}
+    units: dict[str, object] = json.loads(path.read_text())["units"]
+    return units
+
+
+@pytest.mark.parametrize(
+    ("kind", "health"),
+    [
+        (ImageKind.EXITS_AT_ONCE, False),
+        (ImageKind.MISSING_ENTRYPOINT, False),
+        (ImageKind.DIES_AFTER_START, False),
+        (ImageKind.UNHEALTHY, True),
+    ],
+)
+def test_broken_updates_are_rolled_back_and_the_service_stays_up(
+    lab: Lab, kind: ImageKind, health: bool
+) -> None:
+    name = f"brk-{kind.value}"
+    unit = _service(lab, name, kind, health=health)
+
+    res = run_updock(lab, "--format", "json", env=SETTLE)
+
+    assert res.returncode == 0, res.stderr  # a working rollback is no error, as in podman
+    assert res.statuses() == {name: "rolled back"}
+    assert lab.unit_state(unit) == "active"
+    assert lab.container_version(name) == "v1"
+    # What was seen is said on stderr.
+    assert f"verifying unit {unit} failed" in res.stderr or "restarting systemd unit" in res.stderr
+    assert _journal(lab) == {}
+
+
+def test_slow_to_become_healthy_is_a_success(lab: Lab) -> None:
+    unit = _service(lab, "slowpoke", ImageKind.SLOW_HEALTHY, health=True)
+
+    started = time.monotonic()
+    res = run_updock(lab, "--format", "json", env={"UPDOCK_SETTLE_TIME": "1"})
+
+    assert res.returncode == 0, res.stderr
+    assert res.statuses() == {"slowpoke": "true"}, res.stderr
+    assert lab.container_version("slowpoke") == "v2"
+    assert lab.unit_state(unit) == "active"
+    assert time.monotonic() - started > 4  # it waited for the health check
+
+
+def test_health_failure_with_rollback_off_is_failed_with_what_was_seen(lab: Lab) -> None:
+    _service(lab, "sick", ImageKind.UNHEALTHY, health=True)
+
+    res = run_updock(lab, "--format", "json", "--rollback=false", env={"UPDOCK_SETTLE_TIME": "1"})
+
+    assert res.returncode == 125
+    assert res.statuses() == {"sick": "failed"}
+    assert "container sick is unhealthy" in res.stderr
+    assert "verifying unit container-sick.service failed" in res.stderr
+
+
+def test_crash_after_start_podman_says_true_with_the_unit_down(lab: Lab) -> None:
+    unit = _service(lab, "crashy", ImageKind.DIES_AFTER_START)
+    podman = run_podman(lab, "--format", "json")
+    time.sleep(4)  # the new container dies 2 s after start
+    assert podman.statuses() == {"crashy": "true"}
+    assert lab.unit_state(unit) != "active"
+
+    lab.reset()
+    unit = _service(lab, "crashy", ImageKind.DIES_AFTER_START)
+    updock = run_updock(lab, "--format", "json", env=SETTLE)
+    time.sleep(1)
+    assert updock.statuses() == {"crashy": "rolled back"}
+    assert lab.unit_state(unit) == "active"
+    assert lab.container_version("crashy") == "v1"
+
+
+def test_previous_image_is_kept_protected_and_manual_rollback_uses_it(lab: Lab) -> None:
+    unit = _service(lab, "keeper", ImageKind.HEALTHY)
+    v1 = lab.container_image("keeper")
+
+    res = run_updock(lab, "--format", "json", env={"UPDOCK_SETTLE_TIME": "1"})
+    assert res.statuses() == {"keeper": "true"}
+    kept = "localhost/updock-previous/keeper:latest"
+    assert lab.image_id(kept) == v1
+    lab.podman("image", "prune", "-f")  # what podman-auto-update.service runs after updating
+    assert lab.image_id(kept) == v1
+
+    back = lab.updock("rollback", unit, "--format", "json", env={"UPDOCK_SETTLE_TIME": "1"})
+    assert back.returncode == 0, back.stderr
+    assert [r["Updated"] for r in json.loads(back.stdout)] == ["rolled back"]
+    assert lab.container_version("keeper") == "v1"
+    assert lab.unit_state(unit) == "active"
+
+    unknown = lab.updock("rollback", "container-nope.service")
+    assert unknown.returncode == 125
+    assert "container-nope.service" in unknown.stderr
+
+
+def test_keep_previous_false_releases_the_old_image(lab: Lab) -> None:
+    _service(lab, "lean", ImageKind.HEALTHY)
+    res = run_updock(lab, "--format", "json", "--keep-previous=false")
+    assert res.statuses() == {"lean": "true"}
+    assert (
+        lab.podman(
+            "image", "exists", "localhost/updock-previous/lean:latest", check=False
+        ).returncode
+        == 1
+    )
+
+
+@pytest.mark.parametrize(
+    ("crash_at", "new", "after"),
+    [
+        ("pull", ImageKind.HEALTHY, ("true", "v2", "undone before its restart")),
+        ("restart", ImageKind.HEALTHY, ("false", "v2", "verified and completed")),
+        ("verify", ImageKind.DIES_AFTER_START, ("rolled back", "v1", "rolled back")),
+    ],
+)
+def test_a_killed_run_is_repaired_by_the_next(
+    lab: Lab, crash_at: str, new: ImageKind, after: tuple[str, str, str]
+) -> None:
+    name = f"kill-{crash_at}"
+    unit = _service(lab, name, new)
+
+    killed = run_updock(lab, "--format", "json", env={**SETTLE, "UPDOCK_TEST_CRASH_AT": crash_at})
+    assert killed.returncode == -9, killed.stderr  # SIGKILL
+    assert list(_journal(lab)) == [unit]  # the intent survived the kill
+
+    time.sleep(1)
+    res = run_updock(lab, "--format", "json", env=SETTLE)
+    status, version, recovery = after
+    assert res.statuses() == {name: status}, res.stderr
+    assert f"recovery: unit {unit}: the interrupted update was {recovery}" in res.stderr
+    assert lab.unit_state(unit) == "active"
+    assert lab.container_version(name) == version
+    assert _journal(lab) == {}
+
+
+def _start_updock(lab: Lab, *args: str) -> subprocess.Popen[str]:
+    assert lab.systemd_pid is not None
+    env = {**os.environ, **lab.env, "UPDOCK_SETTLE_TIME": "3"}
+    cmd = ["nsenter", "-t", str(lab.systemd_pid), "-m", "-p", "--"]
+    cmd += [sys.executable, "-m", "updock", "auto-update", "--format", "json", *args]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_two_runs_at_once_restart_nothing_twice(lab: Lab) -> None:
+    unit = _service(lab, "pair", ImageKind.HEALTHY)
+    assert lab.unit_starts(unit) == 1
+
+    # The second gives up at once: one updates, the other says why it did nothing.
+    first = _start_updock(lab, "--lock-wait=0")
+    second = _start_updock(lab, "--lock-wait=0")
+    outs = [p.communicate(timeout=120) for p in (first, second)]
+    codes = sorted(p.returncode for p in (first, second))
+    assert codes == [0, 125], outs
+    loser = next(err for (_, err), p in zip(outs, (first, second), strict=True) if p.returncode)
+    assert "another updock run" in loser
+    assert lab.unit_starts(unit) == 2  # restarted once
+    assert lab.container_version("pair") == "v2"
+
+    # Waiting instead: the second run waits for the first, then finds nothing left to do.
+    lab.build_image(f"{lab.plain.host}/safe/pair:latest", version="v3")
+    first, second = _start_updock(lab), _start_updock(lab)
+    results = [json.loads(p.communicate(timeout=120)[0] or "[]") for p in (first, second)]
+    updated = sorted(r[0]["Updated"] for r in results)
+    assert updated == ["false", "true"]
+    assert lab.unit_starts(unit) == 3
+    assert lab.container_version("pair") == "v3"
