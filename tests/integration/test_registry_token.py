@@ -140,21 +140,23 @@ def test_token_renewed_after_it_expires(
     assert registry.issuer.requests[1].token != registry.issuer.requests[0].token
 
 
-def test_a_token_the_registry_refuses_is_dropped_and_fetched_again(
+def test_a_cached_token_the_registry_refuses_is_replaced_once(
     registry: TokenRegistry, images: dict[str, str], tmp_path: Path
 ) -> None:
     authfile = _authfile(tmp_path, registry.host)
     with _client() as client:
         client.manifest_digest(registry.host, "tok-a", "latest", authfile=authfile, **AMD64)
-        # The next token the issuer signs has expired (an hour ago); the client believes it
-        # lives 300 s. The registry refuses it: the check fails, naming the registry...
+        # The next token the issuer signs has expired (an hour ago) while the client is told it
+        # lives 300 s: the registry refuses it, the client fetches a new one and goes on.
         registry.issuer.expired_tokens = 1
-        with pytest.raises(RegistryAuthError) as info:
-            client.manifest_digest(registry.host, "tok-b", "latest", authfile=authfile, **AMD64)
-        assert f"{registry.host} refused the credentials (401" in str(info.value)
-        # ...and the refused token is not kept: the next check gets a new one and passes.
+        before = len(registry.exchanges())
         got = client.manifest_digest(registry.host, "tok-b", "latest", authfile=authfile, **AMD64)
-        # The token of the other scope was never refused: still in use.
+        assert registry.exchanges()[before:] == [
+            ("HEAD", "/v2/tok-b/manifests/latest", 401),
+            ("HEAD", "/v2/tok-b/manifests/latest", 200),
+        ]
+        # The token of the other scope was never refused: still in use, not fetched again.
+        registry.issuer.expired_tokens = 100
         client.manifest_digest(registry.host, "tok-a", "latest", authfile=authfile, **AMD64)
     assert got == images["tok-b"]
     assert [r.scopes[0] for r in registry.issuer.requests] == [
@@ -162,6 +164,19 @@ def test_a_token_the_registry_refuses_is_dropped_and_fetched_again(
         "repository:tok-b:pull",
         "repository:tok-b:pull",
     ]
+
+
+def test_a_fresh_token_refused_is_an_auth_error_naming_the_registry(
+    registry: TokenRegistry, tmp_path: Path
+) -> None:
+    authfile = _authfile(tmp_path, registry.host)
+    registry.issuer.expired_tokens = 100
+    with _client() as client, pytest.raises(RegistryAuthError) as info:
+        client.manifest_digest(registry.host, "tok-a", "latest", authfile=authfile, **AMD64)
+    assert str(info.value).startswith(
+        f"checking {registry.host}/tok-a:latest: {registry.host} refused the credentials (401"
+    )
+    assert len(registry.issuer.requests) == 1  # no loop of tokens
 
 
 def test_wrong_credentials_are_an_auth_error_naming_the_registry(
