@@ -1,8 +1,10 @@
-"""The demo: a real update and a real rollback on the lab, and the report.
+"""The demo: a real update and real rollbacks on the lab, and the report.
 
-Run with `./scripts/demo` (root). Two services run in the lab's systemd from the lab registry;
-then a new version of each is pushed: a good one for `web`, and one whose entrypoint is missing
-for `api`. The auto-update run updates `web` and rolls `api` back to the image it ran before.
+Run with `./scripts/demo` (root). Three services run in the lab's systemd from the lab registry;
+then a new version of each is pushed: a good one for `web`, one whose entrypoint is missing for
+`api` (systemd's restart fails), and one that starts and dies two seconds later for `worker`
+(systemd's restart succeeds: podman auto-update reports `true` and leaves it down). updock
+updates `web` and rolls `api` and `worker` back to the images they ran before, verified.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+import time
 
 from updock.testing.lab import ImageKind, Lab, running_lab
 
@@ -50,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     tool = ["podman", "auto-update"]
     if opts.tool == "updock":
         tool = [sys.executable, "-m", "updock", "auto-update"]
-    names = ["web", "api"]
+    names = ["web", "api", "worker"]
     with running_lab() as lab:
         _say(f"Lab up: registry {lab.plain.host}, systemd PID {lab.systemd_pid}, root {lab.root}")
         for name in names:
@@ -61,13 +64,15 @@ def main(argv: list[str] | None = None) -> int:
         _say("Nothing new in the registry yet")
         _show(lab, tool, "--dry-run")
 
-        _say("Push web v2 (good) and api v2 (its entrypoint is missing)")
+        _say("Push v2: web good, api with a missing entrypoint, worker dying 2 s after start")
         lab.build_image(f"{lab.plain.host}/demo/web:latest", ImageKind.HEALTHY)
         lab.build_image(f"{lab.plain.host}/demo/api:latest", ImageKind.MISSING_ENTRYPOINT)
+        lab.build_image(f"{lab.plain.host}/demo/worker:latest", ImageKind.DIES_AFTER_START)
         _show(lab, tool, "--dry-run")
 
-        _say("Update for real: web is updated, api is rolled back")
+        _say("Update for real: web is updated, api and worker are rolled back")
         status = _show(lab, tool)
+        time.sleep(3)  # long enough for a crash-after-start image to have died
         _state(lab, names)
         _say("Done; stopping the lab")
     return 0 if status in (0, 125) else status
