@@ -10,12 +10,15 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from updock import __version__, defaults
 from updock.errors import EXIT_ERROR, UpdockError
+
+if TYPE_CHECKING:
+    from updock.run import RunResult
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -61,6 +64,37 @@ def _bool_option(name: str, default: bool | None, help: str) -> Callable[[_F], _
     )
 
 
+_settle_option = click.option(
+    "--settle-time",
+    type=click.FloatRange(min=0),
+    default=defaults.SETTLE,
+    show_default=True,
+    envvar="UPDOCK_SETTLE_TIME",
+    metavar="SECONDS",
+    help="How long a restarted container must stay up (and healthy) before its update counts. "
+    "A container's io.updock.verify.settle label can raise it. [env: UPDOCK_SETTLE_TIME]",
+)
+
+
+def _report(run: Callable[[], RunResult], fmt: str) -> None:
+    """Run, print the report in `fmt` on stdout and the errors on stderr; exit 125 on any."""
+    from updock.core.report import format_report
+
+    errors: list[BaseException] = []
+    try:
+        format_report([], fmt)  # a bad format fails before anything changes
+        result = run()
+        errors = list(result.errors)
+        if result.rows:
+            sys.stdout.write(format_report(result.rows, fmt))
+            sys.stdout.flush()
+    except UpdockError as exc:
+        errors = [exc]
+    if errors:
+        click.echo(f"Error: {format_errors(errors)}", err=True)
+        sys.exit(EXIT_ERROR)
+
+
 @click.group(cls=_Group, context_settings=CONTEXT)
 @click.version_option(__version__, "--version", prog_name="updock")
 def cli() -> None:
@@ -101,16 +135,7 @@ def cli() -> None:
     "Require HTTPS and verify certificates when contacting registries "
     "(default: as registries.conf says; --tls-verify=false allows plain HTTP).",
 )
-@click.option(
-    "--settle-time",
-    type=click.FloatRange(min=0),
-    default=defaults.SETTLE,
-    show_default=True,
-    envvar="UPDOCK_SETTLE_TIME",
-    metavar="SECONDS",
-    help="How long a restarted container must stay up (and healthy) before its update counts. "
-    "A container's io.updock.verify.settle label can raise it. [env: UPDOCK_SETTLE_TIME]",
-)
+@_settle_option
 @click.option(
     "--verify-timeout",
     type=click.FloatRange(min=0),
@@ -158,7 +183,6 @@ def auto_update(
     """
     # Imported here so that `updock --help` does not pay for the registry and D-Bus stacks.
     from updock.actions import SafetyOptions
-    from updock.core.report import format_report
     from updock.run import Options, run_auto_update
 
     if args:
@@ -173,50 +197,24 @@ def auto_update(
             f"credential file is not accessible: {authfile}: no such file or directory",
             param_hint="--authfile",
         )
-    try:
-        # Fail on a bad format before anything is changed.
-        format_report([], fmt)
-        safety = SafetyOptions(
-            settle=settle_time, verify_timeout=verify_timeout, keep_previous=keep_previous
-        )
-        result = run_auto_update(
-            Options(
-                authfile=authfile,
-                dry_run=dry_run,
-                rollback=rollback,
-                tls_verify=tls_verify,
-                safety=safety,
-                lock_wait=lock_wait,
-            )
-        )
-        errors: list[BaseException] = list(result.errors)
-        if result.rows:
-            sys.stdout.write(format_report(result.rows, fmt))
-            sys.stdout.flush()
-    except UpdockError as exc:
-        errors = [exc]
-    if errors:
-        click.echo(f"Error: {format_errors(errors)}", err=True)
-        sys.exit(EXIT_ERROR)
-
-
-def main() -> None:
-    """Entry point of the `updock` console script."""
-    cli()
+    safety = SafetyOptions(
+        settle=settle_time, verify_timeout=verify_timeout, keep_previous=keep_previous
+    )
+    options = Options(
+        authfile=authfile,
+        dry_run=dry_run,
+        rollback=rollback,
+        tls_verify=tls_verify,
+        safety=safety,
+        lock_wait=lock_wait,
+    )
+    _report(lambda: run_auto_update(options), fmt)
 
 
 @cli.command("rollback", context_settings=CONTEXT)
 @click.argument("unit")
 @click.option("--format", "fmt", metavar="FORMAT", default="", help="As for auto-update.")
-@click.option(
-    "--settle-time",
-    type=click.FloatRange(min=0),
-    default=defaults.SETTLE,
-    show_default=True,
-    envvar="UPDOCK_SETTLE_TIME",
-    metavar="SECONDS",
-    help="How long the containers must stay up on the previous images.",
-)
+@_settle_option
 def rollback(unit: str, fmt: str, settle_time: float) -> None:
     """Put UNIT's containers back on the images they ran before their last update.
 
@@ -225,22 +223,9 @@ def rollback(unit: str, fmt: str, settle_time: float) -> None:
     verifies it. Prints the report (UPDATED is "rolled back", or "failed"); exits 125 on error.
     """
     from updock.actions import SafetyOptions
-    from updock.core.report import format_report
     from updock.run import Options, run_rollback
 
-    errors: list[BaseException] = []
-    try:
-        format_report([], fmt)
-        result = run_rollback(unit, Options(safety=SafetyOptions(settle=settle_time)))
-        errors = list(result.errors)
-        if result.rows:
-            sys.stdout.write(format_report(result.rows, fmt))
-            sys.stdout.flush()
-    except UpdockError as exc:
-        errors = [exc]
-    if errors:
-        click.echo(f"Error: {format_errors(errors)}", err=True)
-        sys.exit(EXIT_ERROR)
+    _report(lambda: run_rollback(unit, Options(safety=SafetyOptions(settle=settle_time))), fmt)
 
 
 @cli.command("install-units", context_settings=CONTEXT)
@@ -265,3 +250,8 @@ def install_units(user: bool, dest: str | None, enable: bool) -> None:
     written = install(user=user, dest=dest, enable=enable)
     for path in written:
         click.echo(f"wrote {path}")
+
+
+def main() -> None:
+    """Entry point of the `updock` console script."""
+    cli()

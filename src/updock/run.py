@@ -161,6 +161,21 @@ def _make_check(
     return check
 
 
+def _host(
+    engine: Engine | None, services: Callable[[], ServiceManager] | None
+) -> tuple[Engine, ServiceConnection]:
+    """The given engine and service manager, or this host's podman and systemd."""
+    if engine is None:
+        from updock.engines.podman import default_engine
+
+        engine = default_engine()
+    if services is None:
+        from updock.systemd import connect
+
+        services = connect
+    return engine, ServiceConnection(services)
+
+
 def run_auto_update(
     options: Options,
     *,
@@ -180,19 +195,10 @@ def run_auto_update(
     Returns:
         The report rows and every error; per-container problems never abort the run.
     """
-    if engine is None:
-        from updock.engines.podman import default_engine
-
-        engine = default_engine()
+    engine, connection = _host(engine, services)
     if registry is None:
         registry = RegistryClient(tls_verify=options.tls_verify)
-    if services is None:
-        from updock.systemd import connect
-
-        services = connect
-
     store = StateStore(options.state_dir)
-    connection = ServiceConnection(services)
     result = RunResult()
     with contextlib.ExitStack() as stack:
         stack.callback(connection.close)
@@ -262,16 +268,8 @@ def run_rollback(
     Raises:
         UpdockError: the unit runs no auto-updated container, or one has no kept previous image.
     """
-    if engine is None:
-        from updock.engines.podman import default_engine
-
-        engine = default_engine()
-    if services is None:
-        from updock.systemd import connect
-
-        services = connect
+    engine, connection = _host(engine, services)
     store = StateStore(options.state_dir)
-    connection = ServiceConnection(services)
     result = RunResult()
     with contextlib.ExitStack() as stack:
         stack.callback(connection.close)
