@@ -62,7 +62,7 @@ class ProxiedRequest:
         path: the path with the query, as sent.
         status: the status answered (0 when the connection was reset or nothing was answered).
         started: `time.monotonic()` when the request had been read.
-        ended: `time.monotonic()` when the answer had been sent (or the connection reset).
+        ended: `time.monotonic()` when the answer began to be sent (or the connection reset).
         connection: a number per client connection, from 1.
         fault: the kind of fault injected ("" when forwarded as is).
     """
@@ -134,7 +134,10 @@ class FaultProxy:
         self._server.daemon_threads = True
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name=f"proxy-{self.port}", daemon=True
+            target=self._server.serve_forever,
+            args=(0.05,),
+            name=f"proxy-{self.port}",
+            daemon=True,
         )
         self._thread.start()
         self._closed = False
@@ -173,7 +176,7 @@ class FaultProxy:
 
     @property
     def requests(self) -> list[ProxiedRequest]:
-        """Every request received so far, in the order their answers ended."""
+        """Every request received so far, in the order their answers began."""
         with self._lock:
             return list(self._requests)
 
@@ -289,6 +292,8 @@ class _Handler(BaseHTTPRequestHandler):
     """One client connection: requests are read, forwarded and answered one after another."""
 
     proxy: FaultProxy
+    #: (method, path, when it was read, fault kind) of the request being answered.
+    _pending: tuple[str, str, float, str] | None = None
     protocol_version = "HTTP/1.1"
     timeout = 120  # an idle client connection is closed after this long
 
@@ -331,9 +336,8 @@ class _Handler(BaseHTTPRequestHandler):
         proxy = self.proxy
         method, path = self.command, self.path
         body = self._read_request_body()
-        started = time.monotonic()
-        status = 0
         fault = proxy._take_fault(method, path)
+        self._pending = (method, path, time.monotonic(), fault.kind if fault else "")
         with proxy._in_flight_request():
             try:
                 if fault is not None and fault.kind == "reset":
@@ -344,22 +348,24 @@ class _Handler(BaseHTTPRequestHandler):
                 if fault is not None and fault.kind == "stall":
                     time.sleep(fault.seconds)
                 if fault is not None and fault.kind == "status":
-                    status = fault.status
                     self._answer_fault(fault)
                     return
-                status = self._forward(method, path, body)
+                self._forward(method, path, body)
             finally:
-                proxy._record(
-                    ProxiedRequest(
-                        method,
-                        path,
-                        status,
-                        started,
-                        time.monotonic(),
-                        self.number,
-                        fault.kind if fault is not None else "",
-                    )
-                )
+                self._record(0)
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        # Recorded before the answer leaves: a client that has its answer finds it recorded.
+        self._record(code)
+        super().send_response(code, message)
+
+    def _record(self, status: int) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            method, path, started, fault = pending
+            self.proxy._record(
+                ProxiedRequest(method, path, status, started, time.monotonic(), self.number, fault)
+            )
 
     def _read_request_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
@@ -397,14 +403,14 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def _forward(self, method: str, path: str, body: bytes) -> int:
+    def _forward(self, method: str, path: str, body: bytes) -> None:
         headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
         if body or "Content-Length" in self.headers:
             headers["Content-Length"] = str(len(body))
         got = self._upstream_exchange(method, path, body, headers)
         if got is None:
             self.send_error(502, "the registry behind the proxy did not answer")
-            return 502
+            return
         resp, data = got
         self.send_response(resp.status, resp.reason)
         for name, value in resp.getheaders():
@@ -417,7 +423,6 @@ class _Handler(BaseHTTPRequestHandler):
         if method != "HEAD":
             self._write_body(data)
         self.wfile.flush()
-        return resp.status
 
     def _upstream_exchange(
         self, method: str, path: str, body: bytes, headers: Mapping[str, str]

@@ -180,7 +180,10 @@ class TokenIssuer:
         self._server.daemon_threads = True
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name=f"token-issuer-{self.port}", daemon=True
+            target=self._server.serve_forever,
+            args=(0.05,),
+            name=f"token-issuer-{self.port}",
+            daemon=True,
         )
         self._thread.start()
 
