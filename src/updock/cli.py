@@ -161,6 +161,16 @@ def cli() -> None:
     metavar="SECONDS",
     help="How long to wait while another updock run updates this host (0: exit at once).",
 )
+@click.option(
+    "--registry-concurrency",
+    type=click.IntRange(min=1),
+    default=4,  # registry.client.DEFAULT_CONCURRENCY (not imported: start-up time)
+    show_default=True,
+    envvar="UPDOCK_REGISTRY_CONCURRENCY",
+    metavar="N",
+    help="Requests in flight to one registry at most; checks of different registries run "
+    "side by side. [env: UPDOCK_REGISTRY_CONCURRENCY]",
+)
 def auto_update(
     args: tuple[str, ...],
     authfile: str | None,
@@ -172,6 +182,7 @@ def auto_update(
     verify_timeout: float,
     keep_previous: bool,
     lock_wait: float,
+    registry_concurrency: int,
 ) -> None:
     """Update containers according to their auto-update policy.
 
@@ -208,7 +219,10 @@ def auto_update(
         safety=safety,
         lock_wait=lock_wait,
     )
-    _report(lambda: run_auto_update(options), fmt)
+    from updock.registry import RegistryClient
+
+    with RegistryClient(tls_verify=tls_verify, concurrency=registry_concurrency) as registry:
+        _report(lambda: run_auto_update(options, registry=registry), fmt)
 
 
 @cli.command("rollback", context_settings=CONTEXT)

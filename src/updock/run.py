@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -41,8 +42,9 @@ from updock.registry import RegistryClient
 from updock.state import StateStore
 from updock.systemd import ServiceManager
 
-#: Registry checks that may run at once (they are I/O bound: one HEAD each).
-CHECK_CONCURRENCY = 8
+#: Registry checks that may run at once in all (they are I/O bound: one HEAD each); each
+#: registry also has its own bound, `RegistryClient.concurrency`.
+CHECK_CONCURRENCY = 32
 
 
 @dataclass(frozen=True)
@@ -111,19 +113,46 @@ class _Checker:
             return exc
 
     def prefetch(self, tasks: Iterable[Task]) -> None:
-        """Check every distinct image of `tasks` concurrently."""
+        """Check every distinct image of `tasks` concurrently, within each registry's bound.
+
+        One queue per registry, drained by at most `RegistryClient.concurrency` workers: a slow
+        or failing registry holds back its own checks only, never those of the others.
+        """
         todo: dict[_CheckKey, set[str]] = {}
         for task in tasks:
             if task.policy is Policy.REGISTRY and task.container.image_id in self._images:
                 image = self._images[task.container.image_id]
                 todo.setdefault(self._key(task), set()).update(image.digests)
-        if not todo:
+        queues: dict[str, deque[tuple[_CheckKey, set[str]]]] = {}
+        for key, known in todo.items():
+            try:
+                domain = validate_auto_update_reference(key[0]).domain
+            except UpdockError as exc:
+                self._results[key] = exc
+                continue
+            queues.setdefault(self._registry.endpoint(domain), deque()).append((key, known))
+        # Workers interleaved across registries, so that each registry gets its first ones
+        # even when CHECK_CONCURRENCY is the tighter bound.
+        per_registry = self._registry.concurrency
+        jobs = [q for n in range(per_registry) for q in queues.values() if n < len(q)]
+        if not jobs:
             return
-        workers = min(CHECK_CONCURRENCY, len(todo))
+        workers = min(CHECK_CONCURRENCY, len(jobs))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="check") as pool:
-            futures = {key: pool.submit(self._fetch, key, known) for key, known in todo.items()}
-        for key, future in futures.items():
-            self._results[key] = future.result()
+            futures = [pool.submit(self._drain, queue) for queue in jobs]
+        for future in futures:
+            future.result()
+
+    def _drain(self, queue: deque[tuple[_CheckKey, set[str]]]) -> None:
+        """Check the images of one registry's queue until it is empty (shared by workers)."""
+        while True:
+            try:
+                key, known = queue.popleft()  # atomic: workers never take the same check
+            except IndexError:
+                return
+            result = self._fetch(key, known)
+            with self._lock:
+                self._results[key] = result
 
     def digest(self, task: Task, fresh: bool) -> str:
         """The registry's digest for the task's image; `fresh` ignores earlier results."""
