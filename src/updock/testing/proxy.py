@@ -29,7 +29,7 @@ import struct
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -404,9 +404,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _forward(self, method: str, path: str, body: bytes) -> None:
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+        # A list, not a dict: clients repeat headers (podman sends one `Accept` per type).
+        headers = [
+            (k, v)
+            for k, v in self.headers.items()
+            if k.lower() not in _HOP_BY_HOP and k.lower() != "content-length"
+        ]
         if body or "Content-Length" in self.headers:
-            headers["Content-Length"] = str(len(body))
+            headers.append(("Content-Length", str(len(body))))
         got = self._upstream_exchange(method, path, body, headers)
         if got is None:
             self.send_error(502, "the registry behind the proxy did not answer")
@@ -425,14 +430,17 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
     def _upstream_exchange(
-        self, method: str, path: str, body: bytes, headers: Mapping[str, str]
+        self, method: str, path: str, body: bytes, headers: Sequence[tuple[str, str]]
     ) -> tuple[http.client.HTTPResponse, bytes] | None:
         """The registry's answer, over the connection kept for this client connection."""
         for _ in (1, 2):
             upstream = self.upstream or http.client.HTTPConnection(self.proxy.upstream, timeout=60)
             self.upstream = upstream
             try:
-                upstream.request(method, path, body=body or None, headers=dict(headers))
+                upstream.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+                for name, value in headers:  # the client's Host among them
+                    upstream.putheader(name, value)
+                upstream.endheaders(body or None)
                 resp = upstream.getresponse()
                 data = resp.read()
             except (OSError, http.client.HTTPException):
