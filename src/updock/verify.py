@@ -9,6 +9,7 @@ time, and passes its health check when it has one.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import time
@@ -18,7 +19,7 @@ from typing import NoReturn
 
 from updock import defaults
 from updock.engines import Engine
-from updock.errors import VerificationError
+from updock.errors import UpdockError, VerificationError
 from updock.systemd import ServiceManager
 
 #: Per-container labels that tune verification (seconds).
@@ -119,7 +120,7 @@ def verify_unit(
         waiting = ""
         state = services.active_state(unit)
         if state in ("failed", "inactive", "deactivating"):
-            _fail(unit, f"unit {unit} is {state}")
+            _fail(unit, f"unit {unit} is {state}", services)
         if state != "active":
             waiting = f"unit {unit} is {state}"
         for e in expect if not waiting else ():
@@ -128,14 +129,15 @@ def verify_unit(
                 waiting = f"container {e.name} does not exist"
                 break
             if not cs.running:
-                _fail(unit, f"container {e.name} exited with code {cs.exit_code}")
+                _fail(unit, f"container {e.name} exited with code {cs.exit_code}", services)
             if cs.image_id != e.image_id:
                 _fail(
                     unit,
                     f"container {e.name} runs image {cs.image_id[:12]}, expected {e.image_id[:12]}",
+                    services,
                 )
             if seen_ids.setdefault(e.name, cs.id) != cs.id:
-                _fail(unit, f"container {e.name} was restarted ({cs.id[:12]})")
+                _fail(unit, f"container {e.name} was restarted ({cs.id[:12]})", services)
             if cs.has_healthcheck and e.name not in healthy:
                 if not extended:
                     # Give the health check the time its own settings need.
@@ -146,7 +148,7 @@ def verify_unit(
                     last_check[e.name] = now
                     health = engine.run_healthcheck(e.name)
                     if health == "unhealthy":
-                        _fail(unit, f"container {e.name} is unhealthy")
+                        _fail(unit, f"container {e.name} is unhealthy", services)
                     if health == "healthy":
                         healthy.add(e.name)
                 if e.name not in healthy:
@@ -161,12 +163,15 @@ def verify_unit(
             _fail(
                 unit,
                 f"not verified within {deadline - start:.0f}s: {waiting or 'still settling'}",
+                services,
             )
         sleep(POLL)
 
 
-def _fail(unit: str, seen: str) -> NoReturn:
+def _fail(unit: str, seen: str, services: ServiceManager) -> NoReturn:
     detail = f"verifying unit {unit} failed: {seen}"
+    with contextlib.suppress(UpdockError):  # the message is useful without it
+        detail += f"; unit {services.describe(unit)}"
     logs = last_log_lines(unit)
     if logs:
         detail += "\n  last log lines:\n    " + "\n    ".join(logs.splitlines())

@@ -33,5 +33,13 @@ class ServiceManager(Protocol):
             ServiceError: the manager could not be asked.
         """
 
+    def describe(self, unit: str) -> str:
+        """What the manager says of the unit (states, result, exit status), for messages.
+
+        Raises:
+            ServiceError: the manager could not be asked.
+        """
+        ...
+
     def close(self) -> None:
         """Release the connection."""

@@ -43,6 +43,7 @@ SYSTEMD = DBusAddress(
     bus_name="org.freedesktop.systemd1",
     interface="org.freedesktop.systemd1.Manager",
 )
+SERVICE_INTERFACE = "org.freedesktop.systemd1.Service"
 UNIT_INTERFACE = "org.freedesktop.systemd1.Unit"
 SYSTEM_PRIVATE_SOCKET = "/run/systemd/private"
 SYSTEM_BUS = "unix:path=/run/dbus/system_bus_socket"
@@ -111,14 +112,35 @@ class SystemdManager:
         Raises:
             ServiceError: systemd refused the request, the connection failed, or timed out.
         """
+        return str(self._properties(unit, [(UNIT_INTERFACE, "ActiveState")])[0])
+
+    def describe(self, unit: str) -> str:
+        """What systemd says of the unit, for error messages: states, result, main exit status.
+
+        Raises:
+            ServiceError: systemd refused the request, the connection failed, or timed out.
+        """
+        active, sub, result, status = self._properties(
+            unit,
+            [
+                (UNIT_INTERFACE, "ActiveState"),
+                (UNIT_INTERFACE, "SubState"),
+                (SERVICE_INTERFACE, "Result"),
+                (SERVICE_INTERFACE, "ExecMainStatus"),
+            ],
+        )
+        return f"{active} ({sub}), result {result}, main process exit status {status}"
+
+    def _properties(self, unit: str, names: list[tuple[str, str]]) -> list[object]:
         deadline = time.monotonic() + self._timeout
+        values = []
         with self._translate(f'reading the state of systemd unit "{unit}"'):
             (path,) = self._call(new_method_call(SYSTEMD, "LoadUnit", "s", (unit,)), deadline)
-            unit_object = DBusAddress(path, bus_name=SYSTEMD.bus_name, interface=UNIT_INTERFACE)
-            ((_signature, state),) = self._call(
-                Properties(unit_object).get("ActiveState"), deadline
-            )
-        return str(state)
+            for interface, name in names:
+                unit_object = DBusAddress(path, bus_name=SYSTEMD.bus_name, interface=interface)
+                ((_signature, value),) = self._call(Properties(unit_object).get(name), deadline)
+                values.append(value)
+        return values
 
     def close(self) -> None:
         """Close the connection; jobs already started go on."""
