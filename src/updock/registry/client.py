@@ -1,8 +1,9 @@
 """Asking a registry for the current manifest digest of an image name.
 
 podman auto-update sends `GET /v2/` and a full manifest `GET` per container. `RegistryClient`
-sends one `HEAD` per image name, over connections kept open across calls (one
-`requests.Session`), and remembers per registry what the first exchange taught it:
+sends one `HEAD` per image name, over connections kept open across calls (`transport.py`,
+imported on the first request only), and remembers per registry what the first exchange taught
+it:
 
 - the scheme that works (an insecure registry is tried over HTTPS first, then plain HTTP);
 - the authentication the registry wants: for `Basic`, later requests carry the credentials at
@@ -40,16 +41,12 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, NamedTuple
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, NamedTuple
+from urllib.parse import urlencode, urlsplit
 
-import requests
-import requests.adapters
-import requests.utils
-
-from updock import __version__
 from updock.errors import RegistryAuthError, RegistryError
 from updock.registry.auth import DOCKER_HUB, CredentialHelpers, Credentials, find_credentials
+from updock.registry.exchange import ExchangeFailure, Reply, TLSFailure, TransientFailure
 from updock.registry.manifest import (
     ACCEPT,
     MULTI_IMAGE_TYPES,
@@ -69,8 +66,8 @@ from updock.registry.retry import (
 )
 from updock.registry.tls import TLSConfig, TLSSettings
 
-if TYPE_CHECKING:  # types of requests' stubs only
-    from requests.adapters import _HostParams, _PoolKwargs
+if TYPE_CHECKING:
+    from updock.registry.transport import HTTPTransport
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +84,6 @@ TOKEN_EXPIRY_MARGIN = 5.0
 DEFAULT_CONCURRENCY = 4
 #: Seconds to wait for a connection, and for an answer, unless the caller says otherwise.
 DEFAULT_TIMEOUT = (10.0, 30.0)
-#: The largest body read from a registry or token server: containers/image's limit for a
-#: manifest; error bodies and tokens are far smaller.
-MAX_BODY = 4 * 1024 * 1024
-
-_USER_AGENT = f"updock/{__version__}"
 
 
 class Challenge(NamedTuple):
@@ -142,24 +134,6 @@ def _basic(creds: Credentials) -> str:
     return "Basic " + base64.b64encode(raw).decode("ascii")
 
 
-def _reason(exc: BaseException) -> str:
-    """The innermost cause of a requests/urllib3 error, which says what actually went wrong."""
-    inner = exc
-    while True:
-        nxt = getattr(inner, "reason", None)
-        if not isinstance(nxt, BaseException) and inner.args:
-            nxt = inner.args[0]
-        if not isinstance(nxt, BaseException):
-            break
-        inner = nxt
-    # urllib3 prefixes "HTTPConnection(host='…', port=…): ", which the caller's message names.
-    text = re.sub(r"^\w+\(host=[^)]*\):\s*", "", str(inner))
-    # and wraps a reset as ("Connection aborted.", ConnectionResetError(...)).
-    if isinstance(inner, ConnectionResetError) or "ConnectionResetError" in text:
-        return "connection reset by peer"
-    return text or type(inner).__name__
-
-
 @dataclass
 class _HostState:
     """What the client knows of one host (a registry or a token server) for the run.
@@ -187,37 +161,6 @@ class _Token:
 
 
 @dataclass(frozen=True)
-class _Reply:
-    """A complete answer: status, headers and the whole body (empty for HEAD)."""
-
-    status: int
-    reason: str
-    headers: Mapping[str, str]
-    body: bytes
-    attempts: int = 1
-
-
-class _Transient(Exception):
-    """A failure that another attempt may not meet: connection refused or reset, a timeout."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class _Failure(Exception):
-    """A failure that another attempt would meet again."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class _TLSFailure(_Failure):
-    """The TLS handshake failed (an insecure registry may speak plain HTTP)."""
-
-
-@dataclass(frozen=True)
 class _Call:
     """One `manifest_digest` call: everything the requests it makes need."""
 
@@ -239,41 +182,6 @@ class _TokenSlot:
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     token: _Token | None = None
-
-
-class _TLSAdapter(requests.adapters.HTTPAdapter):
-    """An adapter whose HTTPS connections use the per-registry SSL contexts of a `TLSConfig`.
-
-    requests would otherwise trust only its own CA bundle, and a `verify=` path can name one
-    bundle only; the contexts trust the system's CAs plus certs.d and carry client certificates.
-    """
-
-    def __init__(self, tls: TLSConfig, pool_maxsize: int) -> None:
-        self._tls = tls
-        super().__init__(pool_maxsize=pool_maxsize)
-
-    def build_connection_pool_key_attributes(
-        self,
-        request: requests.PreparedRequest,
-        verify: bool | str,
-        cert: str | tuple[str, str] | None = None,
-    ) -> tuple[_HostParams, _PoolKwargs]:
-        host_params, pool_kwargs = super().build_connection_pool_key_attributes(
-            request, verify, cert
-        )
-        if host_params.get("scheme") == "https":
-            netloc = urlsplit(request.url or "").netloc.rpartition("@")[2]
-            pool_kwargs["ssl_context"] = self._tls.ssl_context(netloc, bool(verify))
-            pool_kwargs.pop("ca_certs", None)
-            pool_kwargs.pop("ca_cert_dir", None)
-        return host_params, pool_kwargs
-
-    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
-        # The SSL context holds the trusted CAs; requests would load its own bundle into it on
-        # every new connection.
-        conn.cert_reqs = "CERT_REQUIRED" if verify else "CERT_NONE"
-        conn.ca_certs = None
-        conn.ca_cert_dir = None
 
 
 class RegistryClient:
@@ -326,14 +234,8 @@ class RegistryClient:
             self._connect_timeout, self._read_timeout = timeout
         else:
             self._connect_timeout = self._read_timeout = float(timeout)
-        self._session = requests.Session()
-        # No ~/.netrc, no REQUESTS_CA_BUNDLE: credentials and CAs come from podman's files.
-        # Proxies from the environment are still honoured, per request (`_proxies`).
-        self._session.trust_env = False
-        self._session.headers["User-Agent"] = _USER_AGENT
-        adapter = _TLSAdapter(self._tls, pool_maxsize=max(concurrency, 4))
-        self._session.mount("https://", adapter)
-        self._session.mount("http://", adapter)
+        self._pool_size = max(concurrency, 4)
+        self._transport_instance: HTTPTransport | None = None
         self._helpers = CredentialHelpers()
         self._lock = threading.Lock()
         self._hosts: dict[str, _HostState] = {}
@@ -341,7 +243,21 @@ class RegistryClient:
 
     def close(self) -> None:
         """Close the connections kept open."""
-        self._session.close()
+        with self._lock:
+            transport, self._transport_instance = self._transport_instance, None
+        if transport is not None:
+            transport.close()
+
+    def _transport(self) -> HTTPTransport:
+        """The HTTP transport, made (and requests imported) on the first request."""
+        with self._lock:
+            if self._transport_instance is None:
+                from updock.registry.transport import HTTPTransport
+
+                self._transport_instance = HTTPTransport(
+                    self._tls, self._connect_timeout, self._read_timeout, self._pool_size
+                )
+            return self._transport_instance
 
     def __enter__(self) -> RegistryClient:
         return self
@@ -481,7 +397,7 @@ class RegistryClient:
                 state.first_contact = None
             event.set()
 
-    def _request(self, call: _Call, method: str, path: str) -> _Reply:
+    def _request(self, call: _Call, method: str, path: str) -> Reply:
         """`method path` with the authentication the registry wants; a 2xx reply."""
         state = self._host(call.endpoint)
         with self._first_contact(state):
@@ -561,9 +477,11 @@ class RegistryClient:
         verify = self._tls.settings(host).verify
         started = self._clock()
         state = self._host(f"token {host}")
-        url = requests.Request("GET", challenge.realm, params=params).prepare().url or ""
+        url = challenge.realm + ("&" if split.query else "?") + urlencode(params)
         reply = self._with_retries(
-            call.image, state, lambda: self._exchange(who, "GET", url, headers, verify)
+            call.image,
+            state,
+            lambda: self._transport().exchange(who, "GET", url, headers, verify),
         )
         if reply.status in (401, 403):
             whose = "the credentials" if call.creds is not None else "anonymous access"
@@ -591,7 +509,7 @@ class RegistryClient:
 
     def _send(
         self, call: _Call, state: _HostState, method: str, path: str, auth: str | None
-    ) -> _Reply:
+    ) -> Reply:
         """One request to the registry, tried again on transient failures and 5xx/429."""
         headers: dict[str, str] = {"Accept": ACCEPT}
         if auth is not None:
@@ -601,11 +519,11 @@ class RegistryClient:
         )
 
     def _with_retries(
-        self, image: str, state: _HostState, attempt_once: Callable[[], _Reply]
-    ) -> _Reply:
+        self, image: str, state: _HostState, attempt_once: Callable[[], Reply]
+    ) -> Reply:
         """`attempt_once()` until it gives an answer worth keeping, at most `attempts` times.
 
-        Connection failures and timeouts (`_Transient`) and the statuses of `RETRY_STATUSES`
+        Connection failures and timeouts (`TransientFailure`) and the statuses of `RETRY_STATUSES`
         are tried again after `backoff_delay`; a 429 after its `Retry-After` (or the backoff
         when it names none), which every request to the host then waits out too. The last
         answer is returned whatever its status; the last connection failure is raised.
@@ -621,7 +539,7 @@ class RegistryClient:
             try:
                 with state.slots:
                     reply = attempt_once()
-            except _Transient as exc:
+            except TransientFailure as exc:
                 if attempt >= policy.attempts:
                     reason = exc.message + (f" ({attempt} attempts)" if attempt > 1 else "")
                     with self._lock:
@@ -632,7 +550,7 @@ class RegistryClient:
                 self._sleep(delay)
                 attempt += 1
                 continue
-            reply = _Reply(reply.status, reply.reason, reply.headers, reply.body, attempt)
+            reply = Reply(reply.status, reply.reason, reply.headers, reply.body, attempt)
             if reply.status == TOO_MANY_REQUESTS:
                 asked = parse_retry_after(reply.headers.get("Retry-After"))
                 delay = backoff_delay(attempt, policy, self._rand) if asked is None else asked
@@ -660,17 +578,13 @@ class RegistryClient:
                 return
             self._sleep(delay)
 
-    @staticmethod
-    def _proxies(url: str) -> dict[str, str]:
-        return dict(requests.utils.get_environ_proxies(url))
-
     def _send_once(
         self, call: _Call, state: _HostState, method: str, path: str, headers: dict[str, str]
-    ) -> _Reply:
+    ) -> Reply:
         """One attempt, over the scheme the registry speaks (trying HTTPS, then HTTP, at first).
 
         Raises:
-            _Transient: the connection failed or timed out.
+            TransientFailure: the connection failed or timed out.
             RegistryError: anything else that went wrong (TLS, a broken URL, too big a body).
         """
         with self._lock:
@@ -681,102 +595,36 @@ class RegistryClient:
             schemes = [known]
         else:
             schemes = ["https", "http"]
-        https_error: BaseException | None = None
+        https_failure: ExchangeFailure | None = None
         for scheme in schemes:
             url = f"{scheme}://{call.endpoint}{path}"
             try:
-                reply = self._exchange(call.endpoint, method, url, headers, call.tls.verify)
-            except _Transient as exc:
-                cause = exc.__cause__
+                reply = self._transport().exchange(
+                    call.endpoint, method, url, headers, call.tls.verify
+                )
+            except (TransientFailure, TLSFailure) as exc:
                 if scheme == "https" and len(schemes) > 1:
                     # containers/image does the same for an insecure registry.
                     log.debug("HTTPS to %s failed (%s); trying HTTP", call.endpoint, exc.message)
-                    https_error = cause
+                    https_failure = exc
                     continue
-                if https_error is not None and cause is not None:
-                    raise _Transient(
-                        f"cannot connect to {call.endpoint} over HTTPS ({_reason(https_error)}) "
-                        f"nor over HTTP ({_reason(cause)})"
-                    ) from cause
+                if isinstance(exc, TLSFailure):
+                    raise RegistryError(f"checking {call.image}: {exc.message}") from exc.__cause__
+                if https_failure is not None:
+                    raise TransientFailure(
+                        f"cannot connect to {call.endpoint} over HTTPS ({https_failure.reason}) "
+                        f"nor over HTTP ({exc.reason})"
+                    ) from exc.__cause__
                 raise
-            except _TLSFailure as exc:
-                if scheme == "https" and len(schemes) > 1:
-                    log.debug("HTTPS to %s failed (%s); trying HTTP", call.endpoint, exc.message)
-                    https_error = exc.__cause__
-                    continue
-                raise RegistryError(f"checking {call.image}: {exc.message}") from exc.__cause__
-            except _Failure as exc:
+            except ExchangeFailure as exc:
                 raise RegistryError(f"checking {call.image}: {exc.message}") from exc.__cause__
             with self._lock:
                 state.scheme = scheme
             return reply
         raise AssertionError("unreachable: the last scheme returns or raises")  # pragma: no cover
 
-    def _exchange(
-        self, who: str, method: str, url: str, headers: Mapping[str, str], verify: bool
-    ) -> _Reply:
-        """One HTTP exchange, read to its end within the read timeout.
-
-        Raises:
-            _Transient: the connection failed, was reset, or timed out.
-            _TLSFailure: the TLS handshake failed.
-            _Failure: anything else.
-        """
-        log.debug("%s %s", method, url)
-        deadline = time.monotonic() + self._read_timeout
-        try:
-            resp = self._session.request(
-                method,
-                url,
-                headers=headers,
-                timeout=(self._connect_timeout, self._read_timeout),
-                verify=verify,
-                proxies=self._proxies(url),
-                stream=True,
-            )
-        except requests.exceptions.SSLError as exc:
-            reason = _reason(exc)
-            if "WRONG_VERSION_NUMBER" in reason:
-                reason += (
-                    " (does it speak plain HTTP? then mark it insecure in registries.conf, "
-                    "or use --tls-verify=false)"
-                )
-            raise _TLSFailure(f"TLS connection to {who} failed: {reason}") from exc
-        except requests.exceptions.ConnectTimeout as exc:
-            raise _Transient(
-                f"cannot connect to {who}: no connection within {self._connect_timeout:g}s"
-            ) from exc
-        except requests.exceptions.ReadTimeout as exc:
-            raise _Transient(f"{who} did not answer within {self._read_timeout:g}s") from exc
-        except requests.exceptions.ConnectionError as exc:
-            raise _Transient(f"cannot connect to {who}: {_reason(exc)}") from exc
-        except requests.exceptions.RequestException as exc:
-            raise _Failure(f"request to {who} failed: {_reason(exc)}") from exc
-        with resp:
-            body = self._read_body(resp, who, deadline)
-        return _Reply(resp.status_code, resp.reason or "", resp.headers, body)
-
-    def _read_body(self, resp: requests.Response, who: str, deadline: float) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-        try:
-            for chunk in resp.iter_content(64 * 1024):
-                chunks.append(chunk)
-                size += len(chunk)
-                if size > MAX_BODY:
-                    raise _Failure(f"{who} sent more than {MAX_BODY} bytes")
-                if time.monotonic() > deadline:
-                    raise _Transient(
-                        f"{who} did not send its whole answer within {self._read_timeout:g}s"
-                    )
-        except requests.exceptions.ConnectionError as exc:  # a read timeout mid-body too
-            raise _Transient(f"{who} broke off its answer: {_reason(exc)}") from exc
-        except requests.exceptions.RequestException as exc:  # ChunkedEncodingError...
-            raise _Transient(f"{who} broke off its answer: {_reason(exc)}") from exc
-        return b"".join(chunks)
-
     @staticmethod
-    def _check_status(call: _Call, reply: _Reply) -> None:
+    def _check_status(call: _Call, reply: Reply) -> None:
         status = reply.status
         if 200 <= status < 300:
             return
@@ -802,7 +650,7 @@ class RegistryClient:
         )
 
 
-def _attempts(reply: _Reply) -> str:
+def _attempts(reply: Reply) -> str:
     return f" (after {reply.attempts} attempts)" if reply.attempts > 1 else ""
 
 

@@ -7,7 +7,6 @@ of any variant.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -75,6 +74,8 @@ def digest_of(body: bytes, algorithm: str = "sha256") -> str:
     Raises:
         ValueError: an algorithm hashlib does not know.
     """
+    import hashlib  # loads OpenSSL's libcrypto: only when a digest is computed (start-up time)
+
     return f"{algorithm}:{hashlib.new(algorithm, body).hexdigest()}"
 
 

@@ -10,7 +10,6 @@ at most `RetryPolicy.attempts` times.
 
 from __future__ import annotations
 
-import email.utils
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -84,6 +83,8 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
         return None
     if value.isascii() and value.isdigit():
         return float(int(value))
+    import email.utils  # only for the rare date form (start-up time)
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):

@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import logging
 import os
-import ssl
 import threading
-import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from updock.errors import ConfigError
+
+if TYPE_CHECKING:  # ssl itself is imported when the first context is made (start-up time)
+    import ssl
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +122,8 @@ class RegistriesConf:
             self._load(file)
 
     def _load(self, file: Path) -> None:
+        import tomllib  # when the first registry is checked, not at start-up
+
         try:
             with file.open("rb") as f:
                 doc = tomllib.load(f)
@@ -262,6 +266,8 @@ class TLSConfig:
             ctx = self._contexts.get(key)
         if ctx is not None:
             return ctx
+        import ssl
+
         files = find_cert_files(host, self._certs_dirs)
         ctx = ssl.create_default_context()
         if not verify:
