@@ -109,14 +109,70 @@ class ServiceConnection:
             self._services = None
 
 
+class JournalBook:
+    """The run's journal entries, shared by the threads that update units; every change is
+    saved (atomically) before the caller goes on to act."""
+
+    def __init__(self, store: StateStore) -> None:
+        self._store = store
+        self._entries = store.load()
+        self._lock = threading.Lock()
+
+    def begin(self, task: Task) -> bool:
+        """Journal `task`'s container with its current image; False if it already was."""
+        with self._lock:
+            entry = self._entries.setdefault(task.unit, JournalEntry(task.unit))
+            if entry.task(task.container.name) is not None:
+                return False
+            entry.tasks.append(
+                JournalTask(
+                    container=task.container.name,
+                    container_id=task.container.id,
+                    raw_image_name=task.raw_image_name,
+                    previous_image=task.container.image_id,
+                )
+            )
+            self._store.save(self._entries)
+            return True
+
+    def set_phase(self, unit: str, phase: str, only_from: str | None = None) -> None:
+        """Move the unit's entry to `phase` (only from `only_from`, if given)."""
+        with self._lock:
+            entry = self._entries.get(unit)
+            if entry is None or (only_from is not None and entry.phase != only_from):
+                return
+            entry.phase = phase
+            self._store.save(self._entries)
+
+    def set_new_image(self, task: Task, image_id: str) -> None:
+        """Record the image pulled for `task`."""
+        with self._lock:
+            entry = self._entries.get(task.unit)
+            journaled = entry.task(task.container.name) if entry else None
+            if journaled is not None:
+                journaled.new_image = image_id
+                self._store.save(self._entries)
+
+    def finish(self, unit: str) -> JournalEntry | None:
+        """Clear the unit's entry; return it."""
+        with self._lock:
+            entry = self._entries.pop(unit, None)
+            self._store.save(self._entries)
+            return entry
+
+
 class ActionHandler:
-    """Performs the plan's actions for one run (the `handler` of `core.plan.drive`)."""
+    """Performs the plan's actions (the `handler` of `core.plan.drive`).
+
+    One handler per thread: each has its own service manager connection; the journal is
+    shared.
+    """
 
     def __init__(
         self,
         engine: Engine,
         services: ServiceConnection,
-        store: StateStore,
+        journal: JournalBook,
         safety: SafetyOptions,
         *,
         check: Callable[[Check], CheckResult],
@@ -124,11 +180,10 @@ class ActionHandler:
     ) -> None:
         self._engine = engine
         self._services = services
-        self._store = store
+        self._journal_book = journal
         self._safety = safety
         self._check = check
         self._tls_verify = tls_verify
-        self._entries = store.load()
 
     def __call__(self, action: Action) -> Outcome:
         if isinstance(action, Check):
@@ -138,7 +193,7 @@ class ActionHandler:
         elif isinstance(action, Pull):
             self._pull(action)
         elif isinstance(action, Restart):
-            self._set_phase(action.unit, RESTARTING, only_from=PULLING)
+            self._journal_book.set_phase(action.unit, RESTARTING, only_from=PULLING)
             _crash_point("restart", delay=0.1)
             try:
                 self._services.get().restart(action.unit)
@@ -150,7 +205,7 @@ class ActionHandler:
                 )
                 raise
         elif isinstance(action, Retag):
-            self._set_phase(action.task.unit, ROLLING_BACK)
+            self._journal_book.set_phase(action.task.unit, ROLLING_BACK)
             self._engine.tag(action.task.container.image_id, action.task.raw_image_name)
         elif isinstance(action, Tag):
             self._engine.tag(action.image_id, action.task.raw_image_name)
@@ -166,26 +221,9 @@ class ActionHandler:
     # -- journal ----------------------------------------------------------------------------
 
     def _journal(self, task: Task) -> None:
-        entry = self._entries.setdefault(task.unit, JournalEntry(task.unit))
-        if entry.task(task.container.name) is None:
-            # Keep the previous image under a name of ours before anything can untag it.
-            self._engine.tag(task.container.image_id, previous_tag(task.container.name))
-            entry.tasks.append(
-                JournalTask(
-                    container=task.container.name,
-                    container_id=task.container.id,
-                    raw_image_name=task.raw_image_name,
-                    previous_image=task.container.image_id,
-                )
-            )
-        self._store.save(self._entries)
-
-    def _set_phase(self, unit: str, phase: str, only_from: str | None = None) -> None:
-        entry = self._entries.get(unit)
-        if entry is None or (only_from is not None and entry.phase != only_from):
-            return
-        entry.phase = phase
-        self._store.save(self._entries)
+        # Keep the previous image under a name of ours before anything can untag it.
+        self._engine.tag(task.container.image_id, previous_tag(task.container.name))
+        self._journal_book.begin(task)
 
     def _pull(self, action: Pull) -> None:
         task = action.task
@@ -194,17 +232,12 @@ class ActionHandler:
         # Pinned to the digest that was checked: the tag may move between check and pull.
         target += f"@{action.digest}" if action.digest else f":{ref.tag}"
         new_id = self._engine.pull(target, authfile=task.authfile, tls_verify=self._tls_verify)
+        self._journal_book.set_new_image(task, new_id)
         self._engine.tag(new_id, task.raw_image_name)
-        entry = self._entries.get(task.unit)
-        journaled = entry.task(task.container.name) if entry else None
-        if journaled is not None:
-            journaled.new_image = new_id
-            self._store.save(self._entries)
         _crash_point("pull")
 
     def _finish(self, action: Finish) -> None:
-        entry = self._entries.pop(action.unit, None)
-        self._store.save(self._entries)
+        entry = self._journal_book.finish(action.unit)
         if action.verified and not self._safety.keep_previous and entry is not None:
             for t in entry.tasks:
                 try:

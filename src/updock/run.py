@@ -20,6 +20,7 @@ from pathlib import Path
 from updock import defaults
 from updock.actions import (
     ActionHandler,
+    JournalBook,
     SafetyOptions,
     ServiceConnection,
     previous_tag,
@@ -35,7 +36,7 @@ from updock.core.plan import (
     update_unit,
 )
 from updock.core.reference import validate_auto_update_reference
-from updock.core.tasks import assemble_tasks
+from updock.core.tasks import assemble_tasks, unit_groups
 from updock.engines import Engine
 from updock.errors import EngineError, RegistryError, UpdockError
 from updock.registry import RegistryClient
@@ -45,6 +46,9 @@ from updock.systemd import ServiceManager
 #: Registry checks that may run at once in all (they are I/O bound: one HEAD each); each
 #: registry also has its own bound, `RegistryClient.concurrency`.
 CHECK_CONCURRENCY = 32
+
+#: Groups of units (see `unit_groups`) restarted and verified at once.
+UNIT_CONCURRENCY = 8
 
 
 @dataclass(frozen=True)
@@ -260,22 +264,42 @@ def _update(
     images = engine.images({t.container.image_id for t in all_tasks})
     checker = _Checker(registry, images)
     checker.prefetch(all_tasks)
-    handler = ActionHandler(
-        engine,
-        connection,
-        store,
-        options.safety,
-        check=_make_check(engine, checker, images),
-        tls_verify=options.tls_verify,
-    )
-    state = SharedImageState()
-    for unit, tasks in units.items():
-        plan = update_unit(
-            unit, tasks, dry_run=options.dry_run, rollback=options.rollback, images_done=state
+    journal = JournalBook(store)
+    check = _make_check(engine, checker, images)
+    groups = unit_groups(units)
+
+    def update_group(index: int, group: list[str]) -> RunResult:
+        # Each thread has its own D-Bus connection (they are not thread-safe).
+        own = connection if index == 0 else ServiceConnection(connection.connect)
+        handler = ActionHandler(
+            engine, own, journal, options.safety, check=check, tls_verify=options.tls_verify
         )
-        rows, errs = drive(plan, handler)
-        result.rows.extend(rows)
-        result.errors.extend(errs)
+        state = SharedImageState()
+        out = RunResult()
+        try:
+            for unit in group:
+                plan = update_unit(
+                    unit,
+                    units[unit],
+                    dry_run=options.dry_run,
+                    rollback=options.rollback,
+                    images_done=state,
+                )
+                rows, errs = drive(plan, handler)
+                out.rows.extend(rows)
+                out.errors.extend(errs)
+        finally:
+            if own is not connection:
+                own.close()
+        return out
+
+    workers = max(1, min(UNIT_CONCURRENCY, len(groups)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="unit") as pool:
+        futures = [pool.submit(update_group, i, g) for i, g in enumerate(groups)]
+    for future in futures:  # in group order, so errors come in a stable order
+        done = future.result()
+        result.rows.extend(done.rows)
+        result.errors.extend(done.errors)
 
 
 __all__ = ["Options", "RegistryError", "RunResult", "run_auto_update"]
@@ -319,7 +343,7 @@ def run_rollback(
         handler = ActionHandler(
             engine,
             connection,
-            store,
+            JournalBook(store),
             options.safety,
             check=_no_check,
             tls_verify=options.tls_verify,

@@ -249,3 +249,22 @@ def test_errors_name_each_container_and_keep_order() -> None:
     assert [type(e) for e in errors] == [PolicyError, ContainerConfigError, ImageReferenceError]
     for error, container in zip(errors, (one, two, three), strict=True):
         assert f'"{container.id}"' in str(error)
+
+
+def test_unit_groups_join_units_that_share_image_names() -> None:
+    from updock.core.model import Container, Policy, Task
+    from updock.core.tasks import unit_groups
+
+    def task(unit: str, image: str) -> Task:
+        c = Container(id=unit * 8, name=unit, image_id="i", raw_image_name=image)
+        return Task(unit=unit, container=c, policy=Policy.REGISTRY, raw_image_name=image)
+
+    units = {
+        "a": [task("a", "r/x:1")],
+        "b": [task("b", "r/y:1")],
+        "c": [task("c", "r/y:1"), task("c", "r/z:1")],
+        "d": [task("d", "r/z:1")],
+        "e": [task("e", "r/x:1")],
+        "f": [task("f", "r/w:1")],
+    }
+    assert unit_groups(units) == [["a", "e"], ["b", "c", "d"], ["f"]]

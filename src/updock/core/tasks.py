@@ -121,3 +121,29 @@ def assemble_tasks(
         },
         errors,
     )
+
+
+def unit_groups(units: dict[str, list[Task]]) -> list[list[str]]:
+    """Units that share no image name, directly or through other units, in separate groups.
+
+    Groups are updated concurrently (podman restarts and waits for one unit at a time); the
+    units of one group in order, so that an image name is pulled once and, after a rollback,
+    checked and pulled again by the next unit that uses it (the spec's point 6).
+    """
+    parent = {unit: unit for unit in units}
+
+    def root(unit: str) -> str:
+        while parent[unit] != unit:
+            parent[unit] = parent[parent[unit]]
+            unit = parent[unit]
+        return unit
+
+    first_with: dict[str, str] = {}
+    for unit, tasks in units.items():
+        for task in tasks:
+            other = first_with.setdefault(task.raw_image_name, unit)
+            parent[root(unit)] = root(other)
+    groups: dict[str, list[str]] = {}
+    for unit in units:  # units are sorted: so are the groups and their members
+        groups.setdefault(root(unit), []).append(unit)
+    return list(groups.values())
