@@ -221,7 +221,8 @@ def auto_update(
     )
     from updock.registry import RegistryClient
 
-    with RegistryClient(tls_verify=tls_verify, concurrency=registry_concurrency) as registry:
+    client = RegistryClient(tls_verify=tls_verify, concurrency=registry_concurrency, preload=True)
+    with client as registry:
         _report(lambda: run_auto_update(options, registry=registry), fmt)
 
 

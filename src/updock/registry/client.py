@@ -198,6 +198,8 @@ class RegistryClient:
         registries_conf: registries.conf to read instead of the default (for tests).
         registries_conf_dirs: its drop-in folders instead of the default ones.
         certs_dirs: certs.d roots instead of the default ones.
+        preload: import the HTTP stack (requests) now, in a background thread, so that it is
+            ready when the run's first check starts (the run lists containers first).
         clock: seconds of a monotonic clock, for token expiry (for tests).
         sleep: waits a number of seconds, between attempts (for tests).
         rand: a uniform random number in [0, 1), the jitter of the waits (for tests).
@@ -213,6 +215,7 @@ class RegistryClient:
         registries_conf: Path | None = None,
         registries_conf_dirs: Sequence[Path] | None = None,
         certs_dirs: Sequence[Path] | None = None,
+        preload: bool = False,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         rand: Callable[[], float] = random.random,
@@ -236,6 +239,8 @@ class RegistryClient:
             self._connect_timeout = self._read_timeout = float(timeout)
         self._pool_size = max(concurrency, 4)
         self._transport_instance: HTTPTransport | None = None
+        if preload:
+            threading.Thread(target=_import_transport, name="preload", daemon=True).start()
         self._helpers = CredentialHelpers()
         self._lock = threading.Lock()
         self._hosts: dict[str, _HostState] = {}
@@ -648,6 +653,10 @@ class RegistryClient:
             f"checking {call.image}: {call.domain} answered {status} {reply.reason}"
             f"{_attempts(reply)}{detail}"
         )
+
+
+def _import_transport() -> None:
+    import updock.registry.transport  # noqa: F401 (imported for its side effect: it is loaded)
 
 
 def _attempts(reply: Reply) -> str:

@@ -269,8 +269,11 @@ class TLSConfig:
         import ssl
 
         files = find_cert_files(host, self._certs_dirs)
-        ctx = ssl.create_default_context()
-        if not verify:
+        if verify:
+            ctx = ssl.create_default_context()
+        else:
+            # No CA is consulted: do not spend the time to load the system's.
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
         current: Path | None = None

@@ -304,6 +304,16 @@ class _Handler(BaseHTTPRequestHandler):
         if self.proxy.connect_delay > 0:
             time.sleep(self.proxy.connect_delay)
 
+    def handle(self) -> None:
+        # A TLS handshake (a client trying HTTPS first, as podman and updock do for an insecure
+        # registry) has no line end to wait for: answer it at once, as a plain-HTTP registry
+        # does, instead of reading until the client gives up.
+        with contextlib.suppress(OSError):
+            if self.connection.recv(1, socket.MSG_PEEK) == b"\x16":
+                self.wfile.write(b"HTTP/1.0 400 Bad Request\r\nConnection: close\r\n\r\n")
+                return
+        super().handle()
+
     def finish(self) -> None:
         with contextlib.suppress(OSError, ValueError):
             super().finish()
