@@ -1,5 +1,5 @@
 """`python -m updock`: the same as the `updock` command."""
 
-from updock.cli import main
+from updock.entry import main
 
 main()

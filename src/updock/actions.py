@@ -33,6 +33,7 @@ from updock.core.plan import (
     Verify,
 )
 from updock.core.reference import validate_auto_update_reference
+from updock.defaults import SafetyOptions
 from updock.engines import Engine
 from updock.errors import EngineError, UpdockError
 from updock.state import (
@@ -43,10 +44,8 @@ from updock.state import (
     JournalTask,
     StateStore,
 )
-from updock.systemd import ServiceManager
+from updock.systemd import ServiceConnection
 from updock.verify import (
-    DEFAULT_SETTLE,
-    DEFAULT_TIMEOUT,
     Expectation,
     last_log_lines,
     verify_unit,
@@ -71,42 +70,6 @@ def _crash_point(name: str, delay: float = 0.0) -> None:
     timer = threading.Timer(delay, os.kill, (os.getpid(), signal.SIGKILL))
     timer.daemon = True
     timer.start()
-
-
-@dataclass(frozen=True)
-class SafetyOptions:
-    """How updates are verified and what is kept.
-
-    Attributes:
-        settle: seconds a restarted container must stay up.
-        verify_timeout: seconds a restarted unit has to become verified.
-        keep_previous: keep the previous image's updock tag after a verified update (until the
-            next one), so `updock rollback UNIT` can go back; False releases it at once.
-    """
-
-    settle: float = DEFAULT_SETTLE
-    verify_timeout: float = DEFAULT_TIMEOUT
-    keep_previous: bool = True
-
-
-@dataclass
-class ServiceConnection:
-    """The service manager, connected on first use."""
-
-    connect: Callable[[], ServiceManager]
-    _services: ServiceManager | None = field(default=None, repr=False)
-
-    def get(self) -> ServiceManager:
-        """The connection."""
-        if self._services is None:
-            self._services = self.connect()
-        return self._services
-
-    def close(self) -> None:
-        """Close the connection if it was made."""
-        if self._services is not None:
-            self._services.close()
-            self._services = None
 
 
 class JournalBook:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from updock import __version__, defaults
+from updock.defaults import SafetyOptions
 from updock.errors import EXIT_ERROR, UpdockError
 
 if TYPE_CHECKING:
@@ -78,14 +79,17 @@ _settle_option = click.option(
 
 def _report(run: Callable[[], RunResult], fmt: str) -> None:
     """Run, print the report in `fmt` on stdout and the errors on stderr; exit 125 on any."""
-    from updock.core.report import format_report
-
     errors: list[BaseException] = []
     try:
-        format_report([], fmt)  # a bad format fails before anything changes
+        if fmt not in ("", "json"):
+            from updock.core.report import format_report
+
+            format_report([], fmt)  # a bad template fails before anything changes
         result = run()
         errors = list(result.errors)
         if result.rows:
+            from updock.core.report import format_report
+
             sys.stdout.write(format_report(result.rows, fmt))
             sys.stdout.flush()
     except UpdockError as exc:
@@ -164,7 +168,7 @@ def cli() -> None:
 @click.option(
     "--registry-concurrency",
     type=click.IntRange(min=1),
-    default=4,  # registry.client.DEFAULT_CONCURRENCY (not imported: start-up time)
+    default=defaults.REGISTRY_CONCURRENCY,
     show_default=True,
     envvar="UPDOCK_REGISTRY_CONCURRENCY",
     metavar="N",
@@ -193,7 +197,6 @@ def auto_update(
     Exits 125 when anything failed.
     """
     # Imported here so that `updock --help` does not pay for the registry and D-Bus stacks.
-    from updock.actions import SafetyOptions
     from updock.run import Options, run_auto_update
 
     if args:
@@ -218,12 +221,9 @@ def auto_update(
         tls_verify=tls_verify,
         safety=safety,
         lock_wait=lock_wait,
+        registry_concurrency=registry_concurrency,
     )
-    from updock.registry import RegistryClient
-
-    client = RegistryClient(tls_verify=tls_verify, concurrency=registry_concurrency, preload=True)
-    with client as registry:
-        _report(lambda: run_auto_update(options, registry=registry), fmt)
+    _report(lambda: run_auto_update(options), fmt)
 
 
 @cli.command("rollback", context_settings=CONTEXT)
@@ -237,7 +237,6 @@ def rollback(unit: str, fmt: str, settle_time: float) -> None:
     after an update; this re-tags it under the container's image name, restarts the unit and
     verifies it. Prints the report (UPDATED is "rolled back", or "failed"); exits 125 on error.
     """
-    from updock.actions import SafetyOptions
     from updock.run import Options, run_rollback
 
     _report(lambda: run_rollback(unit, Options(safety=SafetyOptions(settle=settle_time))), fmt)

@@ -13,35 +13,26 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from updock import defaults
-from updock.actions import (
-    ActionHandler,
-    JournalBook,
-    SafetyOptions,
-    ServiceConnection,
-    previous_tag,
-    recover,
-)
 from updock.core.model import Image, Policy, ReportRow, Task
-from updock.core.plan import (
-    Check,
-    CheckResult,
-    SharedImageState,
-    drive,
-    rollback_unit,
-    update_unit,
-)
 from updock.core.reference import validate_auto_update_reference
 from updock.core.tasks import assemble_tasks, unit_groups
+from updock.defaults import SafetyOptions
 from updock.engines import Engine
 from updock.errors import EngineError, RegistryError, UpdockError
-from updock.registry import RegistryClient
-from updock.state import StateStore
-from updock.systemd import ServiceManager
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    # The shell's heavier parts (D-Bus, verification, the plan) are imported when a unit must
+    # change, so that a run with nothing to do starts fast.
+    from updock.core.plan import Check, CheckResult
+    from updock.registry import RegistryClient
+    from updock.state import StateStore
+    from updock.systemd import ServiceConnection, ServiceManager
 
 #: Registry checks that may run at once in all (they are I/O bound: one HEAD each); each
 #: registry also has its own bound, `RegistryClient.concurrency`.
@@ -63,6 +54,7 @@ class Options:
         safety: verification and retention of previous images.
         lock_wait: seconds to wait for another run's lock (0: fail at once).
         state_dir: where the journal and the lock live (default: `state.default_state_dir`).
+        registry_concurrency: requests in flight per registry.
     """
 
     authfile: str | None = None
@@ -72,6 +64,7 @@ class Options:
     safety: SafetyOptions = field(default_factory=SafetyOptions)
     lock_wait: float = defaults.LOCK_WAIT
     state_dir: Path | None = None
+    registry_concurrency: int = defaults.REGISTRY_CONCURRENCY
 
 
 @dataclass
@@ -142,6 +135,8 @@ class _Checker:
         if not jobs:
             return
         workers = min(CHECK_CONCURRENCY, len(jobs))
+        from concurrent.futures import ThreadPoolExecutor
+
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="check") as pool:
             futures = [pool.submit(self._drain, queue) for queue in jobs]
         for future in futures:
@@ -177,6 +172,7 @@ def _make_check(
     engine: Engine, checker: _Checker, images: dict[str, Image]
 ) -> Callable[[Check], CheckResult]:
     """The `Check` action: the registry's digest (from the checker) or the local image ID."""
+    from updock.core.plan import CheckResult
 
     def check(action: Check) -> CheckResult:
         task = action.task
@@ -206,6 +202,8 @@ def _host(
         from updock.systemd import connect
 
         services = connect
+    from updock.systemd import ServiceConnection
+
     return engine, ServiceConnection(services)
 
 
@@ -221,16 +219,18 @@ def run_auto_update(
     Args:
         options: the user's flags.
         engine: the container engine; the host's podman when None.
-        registry: the registry client; a new one honouring `options.tls_verify` when None.
+        registry: the registry client; when None, the run makes one (honouring
+            `options.tls_verify` and `options.registry_concurrency`) once it knows there is
+            something to check, and closes it.
         services: connects to the service manager (called only when a unit must restart);
             systemd over D-Bus when None.
 
     Returns:
         The report rows and every error; per-container problems never abort the run.
     """
+    from updock.state import StateStore
+
     engine, connection = _host(engine, services)
-    if registry is None:
-        registry = RegistryClient(tls_verify=options.tls_verify)
     store = StateStore(options.state_dir)
     result = RunResult()
     with contextlib.ExitStack() as stack:
@@ -238,22 +238,26 @@ def run_auto_update(
         if not options.dry_run:
             # One run at a time; and a killed run's unfinished update is repaired first.
             stack.enter_context(store.locked(options.lock_wait))
-            recovered = recover(engine, connection, store, options.safety)
-            for line in recovered.lines:
-                print(f"updock: recovery: {line}", file=sys.stderr)
-            result.errors.extend(recovered.errors)
-        _update(engine, registry, connection, store, options, result)
+            if store.load():
+                from updock.actions import recover
+
+                recovered = recover(engine, connection, store, options.safety)
+                for line in recovered.lines:
+                    print(f"updock: recovery: {line}", file=sys.stderr)
+                result.errors.extend(recovered.errors)
+        _update(engine, registry, connection, store, options, result, stack)
     result.rows.sort(key=ReportRow.sort_key)
     return result
 
 
 def _update(
     engine: Engine,
-    registry: RegistryClient,
+    registry: RegistryClient | None,
     connection: ServiceConnection,
     store: StateStore,
     options: Options,
     result: RunResult,
+    stack: contextlib.ExitStack,
 ) -> None:
     containers = engine.running_containers()
     units, errors = assemble_tasks(containers, options.authfile)
@@ -261,16 +265,27 @@ def _update(
     if not units:
         return
     all_tasks = [t for tasks in units.values() for t in tasks]
+    if registry is None:
+        from updock.registry import RegistryClient
+
+        registry = stack.enter_context(
+            RegistryClient(tls_verify=options.tls_verify, concurrency=options.registry_concurrency)
+        )
+    if any(t.policy is Policy.REGISTRY for t in all_tasks):
+        registry.preload()  # imports the HTTP stack while podman inspects the images
     images = engine.images({t.container.image_id for t in all_tasks})
     checker = _Checker(registry, images)
     checker.prefetch(all_tasks)
+    from updock.actions import ActionHandler, JournalBook
+    from updock.core.plan import SharedImageState, drive, update_unit
+
     journal = JournalBook(store)
     check = _make_check(engine, checker, images)
     groups = unit_groups(units)
 
     def update_group(index: int, group: list[str]) -> RunResult:
         # Each thread has its own D-Bus connection (they are not thread-safe).
-        own = connection if index == 0 else ServiceConnection(connection.connect)
+        own = connection if index == 0 else type(connection)(connection.connect)
         handler = ActionHandler(
             engine, own, journal, options.safety, check=check, tls_verify=options.tls_verify
         )
@@ -294,6 +309,8 @@ def _update(
         return out
 
     workers = max(1, min(UNIT_CONCURRENCY, len(groups)))
+    from concurrent.futures import ThreadPoolExecutor
+
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="unit") as pool:
         futures = [pool.submit(update_group, i, g) for i, g in enumerate(groups)]
     for future in futures:  # in group order, so errors come in a stable order
@@ -321,6 +338,10 @@ def run_rollback(
     Raises:
         UpdockError: the unit runs no auto-updated container, or one has no kept previous image.
     """
+    from updock.actions import ActionHandler, JournalBook, previous_tag
+    from updock.core.plan import drive, rollback_unit
+    from updock.state import StateStore
+
     engine, connection = _host(engine, services)
     store = StateStore(options.state_dir)
     result = RunResult()

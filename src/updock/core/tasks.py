@@ -11,7 +11,6 @@ from collections.abc import Sequence
 
 from updock.core.model import LABEL_UNIT, Container, Policy, Task
 from updock.core.policy import effective_labels, go_quote, lookup_policy
-from updock.core.reference import validate_auto_update_reference
 from updock.errors import (
     ContainerConfigError,
     ImageReferenceError,
@@ -71,6 +70,9 @@ def _task_for(
         raise ContainerConfigError(f"auto-updating container {cid}: raw-image name is empty")
     if policy is Policy.REGISTRY:
         try:
+            # Imported here: a run with nothing to update never parses a reference.
+            from updock.core.reference import validate_auto_update_reference
+
             validate_auto_update_reference(raw_name)
         except ImageReferenceError as exc:
             raise ImageReferenceError(f"registry auto-updating container {cid}: {exc}") from exc

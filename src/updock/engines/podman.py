@@ -14,7 +14,8 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from updock.core.model import Container, ContainerState, Image
+from updock.core.model import LABEL_POLICY, Container, ContainerState, Image
+from updock.entry import PS_ARGS
 from updock.errors import EngineError
 
 # Options of `podman run/create` whose value is a separate word that could look like an image.
@@ -93,6 +94,64 @@ def raw_image_name(create_command: Sequence[str], image_name: str) -> str:
     return image_name
 
 
+def _take_prefetched() -> subprocess.Popen[str] | None:
+    """The `podman ps` that `updock.entry` started, if it did (and nobody took it yet)."""
+    from updock.entry import PREFETCHED
+
+    return PREFETCHED.pop() if PREFETCHED else None
+
+
+def _wants_update(labels: Mapping[str, str]) -> bool:
+    """Whether a container has an auto-update label (kube-play per-container ones included)."""
+    return any(k.startswith(LABEL_POLICY) for k in labels)
+
+
+def _container(inspected: Mapping[str, Any] | None, listed: Mapping[str, Any]) -> Container:
+    """A container from its `inspect` (labelled ones) or from its `ps` entry (the others)."""
+    if inspected is None:
+        return Container(
+            id=listed["Id"],
+            name=(listed.get("Names") or [""])[0],
+            image_id=listed.get("ImageID", ""),
+            raw_image_name=listed.get("Image", ""),
+            labels=dict(listed.get("Labels") or {}),
+            running=True,
+            pod_id=listed.get("Pod") or "",
+            is_infra=bool(listed.get("IsInfra")),
+        )
+    config = inspected.get("Config") or {}
+    state = inspected.get("State") or {}
+    return Container(
+        id=inspected["Id"],
+        name=inspected["Name"],
+        image_id=inspected["Image"],
+        raw_image_name=raw_image_name(
+            config.get("CreateCommand") or [], inspected.get("ImageName", "")
+        ),
+        labels=dict(config.get("Labels") or {}),
+        annotations=dict(config.get("Annotations") or {}),
+        running=state.get("Status") == "running" or bool(state.get("Running")),
+        pod_id=inspected.get("Pod") or "",
+        is_infra=bool(inspected.get("IsInfra")),
+    )
+
+
+def _parse_images(inspected: Iterable[Mapping[str, Any]]) -> dict[str, Image]:
+    out = {}
+    for i in inspected:
+        digests = [i.get("Digest", "")]
+        digests += [d.rsplit("@", 1)[-1] for d in i.get("RepoDigests") or []]
+        out[i["Id"]] = Image(
+            id=i["Id"],
+            digests=tuple(dict.fromkeys(d for d in digests if d)),
+            os=i.get("Os") or "linux",
+            architecture=i.get("Architecture") or "amd64",
+            variant=i.get("Variant") or "",
+            names=tuple(i.get("RepoTags") or ()),
+        )
+    return out
+
+
 class Podman:
     """An `Engine` that runs the `podman` command.
 
@@ -106,6 +165,7 @@ class Podman:
     ) -> None:
         self._command = list(command)
         self._env = dict(env) if env is not None else None
+        self._images: dict[str, Image] = {}
 
     def _run(self, *args: str, stderr_to_user: bool = False) -> str:
         cmd = [*self._command, *args]
@@ -133,70 +193,87 @@ class Podman:
         except json.JSONDecodeError as exc:
             raise EngineError(f"podman {args[0]} printed invalid JSON: {exc}") from exc
 
-    def running_containers(self) -> list[Container]:
-        """Every running container, with its raw image name (see `raw_image_name`)."""
-        listed = self._json("ps", "--no-trunc", "--format", "json")
-        ids = [c["Id"] for c in listed if c.get("State") == "running"]
-        if not ids:
-            return []
-        # ps lacks the creating command (for the raw image name): one inspect of them all.
-        try:
-            inspected = self._json("container", "inspect", *ids)
-        except EngineError:
-            # A container ended between ps and inspect: inspect the survivors one by one.
-            inspected = []
-            for cid in ids:
+    def _listing(self) -> Any:
+        proc = _take_prefetched()
+        if proc is not None and self._command == ["podman"] and self._env in (None, os.environ):
+            out, _err = proc.communicate()
+            if proc.returncode == 0:
                 try:
-                    inspected += self._json("container", "inspect", cid)
-                except EngineError:
-                    continue
-        out = []
-        for c in inspected:
-            config = c.get("Config") or {}
-            state = c.get("State") or {}
-            image_name = c.get("ImageName", "")
-            out.append(
-                Container(
-                    id=c["Id"],
-                    name=c["Name"],
-                    image_id=c["Image"],
-                    raw_image_name=raw_image_name(config.get("CreateCommand") or [], image_name),
-                    labels=dict(config.get("Labels") or {}),
-                    annotations=dict(config.get("Annotations") or {}),
-                    running=state.get("Status") == "running" or bool(state.get("Running")),
-                    pod_id=c.get("Pod") or "",
-                    is_infra=bool(c.get("IsInfra")),
-                )
+                    return json.loads(out) if out.strip() else []
+                except json.JSONDecodeError:
+                    pass  # ask again below, where the error is reported properly
+        elif proc is not None:
+            proc.kill()
+            proc.wait()
+        return self._json(*PS_ARGS)
+
+    def running_containers(self) -> list[Container]:
+        """Every running container; those with an auto-update label with their raw image name.
+
+        `ps` has all a run needs but the creating command (for the raw image name), so only the
+        labelled containers are inspected, and their images are inspected at the same time (for
+        `images`, which the run asks next): two podman processes side by side.
+        """
+        listed = [c for c in self._listing() if c.get("State") == "running"]
+        labelled = [c for c in listed if _wants_update(c.get("Labels") or {})]
+        inspecting = self._start("container", "inspect", *(c["Id"] for c in labelled))
+        image_ids = sorted({c["ImageID"] for c in labelled if c.get("ImageID")})
+        images = self._start("image", "inspect", *image_ids) if image_ids else None
+        inspected = {c["Id"]: c for c in self._finish(inspecting, "container", labelled)}
+        if images is not None:
+            self._images.update(_parse_images(self._finish(images, "image", image_ids)))
+        return [
+            _container(inspected.get(c["Id"]), c)
+            for c in listed
+            if c["Id"] in inspected or c not in labelled
+        ]
+
+    def _start(self, *args: str) -> subprocess.Popen[str] | None:
+        if len(args) <= 2:
+            return None
+        try:
+            return subprocess.Popen(
+                [*self._command, *args],
+                env=self._env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                stdin=subprocess.DEVNULL,
+                text=True,
             )
-        return out
+        except OSError as exc:
+            raise EngineError(f"cannot run {self._command[0]}: {exc}") from exc
+
+    def _finish(
+        self, proc: subprocess.Popen[str] | None, kind: str, items: Sequence[Any]
+    ) -> list[Any]:
+        """The JSON list of an inspect started by `_start`; if one of `items` vanished in the
+        meantime (the whole inspect fails), the survivors one by one."""
+        if proc is None:
+            return []
+        out, _err = proc.communicate()
+        if proc.returncode == 0:
+            try:
+                found: list[Any] = json.loads(out) if out.strip() else []
+                return found
+            except json.JSONDecodeError as exc:
+                raise EngineError(f"podman {kind} inspect printed invalid JSON: {exc}") from exc
+        survivors: list[Any] = []
+        for item in items:
+            ident = item["Id"] if isinstance(item, dict) else item
+            try:
+                survivors += self._json(kind, "inspect", ident)
+            except EngineError:
+                continue
+        return survivors
 
     def images(self, ids: Iterable[str]) -> dict[str, Image]:
-        """The local images with these IDs, by ID."""
+        """The local images with these IDs, by ID (those inspected already are not again)."""
         wanted = sorted(set(ids))
-        if not wanted:
-            return {}
-        try:
-            inspected = self._json("image", "inspect", *wanted)
-        except EngineError:
-            inspected = []
-            for iid in wanted:
-                try:
-                    inspected += self._json("image", "inspect", iid)
-                except EngineError:
-                    continue
-        out = {}
-        for i in inspected:
-            digests = [i.get("Digest", "")]
-            digests += [d.rsplit("@", 1)[-1] for d in i.get("RepoDigests") or []]
-            out[i["Id"]] = Image(
-                id=i["Id"],
-                digests=tuple(dict.fromkeys(d for d in digests if d)),
-                os=i.get("Os") or "linux",
-                architecture=i.get("Architecture") or "amd64",
-                variant=i.get("Variant") or "",
-                names=tuple(i.get("RepoTags") or ()),
-            )
-        return out
+        missing = [i for i in wanted if i not in self._images]
+        if missing:
+            found = self._finish(self._start("image", "inspect", *missing), "image", missing)
+            self._images.update(_parse_images(found))
+        return {i: self._images[i] for i in wanted if i in self._images}
 
     def image_id(self, name: str) -> str | None:
         """ID of the local image under `name` (short names resolved as podman does)."""
@@ -221,6 +298,7 @@ class Podman:
     def tag(self, image_id: str, name: str) -> None:
         """Tag `image_id` as `name`."""
         self._run("tag", image_id, name.removeprefix("docker://"))
+        self._images.pop(image_id, None)  # its names changed
 
     def untag(self, name: str) -> None:
         """Remove `name` from its image."""

@@ -44,6 +44,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import urlencode, urlsplit
 
+from updock import defaults
 from updock.errors import RegistryAuthError, RegistryError
 from updock.registry.auth import DOCKER_HUB, CredentialHelpers, Credentials, find_credentials
 from updock.registry.exchange import ExchangeFailure, Reply, TLSFailure, TransientFailure
@@ -81,7 +82,7 @@ MIN_TOKEN_LIFETIME = 60.0
 TOKEN_EXPIRY_MARGIN = 5.0
 
 #: Requests in flight to one registry at most, unless the caller says otherwise.
-DEFAULT_CONCURRENCY = 4
+DEFAULT_CONCURRENCY = defaults.REGISTRY_CONCURRENCY
 #: Seconds to wait for a connection, and for an answer, unless the caller says otherwise.
 DEFAULT_TIMEOUT = (10.0, 30.0)
 
@@ -240,11 +241,16 @@ class RegistryClient:
         self._pool_size = max(concurrency, 4)
         self._transport_instance: HTTPTransport | None = None
         if preload:
-            threading.Thread(target=_import_transport, name="preload", daemon=True).start()
+            self.preload()
         self._helpers = CredentialHelpers()
         self._lock = threading.Lock()
         self._hosts: dict[str, _HostState] = {}
         self._tokens: dict[tuple[str, str, str, Credentials | None], _TokenSlot] = {}
+
+    def preload(self) -> None:
+        """Import the HTTP stack in a background thread now, before the first request needs it
+        (the run calls this once it knows there is something to check)."""
+        threading.Thread(target=_import_transport, name="preload", daemon=True).start()
 
     def close(self) -> None:
         """Close the connections kept open."""

@@ -7,11 +7,30 @@ real implementation is `SystemdManager` (systemd over D-Bus), obtained with `con
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
-from updock.systemd.dbus import SystemdManager, connect
+if TYPE_CHECKING:
+    from updock.systemd.dbus import SystemdManager
 
-__all__ = ["ServiceManager", "SystemdManager", "connect"]
+__all__ = ["ServiceConnection", "ServiceManager", "SystemdManager", "connect"]
+
+
+def connect(user: bool | None = None, timeout: float = 300) -> SystemdManager:
+    """Connect to systemd (see `updock.systemd.dbus.connect`); imports jeepney only now."""
+    from updock.systemd.dbus import connect as dbus_connect
+
+    return dbus_connect(user=user, timeout=timeout)
+
+
+def __getattr__(name: str) -> object:
+    # `SystemdManager` stays importable from here without importing jeepney at start-up.
+    if name == "SystemdManager":
+        from updock.systemd.dbus import SystemdManager
+
+        return SystemdManager
+    raise AttributeError(name)
 
 
 class ServiceManager(Protocol):
@@ -43,3 +62,23 @@ class ServiceManager(Protocol):
 
     def close(self) -> None:
         """Release the connection."""
+
+
+@dataclass
+class ServiceConnection:
+    """A service manager, connected on first use (a run with nothing to restart never does)."""
+
+    connect: Callable[[], ServiceManager]
+    _services: ServiceManager | None = field(default=None, repr=False)
+
+    def get(self) -> ServiceManager:
+        """The connection."""
+        if self._services is None:
+            self._services = self.connect()
+        return self._services
+
+    def close(self) -> None:
+        """Close the connection if it was made."""
+        if self._services is not None:
+            self._services.close()
+            self._services = None
