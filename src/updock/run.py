@@ -259,20 +259,28 @@ def _update(
     result: RunResult,
     stack: contextlib.ExitStack,
 ) -> None:
-    containers = engine.running_containers()
+    clients = [registry] if registry is not None else []
+
+    def client() -> RegistryClient:
+        # Made (and its HTTP stack imported, in the background) only once there are containers
+        # to check: while podman inspects them. A run with nothing to do never imports it.
+        if not clients:
+            from updock.registry import RegistryClient
+
+            made = RegistryClient(
+                tls_verify=options.tls_verify, concurrency=options.registry_concurrency
+            )
+            clients.append(stack.enter_context(made))
+            made.preload()
+        return clients[0]
+
+    containers = engine.running_containers(on_candidates=client)
     units, errors = assemble_tasks(containers, options.authfile)
     result.errors.extend(errors)
     if not units:
         return
     all_tasks = [t for tasks in units.values() for t in tasks]
-    if registry is None:
-        from updock.registry import RegistryClient
-
-        registry = stack.enter_context(
-            RegistryClient(tls_verify=options.tls_verify, concurrency=options.registry_concurrency)
-        )
-    if any(t.policy is Policy.REGISTRY for t in all_tasks):
-        registry.preload()  # imports the HTTP stack while podman inspects the images
+    registry = client()
     images = engine.images({t.container.image_id for t in all_tasks})
     checker = _Checker(registry, images)
     checker.prefetch(all_tasks)

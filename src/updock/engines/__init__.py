@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from updock.core.model import Container, ContainerState, Image
@@ -11,8 +11,16 @@ from updock.core.model import Container, ContainerState, Image
 class Engine(Protocol):
     """The operations an auto-update run needs from a container engine."""
 
-    def running_containers(self) -> list[Container]:
-        """Every running container, infra containers of pods included."""
+    def running_containers(
+        self, on_candidates: Callable[[], object] | None = None
+    ) -> list[Container]:
+        """Every running container, infra containers of pods included.
+
+        Args:
+            on_candidates: called once, as soon as the engine sees containers with auto-update
+                labels and before it inspects them, so that the caller can start work that
+                overlaps with the inspection (such as importing the HTTP stack).
+        """
         ...
 
     def images(self, ids: Iterable[str]) -> dict[str, Image]:

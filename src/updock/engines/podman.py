@@ -11,7 +11,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from updock.core.model import LABEL_POLICY, Container, ContainerState, Image
@@ -207,7 +207,9 @@ class Podman:
             proc.wait()
         return self._json(*PS_ARGS)
 
-    def running_containers(self) -> list[Container]:
+    def running_containers(
+        self, on_candidates: Callable[[], object] | None = None
+    ) -> list[Container]:
         """Every running container; those with an auto-update label with their raw image name.
 
         `ps` has all a run needs but the creating command (for the raw image name), so only the
@@ -219,6 +221,8 @@ class Podman:
         inspecting = self._start("container", "inspect", *(c["Id"] for c in labelled))
         image_ids = sorted({c["ImageID"] for c in labelled if c.get("ImageID")})
         images = self._start("image", "inspect", *image_ids) if image_ids else None
+        if labelled and on_candidates is not None:
+            on_candidates()
         inspected = {c["Id"]: c for c in self._finish(inspecting, "container", labelled)}
         if images is not None:
             self._images.update(_parse_images(self._finish(images, "image", image_ids)))
