@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from updock import defaults
-from updock.core.model import Image, Policy, ReportRow, Task
+from updock.core.model import Container, Image, Policy, ReportRow, Task
+from updock.core.policy import effective_labels, lookup_policy
 from updock.core.reference import validate_auto_update_reference
 from updock.core.tasks import assemble_tasks, unit_groups
 from updock.defaults import SafetyOptions
@@ -25,12 +26,14 @@ from updock.engines import Engine
 from updock.errors import EngineError, RegistryError, UpdockError
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
     from pathlib import Path
 
     # The shell's heavier parts (D-Bus, verification, the plan) are imported when a unit must
     # change, so that a run with nothing to do starts fast.
     from updock.core.plan import Check, CheckResult
     from updock.registry import RegistryClient
+    from updock.registry.client import RemoteTag
     from updock.state import StateStore
     from updock.systemd import ServiceConnection, ServiceManager
 
@@ -78,98 +81,105 @@ class RunResult:
 _CheckKey = tuple[str, str | None, str, str, str]
 
 
-class _Checker:
-    """Registry checks for a run, each distinct one done once (concurrently, up front)."""
+_HeadKey = tuple[str, str | None]  # (image name, auth file)
 
-    def __init__(self, registry: RegistryClient, images: dict[str, Image]) -> None:
-        self._registry = registry
-        self._images = images
-        self._results: dict[_CheckKey, str | UpdockError] = {}
-        self._lock = threading.Lock()
 
-    def _key(self, task: Task) -> _CheckKey:
-        image = self._images[task.container.image_id]
-        return (task.raw_image_name, task.authfile, image.os, image.architecture, image.variant)
+class _Checks:
+    """The registry checks of a run: one `HEAD` per distinct (image name, auth file), started as
+    early as the names are known (from `podman ps`, while podman still inspects), then resolved
+    per platform once the local images are known (a `GET` only for a changed manifest list).
 
-    def _fetch(self, key: _CheckKey, known: Iterable[str]) -> str | UpdockError:
-        name, authfile, os_, arch, variant = key
-        try:
-            ref = validate_auto_update_reference(name)
-            assert ref.tag is not None  # validation requires a tag
-            return self._registry.manifest_digest(
-                ref.domain,
-                ref.path,
-                ref.tag,
-                os=os_,
-                architecture=arch,
-                variant=variant,
-                authfile=authfile,
-                known_digests=tuple(known),
-            )
-        except UpdockError as exc:
-            return exc
+    Each registry's `HEAD`s form a queue drained by at most `RegistryClient.concurrency`
+    workers, so a slow or failing registry holds back its own checks only.
+    """
 
-    def prefetch(self, tasks: Iterable[Task]) -> None:
-        """Check every distinct image of `tasks` concurrently, within each registry's bound.
-
-        One queue per registry, drained by at most `RegistryClient.concurrency` workers: a slow
-        or failing registry holds back its own checks only, never those of the others.
-        """
-        todo: dict[_CheckKey, set[str]] = {}
-        for task in tasks:
-            if task.policy is Policy.REGISTRY and task.container.image_id in self._images:
-                image = self._images[task.container.image_id]
-                todo.setdefault(self._key(task), set()).update(image.digests)
-        queues: dict[str, deque[tuple[_CheckKey, set[str]]]] = {}
-        for key, known in todo.items():
-            try:
-                domain = validate_auto_update_reference(key[0]).domain
-            except UpdockError as exc:
-                self._results[key] = exc
-                continue
-            queues.setdefault(self._registry.endpoint(domain), deque()).append((key, known))
-        # Workers interleaved across registries, so that each registry gets its first ones
-        # even when CHECK_CONCURRENCY is the tighter bound.
-        per_registry = self._registry.concurrency
-        jobs = [q for n in range(per_registry) for q in queues.values() if n < len(q)]
-        if not jobs:
-            return
-        workers = min(CHECK_CONCURRENCY, len(jobs))
+    def __init__(self, registry: RegistryClient, stack: contextlib.ExitStack) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="check") as pool:
-            futures = [pool.submit(self._drain, queue) for queue in jobs]
-        for future in futures:
-            future.result()
+        self._registry = registry
+        self._pool = ThreadPoolExecutor(max_workers=CHECK_CONCURRENCY, thread_name_prefix="check")
+        stack.callback(self._pool.shutdown, cancel_futures=True)
+        self._heads: dict[_HeadKey, Future[RemoteTag]] = {}
+        self._lock = threading.Lock()
 
-    def _drain(self, queue: deque[tuple[_CheckKey, set[str]]]) -> None:
-        """Check the images of one registry's queue until it is empty (shared by workers)."""
+    def start(self, keys: Iterable[_HeadKey]) -> None:
+        """Start the `HEAD`s of these names (those not started yet)."""
+        from concurrent.futures import Future
+
+        queues: dict[str, deque[tuple[_HeadKey, Future[RemoteTag]]]] = {}
+        with self._lock:
+            for key in keys:
+                if key in self._heads:
+                    continue
+                future: Future[RemoteTag] = Future()
+                self._heads[key] = future
+                try:
+                    domain = validate_auto_update_reference(key[0]).domain
+                except UpdockError as exc:
+                    future.set_exception(exc)
+                    continue
+                queues.setdefault(self._registry.endpoint(domain), deque()).append((key, future))
+        for queue in queues.values():
+            for _ in range(min(self._registry.concurrency, len(queue))):
+                self._pool.submit(self._drain, queue)
+
+    def _drain(self, queue: deque[tuple[_HeadKey, Future[RemoteTag]]]) -> None:
         while True:
             try:
-                key, known = queue.popleft()  # atomic: workers never take the same check
+                (name, authfile), future = queue.popleft()  # atomic across workers
             except IndexError:
                 return
-            result = self._fetch(key, known)
-            with self._lock:
-                self._results[key] = result
+            try:
+                ref = validate_auto_update_reference(name)
+                assert ref.tag is not None  # validation requires a tag
+                future.set_result(
+                    self._registry.head(ref.domain, ref.path, ref.tag, authfile=authfile)
+                )
+            except UpdockError as exc:
+                future.set_exception(exc)
+            except BaseException as exc:  # never leave a waiter hanging
+                future.set_exception(exc)
+                raise
 
-    def digest(self, task: Task, fresh: bool) -> str:
-        """The registry's digest for the task's image; `fresh` ignores earlier results."""
-        key = self._key(task)
-        with self._lock:
-            result = None if fresh else self._results.get(key)
-        if result is None:
-            image = self._images[task.container.image_id]
-            result = self._fetch(key, image.digests)
+    def digest(self, task: Task, image: Image, *, fresh: bool = False) -> str:
+        """The registry's digest for the task's image on its platform.
+
+        Args:
+            task: the task.
+            image: its container's local image (platform, known digests).
+            fresh: ask the registry again (the name was rolled back earlier in this run).
+        """
+        key = (task.raw_image_name, task.authfile)
+        if fresh:
             with self._lock:
-                self._results[key] = result
-        if isinstance(result, UpdockError):
-            raise result
-        return result
+                self._heads.pop(key, None)
+        self.start([key])
+        remote = self._heads[key].result()
+        return self._registry.resolve(
+            remote,
+            os=image.os,
+            architecture=image.architecture,
+            variant=image.variant,
+            known_digests=image.digests,
+        )
+
+
+def _head_keys(containers: Iterable[Container], authfile: str | None) -> set[_HeadKey]:
+    """The (image name, auth file) of every container with the registry policy."""
+    keys = set()
+    for container in containers:
+        labels = effective_labels(container)
+        try:
+            policy = lookup_policy(labels.policy or "")
+        except UpdockError:
+            continue  # reported by assemble_tasks
+        if policy is Policy.REGISTRY:
+            keys.add((container.raw_image_name, labels.authfile or authfile))
+    return keys
 
 
 def _make_check(
-    engine: Engine, checker: _Checker, images: dict[str, Image]
+    engine: Engine, checks: _Checks, images: dict[str, Image]
 ) -> Callable[[Check], CheckResult]:
     """The `Check` action: the registry's digest (from the checker) or the local image ID."""
     from updock.core.plan import CheckResult
@@ -183,8 +193,8 @@ def _make_check(
             if local_id is None:
                 raise EngineError(f"{task.raw_image_name}: image not known")
             return CheckResult(update_available=local_id != task.container.image_id)
-        digest = checker.digest(task, fresh=action.fresh)
         image = images[task.container.image_id]
+        digest = checks.digest(task, image, fresh=action.fresh)
         return CheckResult(update_available=digest not in image.digests, digest=digest)
 
     return check
@@ -259,36 +269,43 @@ def _update(
     result: RunResult,
     stack: contextlib.ExitStack,
 ) -> None:
-    clients = [registry] if registry is not None else []
+    started: list[_Checks] = []
 
-    def client() -> RegistryClient:
-        # Made (and its HTTP stack imported, in the background) only once there are containers
-        # to check: while podman inspects them. A run with nothing to do never imports it.
-        if not clients:
-            from updock.registry import RegistryClient
+    def checks() -> _Checks:
+        # The registry client (and its HTTP stack) is made only once there are containers to
+        # check, and its import runs in the background meanwhile: a run with nothing to do
+        # never pays for it.
+        if not started:
+            client = registry
+            if client is None:
+                from updock.registry import RegistryClient
 
-            made = RegistryClient(
-                tls_verify=options.tls_verify, concurrency=options.registry_concurrency
-            )
-            clients.append(stack.enter_context(made))
-            made.preload()
-        return clients[0]
+                client = stack.enter_context(
+                    RegistryClient(
+                        tls_verify=options.tls_verify, concurrency=options.registry_concurrency
+                    )
+                )
+                client.preload()
+            started.append(_Checks(client, stack))
+        return started[0]
 
-    containers = engine.running_containers(on_candidates=client)
+    def candidates(found: list[Container]) -> None:
+        checks().start(_head_keys(found, options.authfile))
+
+    containers = engine.running_containers(on_candidates=candidates)
     units, errors = assemble_tasks(containers, options.authfile)
     result.errors.extend(errors)
     if not units:
         return
     all_tasks = [t for tasks in units.values() for t in tasks]
-    registry = client()
     images = engine.images({t.container.image_id for t in all_tasks})
-    checker = _Checker(registry, images)
-    checker.prefetch(all_tasks)
+    # Names that only inspect revealed (a raw name other than ps showed) start now.
+    checks().start((t.raw_image_name, t.authfile) for t in all_tasks if t.policy is Policy.REGISTRY)
     from updock.actions import ActionHandler, JournalBook
     from updock.core.plan import SharedImageState, drive, update_unit
 
     journal = JournalBook(store)
-    check = _make_check(engine, checker, images)
+    check = _make_check(engine, checks(), images)
     groups = unit_groups(units)
 
     def update_group(index: int, group: list[str]) -> RunResult:

@@ -12,14 +12,15 @@ class Engine(Protocol):
     """The operations an auto-update run needs from a container engine."""
 
     def running_containers(
-        self, on_candidates: Callable[[], object] | None = None
+        self, on_candidates: Callable[[list[Container]], object] | None = None
     ) -> list[Container]:
         """Every running container, infra containers of pods included.
 
         Args:
-            on_candidates: called once, as soon as the engine sees containers with auto-update
-                labels and before it inspects them, so that the caller can start work that
-                overlaps with the inspection (such as importing the HTTP stack).
+            on_candidates: called once with the containers that have auto-update labels, as
+                soon as the engine sees them and before it inspects them, so that the caller can
+                start work that overlaps with the inspection (registry checks). Their
+                `raw_image_name` is the resolved name there, and the final list may differ.
         """
         ...
 

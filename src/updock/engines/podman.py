@@ -208,7 +208,7 @@ class Podman:
         return self._json(*PS_ARGS)
 
     def running_containers(
-        self, on_candidates: Callable[[], object] | None = None
+        self, on_candidates: Callable[[list[Container]], object] | None = None
     ) -> list[Container]:
         """Every running container; those with an auto-update label with their raw image name.
 
@@ -222,7 +222,7 @@ class Podman:
         image_ids = sorted({c["ImageID"] for c in labelled if c.get("ImageID")})
         images = self._start("image", "inspect", *image_ids) if image_ids else None
         if labelled and on_candidates is not None:
-            on_candidates()
+            on_candidates([_container(None, c) for c in labelled])
         inspected = {c["Id"]: c for c in self._finish(inspecting, "container", labelled)}
         if images is not None:
             self._images.update(_parse_images(self._finish(images, "image", image_ids)))

@@ -163,7 +163,7 @@ class _Token:
 
 @dataclass(frozen=True)
 class _Call:
-    """One `manifest_digest` call: everything the requests it makes need."""
+    """One check of an image: everything the requests it makes need."""
 
     image: str
     domain: str
@@ -175,6 +175,23 @@ class _Call:
     @property
     def scope(self) -> str:
         return f"repository:{self.repository}:pull"
+
+
+@dataclass(frozen=True)
+class RemoteTag:
+    """What `RegistryClient.head` learned of a tag; `RegistryClient.resolve` finishes it.
+
+    Attributes:
+        call: the check's connection details (credentials stay inside).
+        digest: the digest the tag points at.
+        media_type: its media type (a manifest list's, or an image manifest's).
+        body: the manifest, when it had to be fetched (no digest in the `HEAD` answer).
+    """
+
+    call: _Call = field(repr=False)
+    digest: str
+    media_type: str
+    body: bytes | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -303,7 +320,8 @@ class RegistryClient:
         """The digest the registry has for `domain/repository:tag` on a platform.
 
         For a manifest list (or OCI index) that is not in `known_digests`, the digest of its
-        entry for the platform; otherwise the digest of what the tag points at.
+        entry for the platform; otherwise the digest of what the tag points at. The same as
+        `resolve(head(...), ...)`.
 
         Args:
             domain: the registry, e.g. `quay.io` or `127.0.0.1:5000`.
@@ -322,6 +340,17 @@ class RegistryClient:
                 answered with an error or with nonsense.
             ConfigError: the auth file, a credential helper, registries.conf or a certs.d file
                 is broken.
+        """
+        remote = self.head(domain, repository, tag, authfile=authfile)
+        return self.resolve(
+            remote, os=os, architecture=architecture, variant=variant, known_digests=known_digests
+        )
+
+    def head(self, domain: str, repository: str, tag: str, *, authfile: str | None) -> RemoteTag:
+        """What the tag points at: one `HEAD` (a `GET` if the registry gives no digest).
+
+        Needs no platform: a run starts these as soon as it knows the image names, before it
+        knows the local images. Raises as `manifest_digest` does.
         """
         image = f"{domain}/{repository}:{tag}"
         call = _Call(
@@ -343,10 +372,26 @@ class RegistryClient:
             digest = digest_of(body)
             mtype = mtype or media_type(reply.headers.get("Content-Type"))
             mtype = mtype or media_type_of_body(body)
+        return RemoteTag(call, digest, mtype, body)
+
+    def resolve(
+        self,
+        remote: RemoteTag,
+        *,
+        os: str,
+        architecture: str,
+        variant: str,
+        known_digests: Collection[str] = (),
+    ) -> str:
+        """The digest for a platform: the tag's own, or its manifest list's entry (one `GET` of
+        the list, only when the list is not among `known_digests`). Raises as
+        `manifest_digest` does."""
+        call, digest, mtype, body = remote.call, remote.digest, remote.media_type, remote.body
+        image = call.image
         if mtype not in MULTI_IMAGE_TYPES or digest in known_digests:
             return digest
         if body is None:
-            body = self._request(call, "GET", f"/v2/{repository}/manifests/{digest}").body
+            body = self._request(call, "GET", f"/v2/{call.repository}/manifests/{digest}").body
             algorithm = digest.partition(":")[0]
             try:
                 actual = digest_of(body, algorithm)

@@ -92,6 +92,9 @@ BUSYBOX_APPLETS = [
     "rm",
 ]
 
+#: Longest lab folder: podman refuses a runroot (the lab's are the folder + 3) over 50.
+MAX_ROOT = 47
+
 LAB_USER = "labuser"
 LAB_PASSWORD = "lab-secret-pw"
 
@@ -260,6 +263,9 @@ class Lab:
             base = os.environ.get("UPDOCK_LAB_BASE", "/var/tmp")
             Path(base).mkdir(parents=True, exist_ok=True)
             root = Path(tempfile.mkdtemp(prefix="updock-lab.", dir=base))
+        if len(str(root)) > MAX_ROOT:
+            # podman refuses a runroot longer than 50 characters; the lab's are root + 3.
+            raise LabError(f"lab folder {root} is longer than {MAX_ROOT} characters")
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         self.conf = self.root / "conf"
@@ -373,7 +379,7 @@ class Lab:
             "[storage]\n"
             'driver = "overlay"\n'
             f'graphroot = "{storage}/graph"\n'
-            f'runroot = "{self.root}/run/storage"\n'
+            f'runroot = "{self.root}/rs"\n'  # short: podman allows 50 characters
         )
         (self.conf / "containers.conf").write_text(
             "[containers]\n"
@@ -627,7 +633,7 @@ class Lab:
             self.podman("import", *change_args, str(tar), name)
         else:
             builder = ["--root", str(self.builder_root / "graph"),
-                       "--runroot", str(self.builder_root / "run")]  # fmt: skip
+                       "--runroot", str(self.root / "br")]  # fmt: skip
             self.podman(*builder, "import", *change_args, str(tar), name)
             push = ["push", "--tls-verify=false"]
             if name.startswith(self.secure.host + "/"):
