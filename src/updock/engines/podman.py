@@ -215,8 +215,24 @@ class Podman:
         `ps` has all a run needs but the creating command (for the raw image name), so only the
         labelled containers are inspected, and their images are inspected at the same time (for
         `images`, which the run asks next): two podman processes side by side.
+
+        A labelled container that is gone by the time it is inspected was replaced (its unit
+        restarted, by another run that held the lock meanwhile, or by systemd): then the list
+        is taken again, once, rather than the new container missed.
         """
-        listed = [c for c in self._listing() if c.get("State") == "running"]
+        listing = self._listing()
+        found = self._containers(listing, on_candidates)
+        if found is None:
+            found = self._containers(self._json(*PS_ARGS), None) or []
+        return found
+
+    def _containers(
+        self,
+        listing: list[Any],
+        on_candidates: Callable[[list[Container]], object] | None,
+    ) -> list[Container] | None:
+        """The containers of one `ps` listing; None if a labelled one vanished meanwhile."""
+        listed = [c for c in listing if c.get("State") == "running"]
         labelled = [c for c in listed if _wants_update(c.get("Labels") or {})]
         inspecting = self._start("container", "inspect", *(c["Id"] for c in labelled))
         image_ids = sorted({c["ImageID"] for c in labelled if c.get("ImageID")})
@@ -226,6 +242,8 @@ class Podman:
         inspected = {c["Id"]: c for c in self._finish(inspecting, "container", labelled)}
         if images is not None:
             self._images.update(_parse_images(self._finish(images, "image", image_ids)))
+        if len(inspected) < len(labelled):
+            return None
         return [
             _container(inspected.get(c["Id"]), c)
             for c in listed
