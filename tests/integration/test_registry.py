@@ -25,7 +25,14 @@ import requests
 from updock.errors import RegistryAuthError, RegistryError
 from updock.registry import RegistryClient
 from updock.registry.manifest import OCI_INDEX
-from updock.testing.lab import LAB_PASSWORD, LAB_USER, Lab, Registry
+from updock.testing.lab import (
+    LAB_PASSWORD,
+    LAB_USER,
+    Exchange,
+    Lab,
+    Registry,
+    read_registry_log,
+)
 
 pytestmark = pytest.mark.lab
 
@@ -52,43 +59,9 @@ def _push(lab: Lab, registry: Registry, repo: str, tag: str = "latest") -> str:
     return _skopeo_digest(lab, name)
 
 
-@dataclass(frozen=True)
-class Exchange:
-    """One request the registry logged."""
-
-    method: str
-    uri: str
-    status: int
-    remote: str
-
-
 def _exchanges(registry: Registry) -> list[Exchange]:
-    """Every request in the registry's log, including those refused before a handler ran.
-
-    `Registry.requests()` skips those: a refused request logs "error authorizing context"
-    and no "response completed" line.
-    """
-    seen: dict[str, Exchange] = {}
-    for line in registry.log.read_text(errors="replace").splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        rid = entry.get("http.request.id")
-        if not rid or "http.request.method" not in entry:
-            continue
-        status = entry.get("http.response.status")
-        if status is None and "error authorizing context" in entry.get("msg", ""):
-            status = 401
-        if status is None:
-            continue
-        seen[rid] = Exchange(
-            entry["http.request.method"],
-            entry["http.request.uri"],
-            int(status),
-            entry.get("http.request.remoteaddr", ""),
-        )
-    return list(seen.values())
+    """Every request in the registry's log, including those refused before a handler ran."""
+    return read_registry_log(registry.log)
 
 
 def _new_exchanges(registry: Registry, before: int, at_least: int) -> list[Exchange]:

@@ -156,7 +156,7 @@ _COMMANDS: dict[ImageKind, list[str]] = {
 }
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """preexec_fn: the kernel sends SIGKILL to the child when the process that started it dies.
 
     So a lab whose owner is killed with SIGKILL (no teardown possible) does not outlive it.
@@ -230,13 +230,46 @@ class Registry:
 
     def requests(self) -> list[tuple[str, str]]:
         """(method, path) of every request the registry has logged so far."""
-        out = []
-        for line in self.log.read_text(errors="replace").splitlines():
-            with contextlib.suppress(ValueError):
-                entry = json.loads(line)
-                if "http.request.method" in entry and "http.response.status" in entry:
-                    out.append((entry["http.request.method"], entry["http.request.uri"]))
-        return out
+        return [(e.method, e.uri) for e in read_registry_log(self.log)]
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One request in a distribution registry's log."""
+
+    method: str
+    uri: str
+    status: int
+    remote: str
+
+
+def read_registry_log(log: Path) -> list[Exchange]:
+    """Every request a distribution registry logged (JSON log formatter), in order.
+
+    A request refused before a handler ran (no or a bad token) logs "error authorizing
+    context" and no "response completed" line: it counts as a 401.
+    """
+    seen: dict[str, Exchange] = {}
+    for line in log.read_text(errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        rid = entry.get("http.request.id")
+        if not rid or "http.request.method" not in entry:
+            continue
+        status = entry.get("http.response.status")
+        if status is None and "authoriz" in entry.get("msg", ""):
+            status = 401
+        if status is None:
+            continue
+        seen[rid] = Exchange(
+            entry["http.request.method"],
+            entry["http.request.uri"],
+            int(status),
+            entry.get("http.request.remoteaddr", ""),
+        )
+    return list(seen.values())
 
 
 @dataclass(frozen=True)
@@ -486,7 +519,7 @@ class Lab:
             reg.proc = subprocess.Popen(
                 ["docker-registry", "serve", str(cfg)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, preexec_fn=_die_with_parent,  # noqa: PLW1509 (only prctl)
+                start_new_session=True, preexec_fn=die_with_parent,  # noqa: PLW1509 (only prctl)
             )  # fmt: skip
         _wait_for_port(reg.port, 20, reg.proc, reg.log)
 
@@ -505,7 +538,7 @@ class Lab:
                 "--propagation", "private", "sh", "-c", script,
             ],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, preexec_fn=_die_with_parent,  # noqa: PLW1509 (only prctl)
+            start_new_session=True, preexec_fn=die_with_parent,  # noqa: PLW1509 (only prctl)
         )  # fmt: skip
         log.close()
         deadline = time.monotonic() + 30

@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import ctypes
 import datetime as dt
 import json
 import secrets
-import signal
 import socket
 import subprocess
 import threading
@@ -40,10 +38,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+from updock.testing.lab import die_with_parent, read_registry_log
+
 SERVICE = "updock-lab-token-registry"
 ISSUER = "updock-lab-token-issuer"
-
-_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -286,11 +284,6 @@ def _reply(req: BaseHTTPRequestHandler, status: int, doc: dict[str, object]) -> 
     req.wfile.write(body)
 
 
-def _die_with_parent() -> None:
-    """preexec_fn: the kernel kills the registry when the process that started it dies."""
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -375,7 +368,7 @@ class TokenRegistry:
             self._proc = subprocess.Popen(
                 ["docker-registry", "serve", str(cfg)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, preexec_fn=_die_with_parent,  # noqa: PLW1509 (only prctl)
+                start_new_session=True, preexec_fn=die_with_parent,  # noqa: PLW1509 (only prctl)
             )  # fmt: skip
         deadline = time.monotonic() + 20
         while True:
@@ -411,19 +404,4 @@ class TokenRegistry:
         A request refused for want of a (valid) token logs no "response completed" line, only
         an authorization error: it counts as 401.
         """
-        seen: dict[str, tuple[str, str, int]] = {}
-        for line in self.log.read_text(errors="replace").splitlines():
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            rid = entry.get("http.request.id")
-            if not rid or "http.request.method" not in entry:
-                continue
-            status = entry.get("http.response.status")
-            if status is None and "authoriz" in entry.get("msg", ""):
-                status = 401
-            if status is None:
-                continue
-            seen[rid] = (entry["http.request.method"], entry["http.request.uri"], int(status))
-        return list(seen.values())
+        return [(e.method, e.uri, e.status) for e in read_registry_log(self.log)]
