@@ -7,6 +7,7 @@ kinds of images): once for podman, once for updock. Reports are compared without
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import pytest
@@ -99,6 +100,15 @@ def _manifest_gets(lab: Lab, repo: str) -> int:
     )
 
 
+def heads_digest(lab: Lab, repo: str) -> str:
+    """The digest the registry has for `repo:latest` now (skopeo, not updock)."""
+    out = lab.run(
+        ["skopeo", "inspect", "--tls-verify=false", f"docker://{lab.plain.host}/{repo}:latest"]
+    ).stdout
+    digest: str = json.loads(out)["Digest"]
+    return digest
+
+
 def test_shared_image_is_checked_and_pulled_once(lab: Lab) -> None:
     names = _shared(lab)
     before = len(lab.plain.requests())
@@ -111,7 +121,10 @@ def test_shared_image_is_checked_and_pulled_once(lab: Lab) -> None:
     heads = [p for m, p in requests if m == "HEAD" and "/manifests/latest" in p]
     gets = [p for m, p in requests if m == "GET" and "/manifests/" in p]
     assert len(heads) == 1  # one check for three containers
-    assert len(gets) == 1  # one pull (by digest) for three containers
+    assert len(gets) == 1  # one pull for three containers...
+    # ...pinned to the digest the check saw, so the tag cannot move in between.
+    assert gets[0].rsplit("/", 1)[-1] == heads_digest(lab, "apply/shared")
+    assert "apply/shared@sha256:" in updock.stderr
     assert updock.stderr.count("Trying to pull") == 1
     # podman on the same scenario: same report.
     lab.reset()
