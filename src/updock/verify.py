@@ -18,13 +18,10 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from updock import defaults
+from updock.core.model import LABEL_SETTLE, LABEL_VERIFY_TIMEOUT
 from updock.engines import Engine
 from updock.errors import UpdockError, VerificationError
 from updock.systemd import ServiceManager
-
-#: Per-container labels that tune verification (seconds).
-LABEL_SETTLE = "io.updock.verify.settle"
-LABEL_TIMEOUT = "io.updock.verify.timeout"
 
 DEFAULT_SETTLE = defaults.SETTLE
 DEFAULT_TIMEOUT = defaults.VERIFY_TIMEOUT
@@ -38,7 +35,7 @@ class Expectation:
     Attributes:
         name: the container's name (stable across restarts of a `--new` unit).
         image_id: the image it must run.
-        labels: its labels (for `LABEL_SETTLE` / `LABEL_TIMEOUT`).
+        labels: its labels (for `LABEL_SETTLE` / `LABEL_VERIFY_TIMEOUT`).
     """
 
     name: str
@@ -107,7 +104,7 @@ def verify_unit(
             unhealthy, or the state was not reached in time; the message says what was seen.
     """
     settle = _label_seconds(expect, LABEL_SETTLE, settle)
-    timeout = max(_label_seconds(expect, LABEL_TIMEOUT, timeout), settle + 5)
+    timeout = max(_label_seconds(expect, LABEL_VERIFY_TIMEOUT, timeout), settle + 5)
     start = clock()
     deadline = start + timeout
     stable_since: float | None = None

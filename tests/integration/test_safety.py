@@ -197,3 +197,17 @@ def test_two_runs_at_once_restart_nothing_twice(lab: Lab) -> None:
     assert updated == ["false", "true"]
     assert lab.unit_starts(unit) == 3
     assert lab.container_version("pair") == "v3"
+
+
+def test_bad_verification_label_changes_nothing(lab: Lab) -> None:
+    image = lab.build_image(f"{lab.plain.host}/safe/labelled:latest", version="v1")
+    svc = lab.create_service("labelled", image, labels={"io.updock.verify.settle": "a while"})
+    lab.build_image(image, version="v2")
+
+    res = run_updock(lab, "--format", "json")
+
+    assert res.returncode == 125
+    assert res.rows() == []
+    assert "io.updock.verify.settle" in res.stderr
+    assert lab.unit_starts(svc.unit) == 1  # never restarted
+    assert lab.container_version("labelled") == "v1"

@@ -268,3 +268,15 @@ def test_unit_groups_join_units_that_share_image_names() -> None:
         "f": [task("f", "r/w:1")],
     }
     assert unit_groups(units) == [["a", "e"], ["b", "c", "d"], ["f"]]
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", ""])
+def test_bad_verification_label_is_an_error_before_any_update(value: str) -> None:
+    bad = ctr("bad", unit="bad.service", labels={"io.updock.verify.settle": value})
+    good = ctr("good", unit="good.service", labels={"io.updock.verify.timeout": "90"})
+    units, errors = assemble_tasks([bad, good], None)
+    assert list(units) == ["good.service"]
+    assert len(errors) == 1
+    assert isinstance(errors[0], ContainerConfigError)
+    assert "io.updock.verify.settle" in str(errors[0])
+    assert bad.id in str(errors[0])

@@ -15,6 +15,9 @@ LABEL_POLICY = "io.containers.autoupdate"
 LABEL_AUTHFILE = "io.containers.autoupdate.authfile"
 #: Label with the systemd unit that runs the container.
 LABEL_UNIT = "PODMAN_SYSTEMD_UNIT"
+#: updock's labels that tune the verification of a container after a restart (seconds).
+LABEL_SETTLE = "io.updock.verify.settle"
+LABEL_VERIFY_TIMEOUT = "io.updock.verify.timeout"
 
 
 class Policy(StrEnum):

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from updock.core.model import LABEL_UNIT, Container, Policy, Task
+from updock.core.model import (
+    LABEL_SETTLE,
+    LABEL_UNIT,
+    LABEL_VERIFY_TIMEOUT,
+    Container,
+    Policy,
+    Task,
+)
 from updock.core.policy import effective_labels, go_quote, lookup_policy
 from updock.errors import (
     ContainerConfigError,
@@ -46,6 +53,27 @@ def _unit_for(container: Container, containers: Sequence[Container]) -> str:
     return unit
 
 
+def _check_tuning_labels(container: Container) -> None:
+    """updock's verification labels must be numbers of seconds: found now, not after a restart.
+
+    Raises:
+        ContainerConfigError: a label is not a non-negative number; it names the label.
+    """
+    for label in (LABEL_SETTLE, LABEL_VERIFY_TIMEOUT):
+        raw = container.labels.get(label)
+        if raw is None:
+            continue
+        try:
+            ok = float(raw) >= 0
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ContainerConfigError(
+                f"auto-updating container {go_quote(container.id)}: label {label}={go_quote(raw)} "
+                "is not a number of seconds"
+            )
+
+
 def _task_for(
     container: Container, containers: Sequence[Container], authfile: str | None
 ) -> Task | None:
@@ -64,6 +92,7 @@ def _task_for(
         raise PolicyError(f"auto-updating container {cid}: {exc}") from exc
     if policy is Policy.DISABLED:
         return None
+    _check_tuning_labels(container)
     unit = _unit_for(container, containers)
     raw_name = container.raw_image_name
     if not raw_name:
