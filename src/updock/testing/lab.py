@@ -382,6 +382,9 @@ class Lab:
         self._stop_units()
         for unit in self.units.glob("container-*.service"):
             unit.unlink()
+        # Start counts and output are per unit name: a later test may reuse the name.
+        for log in (self.root / "logs").glob("*"):
+            log.unlink()
         self.systemctl("daemon-reload")
         self.systemctl("reset-failed", check=False)
         self.run(["podman", "pod", "rm", "-af", "-t", "0"], check=False, timeout=60)
