@@ -22,7 +22,11 @@ RESOLVED = "127.0.0.1:5000/app:latest"
             "localhost/foo:bar",
             "foo:bar",
         ),
-        (["podman", "run", "--label=a=b", "-e", RESOLVED, RESOLVED], RESOLVED, RESOLVED),
+        (
+            ["podman", "run", "--label=a=b", "--name", RESOLVED, f"docker://{RESOLVED}"],
+            RESOLVED,
+            f"docker://{RESOLVED}",
+        ),
         # No creating command (a container made through the API): the resolved name.
         ([], RESOLVED, RESOLVED),
         (["podman", "run", "something/else:1"], RESOLVED, RESOLVED),

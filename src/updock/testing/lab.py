@@ -32,10 +32,12 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from updock.errors import UpdockError
@@ -166,6 +168,25 @@ def die_with_parent() -> None:
 
 
 PR_SET_PDEATHSIG = 1
+
+
+def start_loopback_server(
+    handler: type[BaseHTTPRequestHandler], name: str
+) -> tuple[ThreadingHTTPServer, threading.Thread]:
+    """An HTTP server on 127.0.0.1 (a free port), serving in a daemon thread of its own.
+
+    The caller stops it with `server.shutdown()`, `server.server_close()` and a join.
+    """
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(
+        target=server.serve_forever,
+        args=(0.05,),
+        name=f"{name}-{server.server_address[1]}",
+        daemon=True,
+    )
+    thread.start()
+    return server, thread
 
 
 def free_port() -> int:

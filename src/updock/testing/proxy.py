@@ -31,8 +31,10 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import TracebackType
+
+from updock.testing.lab import start_loopback_server
 
 #: Headers that concern one connection only, never forwarded (RFC 9110, 7.6.1).
 _HOP_BY_HOP = frozenset(
@@ -130,16 +132,8 @@ class FaultProxy:
         self._max_in_flight = 0
         self._connections = 0
         self._sockets: set[socket.socket] = set()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_class(self))
-        self._server.daemon_threads = True
+        self._server, self._thread = start_loopback_server(_handler_class(self), "proxy")
         self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            args=(0.05,),
-            name=f"proxy-{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
         self._closed = False
 
     @property

@@ -27,7 +27,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import TracebackType
 from urllib.parse import parse_qs, urlsplit
@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from updock.testing.lab import die_with_parent, read_registry_log
+from updock.testing.lab import die_with_parent, read_registry_log, start_loopback_server
 
 SERVICE = "updock-lab-token-registry"
 ISSUER = "updock-lab-token-issuer"
@@ -174,16 +174,8 @@ class TokenIssuer:
             def do_GET(self) -> None:
                 issuer_self._handle(self)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server, self._thread = start_loopback_server(Handler, "token-issuer")
         self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            args=(0.05,),
-            name=f"token-issuer-{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
 
     @property
     def realm(self) -> str:
