@@ -1,15 +1,18 @@
 """Bearer token auth against a real registry: `docker-registry serve` with `auth.token`.
 
 The registry trusts a test CA (`rootcertbundle`); the test suite's issuer checks basic
-credentials and signs RS256 JWTs with a key certified by that CA (`x5c`). The registry serves
-the lab's plain registry's storage read-only, so images pushed there are checked here. What the
-registry accepted is read from its own log.
+credentials (or, over OAuth2, a refresh token: an identity token) and signs RS256 JWTs with a
+key certified by that CA (`x5c`). The registry serves the lab's plain registry's storage
+read-only, so images pushed there are checked here. What the registry accepted is read from its
+own log.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import logging
+import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,6 +28,7 @@ from updock.testing.token_registry import SERVICE, TokenRegistry
 pytestmark = pytest.mark.lab
 
 USER, PASSWORD = "tok-user", "tok-pass-s3cret"
+IDENTITY_TOKEN = "idt-refresh-7f3c9a1e5b"
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +48,10 @@ def token_registry(
     lab: Lab, images: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[TokenRegistry]:
     with TokenRegistry(
-        tmp_path_factory.mktemp("token-registry"), lab.root / "registry-plain", {USER: PASSWORD}
+        tmp_path_factory.mktemp("token-registry"),
+        lab.root / "registry-plain",
+        {USER: PASSWORD},
+        refresh_tokens={IDENTITY_TOKEN: USER},
     ) as registry:
         yield registry
 
@@ -58,6 +65,8 @@ def registry(token_registry: TokenRegistry) -> TokenRegistry:
     issuer.token_lifetime = None
     issuer.allow_anonymous = False
     issuer.expired_tokens = 0
+    issuer.refresh_tokens = {IDENTITY_TOKEN: USER}
+    issuer.refused_status = 400
     return token_registry
 
 
@@ -212,3 +221,143 @@ def test_anonymous_refused(registry: TokenRegistry, tmp_path: Path) -> None:
     empty.write_text("{}")
     with _client() as client, pytest.raises(RegistryAuthError, match="refused anonymous access"):
         client.manifest_digest(registry.host, "tok-a", "latest", authfile=str(empty), **AMD64)
+
+
+# -- identity tokens (OAuth2 refresh tokens) ----------------------------------------------------
+
+
+def _token_helper(bin_dir: Path, identity_token: str) -> Path:
+    """`docker-credential-idt`: the identity token (user `<token>`) for any server; logs calls."""
+    calls = bin_dir / "idt.calls"
+    answer = json.dumps({"Username": "<token>", "Secret": identity_token})
+    script = bin_dir / "docker-credential-idt"
+    script.write_text(
+        f'#!/bin/sh\n[ "$1" = get ] || exit 2\ncat >> {calls}\necho >> {calls}\n'
+        f"printf '%s' '{answer}'\n"
+    )
+    script.chmod(0o755)
+    return calls
+
+
+@pytest.fixture
+def helper_authfile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An auth file naming the helper `idt` for every registry, the helper's folder in PATH.
+
+    The test writes the helper (`_token_helper(bin_dir, token)`) into `path.parent / "bin"`.
+    """
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}")
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"auths": {}, "credsStore": "idt"}))
+    return path
+
+
+def test_identity_token_from_a_helper_gets_tokens_with_an_oauth2_post(
+    registry: TokenRegistry,
+    images: dict[str, str],
+    helper_authfile: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    calls = _token_helper(helper_authfile.parent / "bin", IDENTITY_TOKEN)
+    authfile = str(helper_authfile)
+    before = len(registry.exchanges())
+    caplog.set_level(logging.DEBUG)
+    with _client() as client:
+        for repo in ("tok-a", "tok-b", "tok-a"):
+            got = client.manifest_digest(registry.host, repo, "latest", authfile=authfile, **AMD64)
+            assert got == images[repo]
+    # One OAuth2 POST per scope, with the identity token as refresh token and no password.
+    assert [
+        (
+            r.method,
+            r.grant_type,
+            r.refresh_token,
+            r.client_id,
+            r.service,
+            r.scopes,
+            r.password_sent,
+            r.authorization,
+        )
+        for r in registry.issuer.requests
+    ] == [
+        (
+            "POST",
+            "refresh_token",
+            IDENTITY_TOKEN,
+            "updock",
+            SERVICE,
+            (f"repository:{r}:pull",),
+            False,
+            "ok",
+        )
+        for r in ("tok-a", "tok-b")
+    ]
+    assert registry.exchanges()[before:] == [
+        ("HEAD", "/v2/tok-a/manifests/latest", 401),
+        ("HEAD", "/v2/tok-a/manifests/latest", 200),
+        ("HEAD", "/v2/tok-b/manifests/latest", 200),
+        ("HEAD", "/v2/tok-a/manifests/latest", 200),
+    ]
+    assert calls.read_text().split() == [registry.host]  # the helper is asked once
+    assert caplog.records  # the client did log (debug): none of it holds the identity token
+    assert all(IDENTITY_TOKEN not in record.getMessage() for record in caplog.records)
+
+
+def test_identity_token_from_an_auth_file_entry(
+    registry: TokenRegistry, images: dict[str, str], tmp_path: Path
+) -> None:
+    path = tmp_path / "auth.json"
+    user_only = base64.b64encode(f"{USER}:".encode()).decode()  # what `docker login` writes
+    entry = {"auth": user_only, "identitytoken": IDENTITY_TOKEN}
+    path.write_text(json.dumps({"auths": {registry.host: entry}}))
+    with _client() as client:
+        got = client.manifest_digest(registry.host, "tok-b", "latest", authfile=str(path), **AMD64)
+    assert got == images["tok-b"]
+    assert [(r.method, r.refresh_token, r.password_sent) for r in registry.issuer.requests] == [
+        ("POST", IDENTITY_TOKEN, False)
+    ]
+
+
+@pytest.mark.parametrize("status", [400, 401])
+def test_a_wrong_identity_token_is_an_auth_error_naming_the_registry(
+    registry: TokenRegistry, helper_authfile: Path, status: int
+) -> None:
+    wrong = "idt-wrong-" + IDENTITY_TOKEN
+    _token_helper(helper_authfile.parent / "bin", wrong)
+    registry.issuer.refused_status = status
+    with _client() as client, pytest.raises(RegistryAuthError) as info:
+        client.manifest_digest(
+            registry.host, "tok-a", "latest", authfile=str(helper_authfile), **AMD64
+        )
+    message = str(info.value)
+    assert message.startswith(f"checking {registry.host}/tok-a:latest: ")
+    assert f"token server 127.0.0.1:{registry.issuer.port} of {registry.host} refused" in message
+    assert f"the identity token ({status} " in message
+    assert "invalid_grant" in message
+    assert wrong not in message
+    assert IDENTITY_TOKEN not in message
+    assert [(r.method, r.refresh_token, r.authorization) for r in registry.issuer.requests] == [
+        ("POST", wrong, "refused")  # asked once, no loop
+    ]
+
+
+def test_a_basic_registry_with_only_an_identity_token_is_an_auth_error(
+    lab: Lab, helper_authfile: Path
+) -> None:
+    _token_helper(helper_authfile.parent / "bin", IDENTITY_TOKEN)
+    conf = helper_authfile.parent / "registries.conf"
+    conf.write_text("unqualified-search-registries = []\n")
+    # The lab's TLS registry with htpasswd (Basic) auth, its CA from the lab's certs.d.
+    secure = RegistryClient(
+        registries_conf=conf, registries_conf_dirs=[], certs_dirs=[lab.etc_containers / "certs.d"]
+    )
+    with secure as client, pytest.raises(RegistryAuthError) as info:
+        client.manifest_digest(
+            lab.secure.host, "tok-basic", "latest", authfile=str(helper_authfile), **AMD64
+        )
+    message = str(info.value)
+    assert message.startswith(f"checking {lab.secure.host}/tok-basic:latest: {lab.secure.host} ")
+    assert "Basic" in message
+    assert "identity token" in message
+    assert IDENTITY_TOKEN not in message

@@ -63,7 +63,7 @@ def test_most_specific_key_wins(tmp_path: Path, repository: str, expected: str) 
         },
     )
     creds = find_credentials("reg.example.com", repository, authfile)
-    assert creds == (expected, SECRET)
+    assert creds == Credentials(expected, SECRET)
 
 
 def test_namespace_key_does_not_match_a_prefix_of_a_component(tmp_path: Path) -> None:
@@ -73,7 +73,7 @@ def test_namespace_key_does_not_match_a_prefix_of_a_component(tmp_path: Path) ->
 
 def test_port_is_part_of_the_registry(tmp_path: Path) -> None:
     authfile = _write(tmp_path / "auth.json", {"127.0.0.1:5000": _auth("five")})
-    assert find_credentials("127.0.0.1:5000", "app", authfile) == ("five", SECRET)
+    assert find_credentials("127.0.0.1:5000", "app", authfile) == Credentials("five", SECRET)
     assert find_credentials("127.0.0.1:5001", "app", authfile) is None
     assert find_credentials("127.0.0.1", "app", authfile) is None
 
@@ -97,7 +97,9 @@ def test_no_entry_means_anonymous(tmp_path: Path) -> None:
 )
 def test_url_style_keys_name_the_host(tmp_path: Path, key: str) -> None:
     authfile = _write(tmp_path / "auth.json", {key: _auth("url-user")})
-    assert find_credentials("reg.example.com", "ns/app", authfile) == ("url-user", SECRET)
+    assert find_credentials("reg.example.com", "ns/app", authfile) == Credentials(
+        "url-user", SECRET
+    )
 
 
 def test_scheme_prefixed_key_with_a_path_still_counts_for_the_host_only(tmp_path: Path) -> None:
@@ -105,8 +107,10 @@ def test_scheme_prefixed_key_with_a_path_still_counts_for_the_host_only(tmp_path
         tmp_path / "auth.json",
         {"https://reg.example.com/ns": _auth("url-user"), "reg.example.com/ns": _auth("ns-user")},
     )
-    assert find_credentials("reg.example.com", "ns/app", authfile) == ("ns-user", SECRET)
-    assert find_credentials("reg.example.com", "other/app", authfile) == ("url-user", SECRET)
+    assert find_credentials("reg.example.com", "ns/app", authfile) == Credentials("ns-user", SECRET)
+    assert find_credentials("reg.example.com", "other/app", authfile) == Credentials(
+        "url-user", SECRET
+    )
 
 
 def test_exact_key_beats_a_url_key_for_the_same_host(tmp_path: Path) -> None:
@@ -114,7 +118,7 @@ def test_exact_key_beats_a_url_key_for_the_same_host(tmp_path: Path) -> None:
         tmp_path / "auth.json",
         {"https://reg.example.com/v1/": _auth("url-user"), "reg.example.com": _auth("exact")},
     )
-    assert find_credentials("reg.example.com", "app", authfile) == ("exact", SECRET)
+    assert find_credentials("reg.example.com", "app", authfile) == Credentials("exact", SECRET)
 
 
 @pytest.mark.parametrize(
@@ -124,7 +128,7 @@ def test_exact_key_beats_a_url_key_for_the_same_host(tmp_path: Path) -> None:
 @pytest.mark.parametrize("registry", ["docker.io", "index.docker.io"])
 def test_docker_hub_aliases(tmp_path: Path, key: str, registry: str) -> None:
     authfile = _write(tmp_path / "auth.json", {key: _auth("hub-user")})
-    assert find_credentials(registry, "library/alpine", authfile) == ("hub-user", SECRET)
+    assert find_credentials(registry, "library/alpine", authfile) == Credentials("hub-user", SECRET)
 
 
 def test_docker_hub_namespace_key(tmp_path: Path) -> None:
@@ -132,13 +136,15 @@ def test_docker_hub_namespace_key(tmp_path: Path) -> None:
         tmp_path / "auth.json",
         {"https://index.docker.io/v1/": _auth("hub-user"), "docker.io/myorg": _auth("org-user")},
     )
-    assert find_credentials("docker.io", "myorg/app", authfile) == ("org-user", SECRET)
-    assert find_credentials("docker.io", "library/alpine", authfile) == ("hub-user", SECRET)
+    assert find_credentials("docker.io", "myorg/app", authfile) == Credentials("org-user", SECRET)
+    assert find_credentials("docker.io", "library/alpine", authfile) == Credentials(
+        "hub-user", SECRET
+    )
 
 
 def test_password_may_contain_colons(tmp_path: Path) -> None:
     authfile = _write(tmp_path / "auth.json", {"reg.example.com": _auth("u", "a:b:c")})
-    assert find_credentials("reg.example.com", "app", authfile) == ("u", "a:b:c")
+    assert find_credentials("reg.example.com", "app", authfile) == Credentials("u", "a:b:c")
 
 
 def test_entry_without_auth_falls_back_to_a_less_specific_key(tmp_path: Path) -> None:
@@ -147,7 +153,9 @@ def test_entry_without_auth_falls_back_to_a_less_specific_key(tmp_path: Path) ->
         tmp_path / "auth.json",
         {"reg.example.com/ns": {}, "reg.example.com": _auth("host-user")},
     )
-    assert find_credentials("reg.example.com", "ns/app", authfile) == ("host-user", SECRET)
+    assert find_credentials("reg.example.com", "ns/app", authfile) == Credentials(
+        "host-user", SECRET
+    )
 
 
 def test_credentials_repr_hides_the_secret() -> None:
@@ -155,7 +163,103 @@ def test_credentials_repr_hides_the_secret() -> None:
     assert SECRET not in repr(creds)
     assert "someone" not in repr(creds)
     assert SECRET not in str(creds)
-    assert creds == ("someone", SECRET)
+    assert creds == ("someone", SECRET, "")
+    assert creds.identity_token == ""
+
+
+def test_credentials_with_an_identity_token_hide_it_and_are_a_key() -> None:
+    creds = Credentials("someone", "", IDENTITY)
+    for text in (repr(creds), str(creds), repr([creds]), repr({"k": creds}), f"{creds}"):
+        assert IDENTITY not in text
+        assert "someone" not in text
+    # Part of the client's token cache keys: hashable, and another token is another key.
+    cache = {("realm", creds): 1, ("realm", Credentials("someone", "", "other")): 2}
+    assert cache[("realm", Credentials("someone", "", IDENTITY))] == 1
+    assert Credentials("someone", "") != creds
+
+
+# -- identity tokens (`identitytoken`) ----------------------------------------------------------
+
+IDENTITY = "idt-0a1b2c3d-refresh"
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        # what `docker login` writes for an identity token: the user, an empty password
+        (
+            {"auth": base64.b64encode(b"someone:").decode(), "identitytoken": IDENTITY},
+            Credentials("someone", "", IDENTITY),
+        ),
+        ({"identitytoken": IDENTITY}, Credentials("", "", IDENTITY)),
+        ({"auth": "", "identitytoken": IDENTITY}, Credentials("", "", IDENTITY)),
+        (  # both: the password for Basic registries, the identity token for Bearer ones
+            {**_auth("someone"), "identitytoken": IDENTITY},
+            Credentials("someone", SECRET, IDENTITY),
+        ),
+        ({**_auth("someone"), "identitytoken": ""}, Credentials("someone", SECRET)),
+    ],
+)
+def test_identity_token_of_an_entry(
+    tmp_path: Path, entry: dict[str, str], expected: Credentials
+) -> None:
+    authfile = _write(tmp_path / "auth.json", {"reg.example.com": entry})
+    assert find_credentials("reg.example.com", "app", authfile) == expected
+
+
+def test_identity_token_in_the_docker_config_by_default(home: Path) -> None:
+    _write(
+        home / ".docker" / "config.json", {"https://reg.example.com": {"identitytoken": IDENTITY}}
+    )
+    creds = find_credentials("reg.example.com", "ns/app", None)
+    assert creds == Credentials("", "", IDENTITY)
+
+
+def test_identity_token_entry_wins_over_a_less_specific_key(tmp_path: Path) -> None:
+    authfile = _write(
+        tmp_path / "auth.json",
+        {"reg.example.com/ns": {"identitytoken": IDENTITY}, "reg.example.com": _auth("host-user")},
+    )
+    assert find_credentials("reg.example.com", "ns/app", authfile) == Credentials("", "", IDENTITY)
+    assert find_credentials("reg.example.com", "other", authfile) == Credentials(
+        "host-user", SECRET
+    )
+
+
+def test_identity_token_next_to_an_auth_without_colon_is_kept_and_not_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    encoded = base64.b64encode(b"no-colon-" + SECRET.encode()).decode()
+    authfile = _write(
+        tmp_path / "auth.json", {"reg.example.com": {"auth": encoded, "identitytoken": IDENTITY}}
+    )
+    with caplog.at_level(logging.DEBUG, logger="updock.registry"):
+        creds = find_credentials("reg.example.com", "app", authfile)
+    assert creds == Credentials("", "", IDENTITY)
+    assert "only its identity token is used" in caplog.text
+    for secret in (IDENTITY, SECRET, encoded):
+        assert secret not in caplog.text
+
+
+def test_invalid_identity_token_is_an_error_without_the_secret(tmp_path: Path) -> None:
+    authfile = _write(tmp_path / "auth.json", {"reg.example.com": {"identitytoken": [IDENTITY]}})
+    with pytest.raises(ConfigError) as info:
+        find_credentials("reg.example.com", "app", authfile)
+    message = str(info.value)
+    assert "\"identitytoken\" of 'reg.example.com' is not a string" in message
+    assert authfile in message
+    assert IDENTITY not in message
+
+
+def test_identity_token_with_a_broken_auth_is_an_error_without_either(tmp_path: Path) -> None:
+    authfile = _write(
+        tmp_path / "auth.json",
+        {"reg.example.com": {"auth": "%%" + SECRET, "identitytoken": IDENTITY}},
+    )
+    with pytest.raises(ConfigError, match="not base64") as info:
+        find_credentials("reg.example.com", "app", authfile)
+    assert IDENTITY not in str(info.value)
+    assert SECRET not in str(info.value)
 
 
 # -- broken files -------------------------------------------------------------------------------
@@ -239,7 +343,7 @@ def test_registry_auth_file_variable_is_used_when_no_file_given(
     env_file = _write(tmp_path / "env-auth.json", {"reg.example.com": _auth("env-user")})
     _write(home / ".config/containers/auth.json", {"reg.example.com": _auth("default")})
     monkeypatch.setenv("REGISTRY_AUTH_FILE", env_file)
-    assert find_credentials("reg.example.com", "app", None) == ("env-user", SECRET)
+    assert find_credentials("reg.example.com", "app", None) == Credentials("env-user", SECRET)
 
 
 def test_explicit_file_wins_over_the_variable_and_defaults_are_not_read(
@@ -285,15 +389,15 @@ def test_first_default_file_with_an_entry_wins(tmp_path: Path, home: Path) -> No
     config = home / ".config/containers/auth.json"
     docker = home / ".docker/config.json"
     _write(docker, {"reg.example.com": _auth("docker-user")})
-    assert find_credentials("reg.example.com", "app", None) == ("docker-user", SECRET)
+    assert find_credentials("reg.example.com", "app", None) == Credentials("docker-user", SECRET)
     # A file earlier in the order wins even with a less specific key.
     _write(config, {"reg.example.com": _auth("config-user"), "x.example.com": _auth("x")})
     _write(docker, {"reg.example.com/app": _auth("docker-user")})
-    assert find_credentials("reg.example.com", "app", None) == ("config-user", SECRET)
+    assert find_credentials("reg.example.com", "app", None) == Credentials("config-user", SECRET)
     _write(runtime, {"reg.example.com": _auth("runtime-user")})
-    assert find_credentials("reg.example.com", "app", None) == ("runtime-user", SECRET)
+    assert find_credentials("reg.example.com", "app", None) == Credentials("runtime-user", SECRET)
     # A file without an entry for this registry does not stop the search.
-    assert find_credentials("x.example.com", "app", None) == ("x", SECRET)
+    assert find_credentials("x.example.com", "app", None) == Credentials("x", SECRET)
 
 
 def test_docker_config_variable_replaces_home_docker(
@@ -302,7 +406,7 @@ def test_docker_config_variable_replaces_home_docker(
     _write(home / ".docker/config.json", {"reg.example.com": _auth("home-docker")})
     _write(tmp_path / "dc/config.json", {"reg.example.com": _auth("docker-config")})
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "dc"))
-    assert find_credentials("reg.example.com", "app", None) == ("docker-config", SECRET)
+    assert find_credentials("reg.example.com", "app", None) == Credentials("docker-config", SECRET)
 
 
 def test_legacy_dockercfg(home: Path) -> None:
@@ -311,7 +415,7 @@ def test_legacy_dockercfg(home: Path) -> None:
         {"https://reg.example.com/v1/": _auth("legacy")},
         wrap=False,
     )
-    assert find_credentials("reg.example.com", "ns/app", None) == ("legacy", SECRET)
+    assert find_credentials("reg.example.com", "ns/app", None) == Credentials("legacy", SECRET)
 
 
 def test_missing_default_files_mean_anonymous() -> None:

@@ -16,6 +16,7 @@ from updock.errors import ConfigError
 from updock.registry.auth import (
     AuthDoc,
     CredentialHelpers,
+    Credentials,
     EntrySource,
     HelperSource,
     credential_sources,
@@ -158,7 +159,7 @@ def test_cred_helpers_entry_is_used_and_wins_over_auths(bin_dir: Path, tmp_path:
         )
     )
     creds = find_credentials("reg.example.com", "ns/app", str(authfile))
-    assert creds == ("helper-user", SECRET)
+    assert creds == Credentials("helper-user", SECRET)
     assert _calls(calls) == ["reg.example.com"]
 
 
@@ -169,7 +170,7 @@ def test_creds_store_behind_docker_markers(bin_dir: Path) -> None:
     (docker / "config.json").write_text(
         json.dumps({"auths": {"127.0.0.1:5000": {}}, "credsStore": "desktop"})
     )
-    assert find_credentials("127.0.0.1:5000", "app", None) == ("store-user", SECRET)
+    assert find_credentials("127.0.0.1:5000", "app", None) == Credentials("store-user", SECRET)
     assert find_credentials("127.0.0.1:5001", "app", None) is None  # helper knows nothing
     assert _calls(calls) == ["127.0.0.1:5000", "127.0.0.1:5001"]
 
@@ -182,14 +183,16 @@ def test_helper_with_nothing_sends_the_search_to_the_next_file(bin_dir: Path) ->
     docker = Path.home() / ".docker" / "config.json"
     docker.parent.mkdir()
     docker.write_text(json.dumps({"auths": {"reg.example.com": _auth("docker-user")}}))
-    assert find_credentials("reg.example.com", "app", None) == ("docker-user", "file-pw")
+    assert find_credentials("reg.example.com", "app", None) == Credentials("docker-user", "file-pw")
 
 
 def test_docker_hub_asks_docker_io_then_the_v1_url(bin_dir: Path, tmp_path: Path) -> None:
     calls = write_helper(bin_dir, "hub", {"https://index.docker.io/v1/": ("hub-user", SECRET)})
     authfile = tmp_path / "config.json"
     authfile.write_text(json.dumps({"credsStore": "hub"}))
-    assert find_credentials("docker.io", "library/alpine", str(authfile)) == ("hub-user", SECRET)
+    assert find_credentials("docker.io", "library/alpine", str(authfile)) == Credentials(
+        "hub-user", SECRET
+    )
     assert _calls(calls) == ["docker.io", "https://index.docker.io/v1/"]
 
 
@@ -200,7 +203,7 @@ def test_each_helper_and_server_runs_once_per_run(bin_dir: Path, tmp_path: Path)
     helpers = CredentialHelpers()
     for repo in ("a", "b", "ns/c", "a"):
         creds = find_credentials("reg.example.com", repo, str(authfile), helpers=helpers)
-        assert creds == ("helper-user", SECRET)
+        assert creds == Credentials("helper-user", SECRET)
     assert _calls(calls) == ["reg.example.com"]
 
 
@@ -220,10 +223,6 @@ def test_missing_helper_is_an_error_naming_helper_and_file(bin_dir: Path, tmp_pa
         ('echo "keyring locked" >&2; exit 3', "failed for reg.example.com: keyring locked"),
         (f"printf '%s' 'not json {SECRET}'", "answered no valid JSON"),
         (f"""printf '%s' '{{"Username": 1, "Secret": "{SECRET}"}}'""", '"Username" and "Secret"'),
-        (
-            f"""printf '%s' '{{"Username": "<token>", "Secret": "{SECRET}"}}'""",
-            "identity token",
-        ),
     ],
 )
 def test_failing_helper_names_helper_and_file_never_the_secret(
@@ -243,6 +242,38 @@ def test_failing_helper_names_helper_and_file_never_the_secret(
     assert SECRET not in message
     assert info.value.__cause__ is None
     assert info.value.__context__ is None or SECRET not in str(info.value.__context__)
+
+
+def test_helper_answering_token_user_gives_an_identity_token(bin_dir: Path, tmp_path: Path) -> None:
+    calls = write_helper(bin_dir, "idt", {"reg.example.com": ("<token>", SECRET)})
+    authfile = tmp_path / "config.json"
+    authfile.write_text(json.dumps({"credHelpers": {"reg.example.com": "idt"}}))
+    helpers = CredentialHelpers()
+    for repo in ("app", "ns/other"):
+        creds = find_credentials("reg.example.com", repo, str(authfile), helpers=helpers)
+        # containers/image and docker alike: no user name, no password, the Secret is the token.
+        assert creds == Credentials("", "", SECRET)
+        assert creds is not None
+        assert creds.identity_token == SECRET
+        assert SECRET not in repr(creds)
+    assert _calls(calls) == ["reg.example.com"]
+
+
+def test_helper_answering_token_user_for_docker_hub(bin_dir: Path, tmp_path: Path) -> None:
+    write_helper(bin_dir, "hubidt", {"https://index.docker.io/v1/": ("<token>", SECRET)})
+    authfile = tmp_path / "config.json"
+    authfile.write_text(json.dumps({"credsStore": "hubidt"}))
+    creds = find_credentials("docker.io", "library/alpine", str(authfile))
+    assert creds == Credentials("", "", SECRET)
+
+
+def test_helper_answering_token_user_without_a_token_has_nothing(
+    bin_dir: Path, tmp_path: Path
+) -> None:
+    write_helper(bin_dir, "empty-idt", {"reg.example.com": ("<token>", "")})
+    first = tmp_path / "config.json"
+    first.write_text(json.dumps({"credHelpers": {"reg.example.com": "empty-idt"}}))
+    assert find_credentials("reg.example.com", "app", str(first)) is None
 
 
 def test_helper_error_is_remembered_for_the_run(bin_dir: Path, tmp_path: Path) -> None:

@@ -22,8 +22,15 @@ get` with the server on its standard input; it prints `{"Username": ..., "Secret
 protocol of docker-credential-helpers). `CredentialHelpers` runs each (helper, server) once and
 remembers the answer for the rest of the run.
 
+Identity tokens (OAuth2 refresh tokens): a helper that answers the user name `<token>` holds an
+identity token in `Secret`, and an `auths` entry may carry one in `identitytoken` (next to, or
+instead of, `auth`), as docker and containers/image have it. `Credentials.identity_token` holds
+it; the client then asks a Bearer token server for tokens with an OAuth2 `refresh_token` grant
+instead of the user name and password.
+
 Secrets never leave this module in a message: no exception or log line carries the user name,
-the password, the base64 text or a helper's output, and `Credentials` hides both in its repr.
+the password, the identity token, the base64 text or a helper's output, and `Credentials` hides
+them all in its repr.
 """
 
 from __future__ import annotations
@@ -56,19 +63,28 @@ _API_SUFFIXES = ("v1", "v2")
 DOCKER_HUB_HELPER_SERVER = "https://index.docker.io/v1/"
 #: What docker-credential-helpers print (exit status 1) when they know nothing for the server.
 HELPER_NOT_FOUND = "credentials not found in native keychain"
+#: The user name with which a credential helper says that its `Secret` is an identity token.
+IDENTITY_TOKEN_USER = "<token>"
 #: Seconds a credential helper may take.
 HELPER_TIMEOUT = 30.0
 _HELPER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 class Credentials(NamedTuple):
-    """A user name and password for a registry; a plain `(user, password)` tuple.
+    """What updock knows to authenticate to a registry: `(user, password, identity_token)`.
 
-    The repr hides both, so a stray log line or traceback shows no secret.
+    Attributes:
+        username: the user name ("" with an identity token from a credential helper).
+        password: the password, or an access token used as one.
+        identity_token: an OAuth2 refresh token ("" when there is none): with one, Bearer
+            tokens are fetched with a `refresh_token` grant instead of user name and password.
+
+    The repr hides all of them, so a stray log line or traceback shows no secret.
     """
 
     username: str
     password: str
+    identity_token: str = ""
 
     def __repr__(self) -> str:
         return "Credentials(<hidden>)"
@@ -312,11 +328,10 @@ class CredentialHelpers:
             raise ConfigError(f'{where} answered no "Username" and "Secret" strings for {server}')
         if not user and not secret:
             return None
-        if user == "<token>":
-            raise ConfigError(
-                f"{where} holds an identity token for {server}, which updock does not support; "
-                "store a user name and password or an access token instead"
-            )
+        if user == IDENTITY_TOKEN_USER:
+            # docker-credential-helpers' way to hand out an identity token (containers/image
+            # and docker read it the same way); an empty one is no credentials at all.
+            return Credentials("", "", secret) if secret else None
         return Credentials(user, secret)
 
 
@@ -380,12 +395,19 @@ def _read_file(file: AuthFile, *, required: bool) -> AuthDoc | None:
 
 
 def _decode_entry(entry: object, file: AuthFile, key: str) -> Credentials | None:
-    """Credentials of one entry; None for an entry without any (a credential-helper marker)."""
+    """Credentials of one entry; None for an entry without any (a credential-helper marker).
+
+    An entry may hold `auth` (base64 of `user:password`), `identitytoken`, or both (docker
+    writes `auth` with the user name and an empty password next to an identity token).
+    """
     if not isinstance(entry, dict):
         raise ConfigError(f"auth file {file.path}: the entry {key!r} is not a JSON object")
+    identity = entry.get("identitytoken") or ""
+    if not isinstance(identity, str):
+        raise ConfigError(f'auth file {file.path}: "identitytoken" of {key!r} is not a string')
     encoded = entry.get("auth")
     if not encoded:
-        return None
+        return Credentials("", "", identity) if identity else None
     if not isinstance(encoded, str):
         raise ConfigError(f'auth file {file.path}: "auth" of {key!r} is not a string')
     try:
@@ -398,6 +420,7 @@ def _decode_entry(entry: object, file: AuthFile, key: str) -> Credentials | None
     user, sep, password = decoded.partition(":")
     if not sep:
         # Docker skips such an entry too; saying why would quote the secret.
-        log.warning('auth file %s: "auth" of %r has no ":"; entry ignored', file.path, key)
-        return None
-    return Credentials(user, password)
+        kept = "only its identity token is used" if identity else "entry ignored"
+        log.warning('auth file %s: "auth" of %r has no ":"; %s', file.path, key, kept)
+        return Credentials("", "", identity) if identity else None
+    return Credentials(user, password, identity)

@@ -80,6 +80,8 @@ _HUB_DOMAINS = frozenset({DOCKER_HUB, "index.docker.io"})
 MIN_TOKEN_LIFETIME = 60.0
 #: A token is renewed this many seconds before it expires, so it does not expire in flight.
 TOKEN_EXPIRY_MARGIN = 5.0
+#: The `client_id` of OAuth2 token requests (containers/image sends `containers/image`).
+OAUTH2_CLIENT_ID = "updock"
 
 #: Requests in flight to one registry at most, unless the caller says otherwise.
 DEFAULT_CONCURRENCY = defaults.REGISTRY_CONCURRENCY
@@ -488,7 +490,15 @@ class RegistryClient:
         if challenge is None:
             return None
         if challenge.scheme == "basic":
-            return _basic(call.creds) if call.creds is not None else None
+            if call.creds is None:
+                return None
+            if call.creds.identity_token and not call.creds.password:
+                raise RegistryAuthError(
+                    f"checking {call.image}: {call.domain} asks for a user name and password "
+                    "(Basic authentication), but its credentials are an identity token, which "
+                    "only works with token (Bearer) authentication"
+                )
+            return _basic(call.creds)
         return f"Bearer {self._token(call, challenge)}"
 
     def _token_slot(self, call: _Call, challenge: Challenge) -> _TokenSlot:
@@ -515,13 +525,9 @@ class RegistryClient:
             return slot.token.value
 
     def _fetch_token(self, call: _Call, challenge: Challenge) -> _Token:
-        params = {"scope": call.scope}
-        if challenge.service:
-            params["service"] = challenge.service
-        headers: dict[str, str] = {}
-        if call.creds is not None:
-            params["account"] = call.creds.username
-            headers["Authorization"] = _basic(call.creds)
+        """A new token from the realm: `GET` with the user name and password (or none), or,
+        with an identity token, an OAuth2 `POST` with a `refresh_token` grant and no password.
+        """
         split = urlsplit(challenge.realm)
         host = split.netloc.rpartition("@")[2]
         if split.scheme not in ("http", "https") or not host:
@@ -530,19 +536,44 @@ class RegistryClient:
                 f"{challenge.realm!r}"
             )
         who = f"the token server {host} of {call.domain}"
+        identity = call.creds.identity_token if call.creds is not None else ""
+        headers: dict[str, str] = {}
+        body: bytes | None = None
+        if identity:
+            # containers/image's getBearerTokenOAuth2: the form in the body, never in the URL.
+            form = {"grant_type": "refresh_token", "refresh_token": identity}
+            if challenge.service:
+                form["service"] = challenge.service
+            form |= {"scope": call.scope, "client_id": OAUTH2_CLIENT_ID}
+            method, url, whose = "POST", challenge.realm, "the identity token"
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+            body = urlencode(form).encode()
+            # RFC 6749: an unknown or expired refresh token is a 400 `invalid_grant`.
+            refused: tuple[int, ...] = (400, 401, 403)
+        else:
+            params = {"scope": call.scope}
+            if challenge.service:
+                params["service"] = challenge.service
+            if call.creds is not None:
+                params["account"] = call.creds.username
+                headers["Authorization"] = _basic(call.creds)
+            method = "GET"
+            url = challenge.realm + ("&" if split.query else "?") + urlencode(params)
+            whose = "the credentials" if call.creds is not None else "anonymous access"
+            refused = (401, 403)
         verify = self._tls.settings(host).verify
         started = self._clock()
         state = self._host(f"token {host}")
-        url = challenge.realm + ("&" if split.query else "?") + urlencode(params)
         reply = self._with_retries(
             call.image,
             state,
-            lambda: self._transport().exchange(who, "GET", url, headers, verify),
+            lambda: self._transport().exchange(who, method, url, headers, verify, body),
         )
-        if reply.status in (401, 403):
-            whose = "the credentials" if call.creds is not None else "anonymous access"
+        if reply.status in refused:
+            detail = _oauth2_error(reply.body, identity) if identity else ""
             raise RegistryAuthError(
-                f"checking {call.image}: {who} refused {whose} ({reply.status} {reply.reason})"
+                f"checking {call.image}: {who} refused {whose} ({reply.status} {reply.reason}"
+                f"{detail})"
             )
         if not 200 <= reply.status < 300:
             raise RegistryError(
@@ -704,6 +735,23 @@ class RegistryClient:
             f"checking {call.image}: {call.domain} answered {status} {reply.reason}"
             f"{_attempts(reply)}{detail}"
         )
+
+
+_OAUTH2_ERROR_CODE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def _oauth2_error(body: bytes, secret: str) -> str:
+    """`: code` from an OAuth2 error answer (`{"error": "invalid_grant"}`), or "".
+
+    Only the error code (a short word, never the secret): its description is free text.
+    """
+    try:
+        code = json.loads(body).get("error")
+    except (ValueError, AttributeError):
+        return ""
+    if not isinstance(code, str) or not _OAUTH2_ERROR_CODE.match(code) or secret in code:
+        return ""
+    return f": {code}"
 
 
 def _import_transport() -> None:

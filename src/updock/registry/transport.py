@@ -121,16 +121,23 @@ class HTTPTransport:
         self._session.close()
 
     def exchange(
-        self, who: str, method: str, url: str, headers: Mapping[str, str], verify: bool
+        self,
+        who: str,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        verify: bool,
+        body: bytes | None = None,
     ) -> Reply:
         """One HTTP exchange, read to its end within the read timeout.
 
         Args:
             who: the host, for messages.
-            method: "HEAD" or "GET".
+            method: "HEAD" or "GET" ("POST" to a token server, with a `body`).
             url: the full URL.
             headers: the request's headers.
             verify: verify the server's certificate.
+            body: the request's body (None: none). Never logged: it may hold a secret.
 
         Raises:
             TransientFailure: the connection failed, was reset, or timed out.
@@ -144,6 +151,7 @@ class HTTPTransport:
                 method,
                 url,
                 headers=dict(headers),
+                data=body,
                 timeout=(self._connect_timeout, self._read_timeout),
                 verify=verify,
                 proxies=dict(requests.utils.get_environ_proxies(url)),

@@ -7,7 +7,9 @@ flow against the real thing, `TokenRegistry` runs `docker-registry serve` with i
 configuration, and `TokenIssuer` is the token server: a small HTTP server on 127.0.0.1 that
 checks basic credentials and signs JWTs (RS256) with a key whose certificate chain (`x5c`) leads
 to the CA the registry is told to trust (`rootcertbundle`). Each token grants `pull` on the
-repositories it was asked for (the `access` claim).
+repositories it was asked for (the `access` claim). It also speaks the OAuth2 side of the
+distribution token spec: a form `POST` with `grant_type=refresh_token` and a refresh token it
+knows (an "identity token", as docker and podman call it) gets an `access_token`.
 
 The registry serves a storage folder read-only (typically the lab's plain registry's, so that
 images pushed there can be checked through token auth without pushing them again).
@@ -52,8 +54,15 @@ class TokenRequest:
         scopes: the `scope` parameters, in order.
         service: the `service` parameter ("" if absent).
         account: the `account` parameter ("" if absent).
-        authorization: "ok" (valid credentials), "anonymous" (none) or "refused".
+        authorization: "ok" (valid credentials or refresh token), "anonymous" (none) or
+            "refused".
         token: the token issued ("" when refused).
+        method: "GET" (the token spec's basic flow) or "POST" (OAuth2).
+        grant_type: the OAuth2 `grant_type` of a `POST` ("" for a `GET`).
+        refresh_token: the `refresh_token` of a `POST` ("" if absent).
+        client_id: the `client_id` of a `POST` ("" if absent).
+        password_sent: the request carried a password: a basic `Authorization` header, or a
+            `password` form field.
     """
 
     scopes: tuple[str, ...]
@@ -61,6 +70,11 @@ class TokenRequest:
     account: str
     authorization: str
     token: str
+    method: str = "GET"
+    grant_type: str = ""
+    refresh_token: str = ""
+    client_id: str = ""
+    password_sent: bool = False
 
 
 @dataclass(frozen=True)
@@ -127,13 +141,18 @@ class SigningChain:
 
 
 class TokenIssuer:
-    """A token server on 127.0.0.1: `GET /token?service=&scope=&account=` with basic auth.
+    """A token server on 127.0.0.1: `GET /token?service=&scope=&account=` with basic auth, and
+    `POST /token` (OAuth2, form-encoded) with `grant_type=refresh_token`.
 
-    Settings may change while it runs.
+    Settings may change while it runs. An OAuth2 request is refused as RFC 6749 has it: an
+    unknown refresh token with `refused_status` (400 `invalid_grant` by default; some servers
+    answer 401), a missing parameter or another service with 400 `invalid_request`, another
+    grant type with 400 `unsupported_grant_type`.
 
     Args:
         chain: the key that signs tokens and its certificate chain (sent as `x5c`).
         users: user name -> password of the accounts it knows.
+        refresh_tokens: refresh token -> user name, the identity tokens it knows.
         service: the `service` it issues tokens for (the token's audience).
         issuer: the token's `iss`.
 
@@ -143,6 +162,7 @@ class TokenIssuer:
         allow_anonymous: issue (pull) tokens to requests without credentials.
         expired_tokens: this many next tokens are issued expired an hour ago (the registry
             refuses them; the client is told they are fresh).
+        refused_status: the status of the answer to an unknown refresh token (400 or 401).
     """
 
     def __init__(
@@ -150,11 +170,14 @@ class TokenIssuer:
         chain: SigningChain,
         users: dict[str, str],
         *,
+        refresh_tokens: dict[str, str] | None = None,
         service: str = SERVICE,
         issuer: str = ISSUER,
     ) -> None:
         self.chain = chain
         self.users = dict(users)
+        self.refresh_tokens = dict(refresh_tokens or {})
+        self.refused_status = 400
         self.service = service
         self.issuer = issuer
         self.expires_in = 300
@@ -173,6 +196,9 @@ class TokenIssuer:
 
             def do_GET(self) -> None:
                 issuer_self._handle(self)
+
+            def do_POST(self) -> None:
+                issuer_self._handle_oauth2(self)
 
         self._server, self._thread = start_loopback_server(Handler, "token-issuer")
         self.port = int(self._server.server_address[1])
@@ -238,6 +264,84 @@ class TokenIssuer:
         body = {"token": token, "access_token": token, "expires_in": self.expires_in}
         _reply(req, 200, {**body, "issued_at": issued})
 
+    def _handle_oauth2(self, req: BaseHTTPRequestHandler) -> None:
+        """`POST /token`: the OAuth2 flow of the distribution token spec, refresh tokens only."""
+        try:
+            length = int(req.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= 64 * 1024:
+            req.close_connection = True
+            _reply(req, 400, {"error": "invalid_request"})
+            return
+        raw = req.rfile.read(length)  # all of it, so the connection can serve the next one
+        if urlsplit(req.path).path != "/token":
+            _reply(req, 404, {"error": "not found"})
+            return
+        form: dict[str, list[str]] = {}
+        content_type = req.headers.get("Content-Type", "").partition(";")[0].strip().lower()
+        if content_type == "application/x-www-form-urlencoded":
+            form = parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True)
+
+        def one(name: str) -> str:
+            return form.get(name, [""])[0]
+
+        scopes = tuple(s for value in form.get("scope", []) for s in value.split(" ") if s)
+        grant_type, refresh_token, client_id = (
+            one("grant_type"),
+            one("refresh_token"),
+            one("client_id"),
+        )
+        header = req.headers.get("Authorization", "")
+        password_sent = "password" in form or header.lower().startswith("basic ")
+        user = ""
+        error = ""
+        if not form or not grant_type or not client_id:
+            error = "invalid_request"
+        elif grant_type != "refresh_token":
+            error = "unsupported_grant_type"
+        elif not refresh_token or one("service") != self.service:
+            error = "invalid_request"
+        else:
+            with self._lock:
+                known = dict(self.refresh_tokens)
+            for candidate, owner in known.items():
+                if secrets.compare_digest(candidate.encode(), refresh_token.encode()):
+                    user = owner
+            if not user:
+                error = "invalid_grant"
+        token = "" if error else self._sign(user, scopes)
+        record = TokenRequest(
+            scopes,
+            one("service"),
+            one("account"),
+            "refused" if error else "ok",
+            token,
+            method="POST",
+            grant_type=grant_type,
+            refresh_token=refresh_token,
+            client_id=client_id,
+            password_sent=password_sent,
+        )
+        with self._lock:
+            self._requests.append(record)
+        if error:
+            status = self.refused_status if error == "invalid_grant" else 400
+            _reply(req, status, {"error": error})
+            return
+        issued = dt.datetime.now(dt.UTC).isoformat()
+        _reply(
+            req,
+            200,
+            {
+                "access_token": token,
+                "token_type": "Bearer",
+                "expires_in": self.expires_in,
+                "issued_at": issued,
+                "scope": " ".join(scopes),
+            },
+        )
+
     def _sign(self, user: str, scopes: tuple[str, ...]) -> str:
         access = []
         for scope in scopes:
@@ -292,13 +396,20 @@ class TokenRegistry:
         workdir: folder for its configuration, certificates and log.
         storage: the storage folder it serves, read-only.
         users: user name -> password of the accounts the issuer knows.
+        refresh_tokens: refresh token -> user name, the identity tokens the issuer knows.
     """
 
-    def __init__(self, workdir: Path, storage: Path, users: dict[str, str]) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        storage: Path,
+        users: dict[str, str],
+        refresh_tokens: dict[str, str] | None = None,
+    ) -> None:
         self.workdir = workdir
         self.storage = storage
         self.chain = SigningChain.create()
-        self.issuer = TokenIssuer(self.chain, users)
+        self.issuer = TokenIssuer(self.chain, users, refresh_tokens=refresh_tokens)
         self.port = _free_port()
         self.log = workdir / "token-registry.log"
         self._proc: subprocess.Popen[bytes] | None = None
