@@ -33,9 +33,9 @@ from updock.core.plan import (
     Verify,
 )
 from updock.core.reference import validate_auto_update_reference
-from updock.defaults import SafetyOptions
 from updock.engines import Engine
 from updock.errors import EngineError, UpdockError
+from updock.options import SafetyOptions
 from updock.state import (
     PULLING,
     RESTARTING,

@@ -2,28 +2,37 @@
 
 Exit statuses follow podman: 0 when everything went well (or there was nothing to do), 125 when
 anything failed (a flag, a container, a check, a restart); the report is printed either way.
+
+Written with argparse rather than click: `updock auto-update` with nothing to do must start
+within twice podman's time (about 26 ms), and importing click alone takes about 30 ms on the lab
+machines, argparse about 7. For the same reason this module imports nothing heavy: the run,
+and everything it needs, is imported once the flags are valid and `updock.prefetch` has seen
+that there is something to do.
+
+Flags parse as podman's (Go pflag) do: booleans are `--flag` or `--flag=false` (a separate word
+after a boolean flag is an argument, not its value), no abbreviations.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
-import warnings
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
-
-import click
 
 from updock import __version__, defaults
-from updock.defaults import SafetyOptions
 from updock.errors import EXIT_ERROR, UpdockError
 
+TYPE_CHECKING = False  # not typing's: importing typing costs start-up time
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any
+
+    from updock.options import SafetyOptions
     from updock.run import RunResult
 
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-CONTEXT = {"help_option_names": ["-h", "--help"]}
+#: strconv.ParseBool's words, which pflag accepts for a boolean flag's value.
+_TRUE = frozenset(("1", "t", "T", "TRUE", "true", "True"))
+_FALSE = frozenset(("0", "f", "F", "FALSE", "false", "False"))
 
 
 def format_errors(errors: Sequence[BaseException]) -> str:
@@ -34,51 +43,142 @@ def format_errors(errors: Sequence[BaseException]) -> str:
     return f"{len(errors)} errors occurred:{items}"
 
 
-class _Group(click.Group):
-    """A group whose usage errors exit with podman's status 125 instead of click's 2."""
+class _Formatter(argparse.HelpFormatter):
+    """argparse's formatter, minus its `import shutil` for the terminal width: argparse makes
+    one per `add_argument`, which would cost start-up time."""
 
-    def main(self, *args: Any, **kwargs: Any) -> Any:
-        kwargs["standalone_mode"] = False
+    def __init__(self, prog: str) -> None:
         try:
-            return super().main(*args, **kwargs)
-        except click.exceptions.Exit as exc:
-            sys.exit(exc.exit_code)
-        except click.exceptions.Abort:
-            click.echo("Aborted!", err=True)
-            sys.exit(EXIT_ERROR)
-        except click.ClickException as exc:
-            exc.show()
-            sys.exit(EXIT_ERROR)
+            width = int(os.environ.get("COLUMNS", "")) or os.get_terminal_size(2).columns
+        except (ValueError, OSError):
+            width = 80
+        super().__init__(prog, width=max(width - 2, 40))
 
 
-def _bool_option(name: str, default: bool | None, help: str) -> Callable[[_F], _F]:
-    """A boolean flag that also takes `=true`/`=false`, like podman's (Go pflag) flags."""
-    return click.option(
+class _Parser(argparse.ArgumentParser):
+    """A parser whose usage errors read and exit like podman's: `Error: ...`, status 125.
+
+    It notes its boolean flags and the flags that take a value, for `_normalize_bools`.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+        self.bool_flags: set[str] = set()
+        self.value_flags: set[str] = set()
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        if isinstance(action, _BoolFlag):
+            self.bool_flags.update(action.option_strings)
+        elif action.nargs != 0:
+            self.value_flags.update(action.option_strings)
+        return action
+
+    def error(self, message: str) -> None:  # type: ignore[override]  # never returns
+        sys.stderr.write(f"Error: {message}\nSee '{self.prog} --help'\n")
+        sys.exit(EXIT_ERROR)
+
+
+def _bool(text: str) -> bool:
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"invalid boolean {text!r} (true or false)")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (>= 0)")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return value
+
+
+class _BoolFlag(argparse.Action):
+    """`--flag=VALUE` (`_normalize_bools` has made `--flag` into `--flag=true`)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, values)
+
+
+def _add_bool(parser: argparse.ArgumentParser, name: str, default: bool | None, help: str) -> None:
+    shown = "" if default is None else f" (default: {str(default).lower()})"
+    parser.add_argument(
         name,
-        type=click.BOOL,
-        is_flag=False,
-        flag_value=True,
+        action=_BoolFlag,
+        type=_bool,
         default=default,
-        show_default=default is not None,
         metavar="[=true|false]",
-        help=help,
+        help=help + shown,
     )
 
 
-_settle_option = click.option(
-    "--settle-time",
-    type=click.FloatRange(min=0),
-    default=defaults.SETTLE,
-    show_default=True,
-    envvar="UPDOCK_SETTLE_TIME",
-    metavar="SECONDS",
-    help="How long a restarted container must stay up (and healthy) before its update counts. "
-    "A container's io.updock.verify.settle label can raise it. [env: UPDOCK_SETTLE_TIME]",
-)
+def _normalize_bools(parser: _Parser, args: Sequence[str]) -> list[str]:
+    """Words as pflag reads them: `--flag` to `--flag=true` for a boolean flag (a following word
+    is never its value), `--flag VALUE` to `--flag=VALUE` for the others (so that a value may
+    start with "-")."""
+    bools, takes_value = parser.bool_flags, parser.value_flags
+    out: list[str] = []
+    value_next = False
+    for i, word in enumerate(args):
+        if value_next:  # the value of the flag before, even if it starts with "-"
+            out[-1] += f"={word}"
+            value_next = False
+            continue
+        if word == "--":
+            return out + list(args[i:])
+        value_next = word in takes_value
+        out.append(f"{word}=true" if word in bools else word)
+    return out
 
 
-def _report(run: Callable[[], RunResult], fmt: str) -> None:
-    """Run, print the report in `fmt` on stdout and the errors on stderr; exit 125 on any."""
+def _env_default(
+    parser: argparse.ArgumentParser,
+    namespace: argparse.Namespace,
+    dest: str,
+    variable: str,
+    convert: Callable[[str], object],
+    fallback: object,
+) -> None:
+    """Fill an option the user did not give from `$variable`, else `fallback`."""
+    if getattr(namespace, dest) is not None:
+        return
+    raw = os.environ.get(variable)
+    if raw is None or raw == "":
+        setattr(namespace, dest, fallback)
+        return
+    try:
+        setattr(namespace, dest, convert(raw))
+    except argparse.ArgumentTypeError as exc:
+        parser.error(f"${variable}: {exc}")
+
+
+def _report(run: Callable[[], RunResult | None], fmt: str) -> int:
+    """Run, print the report in `fmt` on stdout and the errors on stderr; 125 on any error.
+
+    `run` returns None when there was nothing to do (no report at all, as podman).
+    """
     errors: list[BaseException] = []
     try:
         if fmt not in ("", "json"):
@@ -86,186 +186,277 @@ def _report(run: Callable[[], RunResult], fmt: str) -> None:
 
             format_report([], fmt)  # a bad template fails before anything changes
         result = run()
-        errors = list(result.errors)
-        if result.rows:
-            from updock.core.report import format_report
+        if result is not None:
+            errors = list(result.errors)
+            if result.rows:
+                from updock.core.report import format_report
 
-            sys.stdout.write(format_report(result.rows, fmt))
-            sys.stdout.flush()
+                sys.stdout.write(format_report(result.rows, fmt))
+                sys.stdout.flush()
     except UpdockError as exc:
         errors = [exc]
     if errors:
-        click.echo(f"Error: {format_errors(errors)}", err=True)
-        sys.exit(EXIT_ERROR)
+        sys.stderr.write(f"Error: {format_errors(errors)}\n")
+        return EXIT_ERROR
+    return 0
 
 
-@click.group(cls=_Group, context_settings=CONTEXT)
-@click.version_option(__version__, "--version", prog_name="updock")
-def cli() -> None:
-    """Keep containers on their newest image, safely.
-
-    A drop-in replacement for `podman auto-update` that verifies every update and rolls back
-    what it broke.
-    """
+# -- commands ----------------------------------------------------------------------------------
 
 
-@cli.command("auto-update", context_settings=CONTEXT)
-@click.argument("args", nargs=-1, metavar="")
-@click.option(
-    "--authfile",
-    metavar="PATH",
-    default=None,
-    help="Registry credentials file (containers-auth.json). Default: $REGISTRY_AUTH_FILE. "
-    "A container's io.containers.autoupdate.authfile label wins over both.",
-)
-@_bool_option("--dry-run", False, "Check for updates and report them as 'pending'; change nothing.")
-@click.option(
-    "--format",
-    "fmt",
-    metavar="FORMAT",
-    default="",
-    help="Output format: 'json', or a Go template such as '{{.Unit}} {{.Updated}}' "
-    "('table ...' adds a header). Fields: Unit, Container, ContainerName, ContainerID, Image, "
-    "Policy, Updated.",
-)
-@_bool_option(
-    "--rollback",
-    True,
-    "Roll back to the previous image when an update fails (--rollback=false to turn off).",
-)
-@_bool_option(
-    "--tls-verify",
-    None,
-    "Require HTTPS and verify certificates when contacting registries "
-    "(default: as registries.conf says; --tls-verify=false allows plain HTTP).",
-)
-@_settle_option
-@click.option(
-    "--verify-timeout",
-    type=click.FloatRange(min=0),
-    default=defaults.VERIFY_TIMEOUT,
-    show_default=True,
-    envvar="UPDOCK_VERIFY_TIMEOUT",
-    metavar="SECONDS",
-    help="How long a restarted unit has to become active, running and healthy; health checks "
-    "get at least their own start period, interval and retries. Label: "
-    "io.updock.verify.timeout. [env: UPDOCK_VERIFY_TIMEOUT]",
-)
-@_bool_option(
-    "--keep-previous",
-    True,
-    "Keep the previous image (tagged localhost/updock-previous/<container>) after a verified "
-    "update, for `updock rollback`; --keep-previous=false releases it at once.",
-)
-@click.option(
-    "--lock-wait",
-    type=click.FloatRange(min=0),
-    default=defaults.LOCK_WAIT,
-    show_default=True,
-    metavar="SECONDS",
-    help="How long to wait while another updock run updates this host (0: exit at once).",
-)
-@click.option(
-    "--registry-concurrency",
-    type=click.IntRange(min=1),
-    default=defaults.REGISTRY_CONCURRENCY,
-    show_default=True,
-    envvar="UPDOCK_REGISTRY_CONCURRENCY",
-    metavar="N",
-    help="Requests in flight to one registry at most; checks of different registries run "
-    "side by side. [env: UPDOCK_REGISTRY_CONCURRENCY]",
-)
-def auto_update(
-    args: tuple[str, ...],
-    authfile: str | None,
-    dry_run: bool,
-    fmt: str,
-    rollback: bool,
-    tls_verify: bool | None,
-    settle_time: float,
-    verify_timeout: float,
-    keep_previous: bool,
-    lock_wait: float,
-    registry_concurrency: int,
-) -> None:
-    """Update containers according to their auto-update policy.
-
-    Policies are set with the "io.containers.autoupdate" label ("registry" or "local");
-    containers must run in systemd units that create a new container on start (as
-    "podman generate systemd --new" and Quadlet units do). Prints one row per container:
-    UNIT, CONTAINER, IMAGE, POLICY and UPDATED (true, false, failed, pending, rolled back).
-    Exits 125 when anything failed.
-    """
-    # Imported here so that `updock --help` does not pay for the registry and D-Bus stacks.
-    from updock.run import Options, run_auto_update
-
-    if args:
-        raise click.UsageError("`updock auto-update` takes no arguments")
-    if tls_verify is False:
-        # The user asked for unverified TLS: urllib3's warning per request is only noise.
-        warnings.filterwarnings("ignore", message="Unverified HTTPS request")
+def _auto_update(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int:
+    if ns.args:
+        parser.error("`updock auto-update` takes no arguments")
+    _env_default(parser, ns, "settle_time", "UPDOCK_SETTLE_TIME", _seconds, defaults.SETTLE)
+    _env_default(
+        parser, ns, "verify_timeout", "UPDOCK_VERIFY_TIMEOUT", _seconds, defaults.VERIFY_TIMEOUT
+    )
+    _env_default(
+        parser,
+        ns,
+        "registry_concurrency",
+        "UPDOCK_REGISTRY_CONCURRENCY",
+        _count,
+        defaults.REGISTRY_CONCURRENCY,
+    )
+    authfile: str | None = ns.authfile
     if authfile is None:
         authfile = os.environ.get("REGISTRY_AUTH_FILE") or None
     elif not os.path.exists(authfile):
-        raise click.BadParameter(
-            f"credential file is not accessible: {authfile}: no such file or directory",
-            param_hint="--authfile",
+        parser.error(
+            f"--authfile: credential file is not accessible: {authfile}: no such file or directory"
         )
-    safety = SafetyOptions(
-        settle=settle_time, verify_timeout=verify_timeout, keep_previous=keep_previous
-    )
-    options = Options(
-        authfile=authfile,
-        dry_run=dry_run,
-        rollback=rollback,
-        tls_verify=tls_verify,
-        safety=safety,
-        lock_wait=lock_wait,
-        registry_concurrency=registry_concurrency,
-    )
-    _report(lambda: run_auto_update(options), fmt)
+    if ns.tls_verify is False:
+        import warnings
+
+        # The user asked for unverified TLS: urllib3's warning per request is only noise.
+        warnings.filterwarnings("ignore", message="Unverified HTTPS request")
+
+    def run() -> RunResult | None:
+        from updock.prefetch import nothing_to_do
+
+        if nothing_to_do(dry_run=ns.dry_run):
+            return None
+        from updock.run import Options, run_auto_update
+
+        options = Options(
+            authfile=authfile,
+            dry_run=ns.dry_run,
+            rollback=ns.rollback,
+            tls_verify=ns.tls_verify,
+            safety=_safety(ns.settle_time, ns.verify_timeout, ns.keep_previous),
+            lock_wait=ns.lock_wait,
+            registry_concurrency=ns.registry_concurrency,
+        )
+        return run_auto_update(options)
+
+    return _report(run, ns.fmt)
 
 
-@cli.command("rollback", context_settings=CONTEXT)
-@click.argument("unit")
-@click.option("--format", "fmt", metavar="FORMAT", default="", help="As for auto-update.")
-@_settle_option
-def rollback(unit: str, fmt: str, settle_time: float) -> None:
-    """Put UNIT's containers back on the images they ran before their last update.
+def _safety(settle: float, verify_timeout: float, keep_previous: bool) -> SafetyOptions:
+    from updock.options import SafetyOptions
 
-    updock keeps each container's previous image (tagged localhost/updock-previous/<name>)
-    after an update; this re-tags it under the container's image name, restarts the unit and
-    verifies it. Prints the report (UPDATED is "rolled back", or "failed"); exits 125 on error.
-    """
-    from updock.run import Options, run_rollback
-
-    _report(lambda: run_rollback(unit, Options(safety=SafetyOptions(settle=settle_time))), fmt)
+    return SafetyOptions(settle=settle, verify_timeout=verify_timeout, keep_previous=keep_previous)
 
 
-@cli.command("install-units", context_settings=CONTEXT)
-@click.option("--user", is_flag=True, help="Install for the user's systemd manager (rootless).")
-@click.option(
-    "--dest",
-    metavar="DIR",
-    default=None,
-    help="Folder to write the units to. Default: /etc/systemd/system, or "
-    "~/.config/systemd/user with --user.",
-)
-@click.option(
-    "--enable/--no-enable",
-    default=True,
-    show_default=True,
-    help="Reload systemd and enable and start the timer.",
-)
-def install_units(user: bool, dest: str | None, enable: bool) -> None:
-    """Install updock-auto-update.service and .timer (daily, randomized delay, persistent)."""
+def _rollback(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int:
+    _env_default(parser, ns, "settle_time", "UPDOCK_SETTLE_TIME", _seconds, defaults.SETTLE)
+
+    def run() -> RunResult:
+        from updock.run import Options, run_rollback
+
+        safety = _safety(ns.settle_time, defaults.VERIFY_TIMEOUT, True)
+        return run_rollback(ns.unit, Options(safety=safety))
+
+    return _report(run, ns.fmt)
+
+
+def _install_units(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int:
     from updock.units import install
 
-    written = install(user=user, dest=dest, enable=enable)
+    try:
+        written = install(user=ns.user, dest=ns.dest, enable=ns.enable)
+    except UpdockError as exc:
+        sys.stderr.write(f"Error: {exc}\n")
+        return EXIT_ERROR
     for path in written:
-        click.echo(f"wrote {path}")
+        print(f"wrote {path}")
+    return 0
 
 
-def main() -> None:
-    """Entry point of the `updock` console script."""
-    cli()
+# -- the parser --------------------------------------------------------------------------------
+
+_SETTLE_HELP = (
+    "How long a restarted container must stay up (and healthy) before its update counts. "
+    "A container's io.updock.verify.settle label can raise it. "
+    f"[env: UPDOCK_SETTLE_TIME; default: {defaults.SETTLE:g}]"
+)
+
+
+def _format_option(parser: argparse.ArgumentParser, help: str) -> None:
+    parser.add_argument("--format", dest="fmt", metavar="FORMAT", default="", help=help)
+
+
+def build_parser(command: str | None = None) -> tuple[_Parser, dict[str, _Parser]]:
+    """The `updock` command line, and the parser of each command built.
+
+    Args:
+        command: build only this command's parser (when it is one): a run needs no other.
+    """
+    top = _Parser(
+        prog="updock",
+        description="Keep containers on their newest image, safely. A drop-in replacement for "
+        "`podman auto-update` that verifies every update and rolls back what it broke.",
+    )
+    top.add_argument("--version", action="version", version=f"updock, version {__version__}")
+    commands = top.add_subparsers(
+        dest="command", metavar="COMMAND", parser_class=_Parser, prog="updock"
+    )
+    wanted = [command] if command in _COMMANDS else list(_COMMANDS)
+    return top, {name: _COMMANDS[name](commands) for name in wanted}
+
+
+_Subparsers = argparse._SubParsersAction  # the type add_subparsers() returns
+
+
+def _auto_update_parser(commands: _Subparsers[_Parser]) -> _Parser:
+    auto: _Parser = commands.add_parser(
+        "auto-update",
+        help="Update containers according to their auto-update policy.",
+        description="Update containers according to their auto-update policy. Policies are "
+        'set with the "io.containers.autoupdate" label ("registry" or "local"); containers '
+        'must run in systemd units that create a new container on start (as "podman generate '
+        'systemd --new" and Quadlet units do). Prints one row per container: UNIT, CONTAINER, '
+        "IMAGE, POLICY and UPDATED (true, false, failed, pending, rolled back). Exits 125 when "
+        "anything failed.",
+    )
+    auto.add_argument("args", nargs="*", help=argparse.SUPPRESS)
+    auto.add_argument(
+        "--authfile",
+        metavar="PATH",
+        help="Registry credentials file (containers-auth.json). Default: $REGISTRY_AUTH_FILE. "
+        "A container's io.containers.autoupdate.authfile label wins over both.",
+    )
+    _add_bool(
+        auto, "--dry-run", False, "Check for updates and report them as 'pending'; change nothing."
+    )
+    _format_option(
+        auto,
+        "Output format: 'json', or a Go template such as '{{.Unit}} {{.Updated}}' ('table ...' "
+        "adds a header). Fields: Unit, Container, ContainerName, ContainerID, Image, Policy, "
+        "Updated.",
+    )
+    _add_bool(
+        auto,
+        "--rollback",
+        True,
+        "Roll back to the previous image when an update fails (--rollback=false to turn off).",
+    )
+    _add_bool(
+        auto,
+        "--tls-verify",
+        None,
+        "Require HTTPS and verify certificates when contacting registries (default: as "
+        "registries.conf says; --tls-verify=false allows plain HTTP).",
+    )
+    auto.add_argument("--settle-time", type=_seconds, metavar="SECONDS", help=_SETTLE_HELP)
+    auto.add_argument(
+        "--verify-timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="How long a restarted unit has to become active, running and healthy; health "
+        "checks get at least their own start period, interval and retries. Label: "
+        "io.updock.verify.timeout. "
+        f"[env: UPDOCK_VERIFY_TIMEOUT; default: {defaults.VERIFY_TIMEOUT:g}]",
+    )
+    _add_bool(
+        auto,
+        "--keep-previous",
+        True,
+        "Keep the previous image (tagged localhost/updock-previous/<container>) after a "
+        "verified update, for `updock rollback`; --keep-previous=false releases it at once.",
+    )
+    auto.add_argument(
+        "--lock-wait",
+        type=_seconds,
+        default=defaults.LOCK_WAIT,
+        metavar="SECONDS",
+        help="How long to wait while another updock run updates this host (0: exit at once). "
+        f"[default: {defaults.LOCK_WAIT:g}]",
+    )
+    auto.add_argument(
+        "--registry-concurrency",
+        type=_count,
+        metavar="N",
+        help="Requests in flight to one registry at most; checks of different registries run "
+        "side by side. "
+        f"[env: UPDOCK_REGISTRY_CONCURRENCY; default: {defaults.REGISTRY_CONCURRENCY}]",
+    )
+    auto.set_defaults(handler=_auto_update)
+    return auto
+
+
+def _rollback_parser(commands: _Subparsers[_Parser]) -> _Parser:
+    back: _Parser = commands.add_parser(
+        "rollback",
+        help="Put a unit's containers back on the images they ran before their last update.",
+        description="Put UNIT's containers back on the images they ran before their last "
+        "update. updock keeps each container's previous image (tagged "
+        "localhost/updock-previous/<name>) after an update; this re-tags it under the "
+        "container's image name, restarts the unit and verifies it. Prints the report "
+        '(UPDATED is "rolled back", or "failed"); exits 125 on error.',
+    )
+    back.add_argument("unit", metavar="UNIT")
+    _format_option(back, "As for auto-update.")
+    back.add_argument("--settle-time", type=_seconds, metavar="SECONDS", help=_SETTLE_HELP)
+    back.set_defaults(handler=_rollback)
+    return back
+
+
+def _install_units_parser(commands: _Subparsers[_Parser]) -> _Parser:
+    units: _Parser = commands.add_parser(
+        "install-units",
+        help="Install updock-auto-update.service and .timer.",
+        description="Install updock-auto-update.service and .timer (daily, randomized delay, "
+        "persistent).",
+    )
+    units.add_argument(
+        "--user", action="store_true", help="Install for the user's systemd manager (rootless)."
+    )
+    units.add_argument(
+        "--dest",
+        metavar="DIR",
+        help="Folder to write the units to. Default: /etc/systemd/system, or "
+        "~/.config/systemd/user with --user.",
+    )
+    units.add_argument(
+        "--enable",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Reload systemd and enable and start the timer (default: --enable).",
+    )
+    units.set_defaults(handler=_install_units)
+    return units
+
+
+_COMMANDS: dict[str, Callable[[_Subparsers[_Parser]], _Parser]] = {
+    "auto-update": _auto_update_parser,
+    "rollback": _rollback_parser,
+    "install-units": _install_units_parser,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `updock` command line; its exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    parser, commands = build_parser(args[0] if args else None)
+    sub = commands.get(args[0]) if args else None
+    if sub is not None:
+        args = [args[0], *_normalize_bools(sub, args[1:])]
+    ns, unknown = parser.parse_known_args(args)
+    if unknown:
+        (sub or parser).error(f"unknown flag: {unknown[0]}")
+    if ns.command is None:
+        parser.error("missing command 'updock COMMAND'")
+    handler: Callable[[argparse.ArgumentParser, argparse.Namespace], int] = ns.handler
+    return handler(sub or parser, ns)

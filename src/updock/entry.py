@@ -1,40 +1,32 @@
 """The `updock` command's entry point: as little as possible before the real work starts.
 
-For `auto-update`, `podman ps` is started first thing, before the rest of updock (click, the
-core, the engine) is imported: with nothing to update, listing containers is most of a run, and
-this way it overlaps with the imports. `updock.engines.podman` takes the output from `PREFETCHED`.
+For `auto-update`, `podman ps` is spawned first thing (`updock.prefetch`), before the command
+line is even parsed: with nothing to update, listing containers is most of a run.
 """
 
 from __future__ import annotations
 
-import contextlib
-import subprocess
+import os
 import sys
 
-#: The arguments of the prefetched `podman ps`, and the process (0 or 1 of them).
-PS_ARGS = ("ps", "--no-trunc", "--format", "json")
-PREFETCHED: list[subprocess.Popen[str]] = []
+TYPE_CHECKING = False  # not typing's: importing typing costs start-up time
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 
-def prefetch_listing() -> None:
-    """Start `podman ps` now, with this process's environment."""
-    with contextlib.suppress(OSError):  # the engine's own call reports it
-        PREFETCHED.append(
-            subprocess.Popen(
-                ["podman", *PS_ARGS],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                stdin=subprocess.DEVNULL,
-                text=True,
-            )
-        )
-
-
-def main() -> None:
+def main() -> NoReturn:
     """Start listing containers for `auto-update` at once, then run the CLI."""
     args = sys.argv[1:]
     if args[:1] == ["auto-update"] and "-h" not in args and "--help" not in args:
-        prefetch_listing()
+        from updock.prefetch import start_listing
+
+        start_listing()
     from updock.cli import main as cli_main
 
-    cli_main()
+    code = cli_main()
+    if "updock.prefetch" in sys.modules and sys.modules["updock.prefetch"].ENDED_EARLY:
+        # Nothing was done, so there is nothing to clean up: skip the interpreter's teardown.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    raise SystemExit(code)

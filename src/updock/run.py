@@ -21,9 +21,9 @@ from updock.core.model import Container, Image, Policy, ReportRow, Task
 from updock.core.policy import effective_labels, lookup_policy
 from updock.core.reference import validate_auto_update_reference
 from updock.core.tasks import assemble_tasks, unit_groups
-from updock.defaults import SafetyOptions
 from updock.engines import Engine
 from updock.errors import EngineError, RegistryError, UpdockError
+from updock.options import SafetyOptions
 
 if TYPE_CHECKING:
     from concurrent.futures import Future

@@ -36,13 +36,9 @@ class LockTimeout(UpdockError):
 
 def default_state_dir() -> Path:
     """`$UPDOCK_STATE_DIR`, else /var/lib/updock for root, else the user's state folder."""
-    env = os.environ.get("UPDOCK_STATE_DIR")
-    if env:
-        return Path(env)
-    if os.geteuid() == 0:
-        return Path("/var/lib/updock")
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local/state")
-    return Path(base) / "updock"
+    from updock.prefetch import state_dir
+
+    return Path(state_dir())
 
 
 @dataclass

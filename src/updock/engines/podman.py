@@ -14,9 +14,9 @@ import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from updock.core.model import LABEL_POLICY, Container, ContainerState, Image
-from updock.entry import PS_ARGS
+from updock.core.model import Container, ContainerState, Image
 from updock.errors import EngineError
+from updock.prefetch import PS_ARGS, take_listing, wants_update
 
 # Options of `podman run/create` whose value is a separate word that could look like an image.
 _VALUE_OPTIONS = frozenset(
@@ -92,18 +92,6 @@ def raw_image_name(create_command: Sequence[str], image_name: str) -> str:
                 return word
         previous = word if word.startswith("-") and "=" not in word else ""
     return image_name
-
-
-def _take_prefetched() -> subprocess.Popen[str] | None:
-    """The `podman ps` that `updock.entry` started, if it did (and nobody took it yet)."""
-    from updock.entry import PREFETCHED
-
-    return PREFETCHED.pop() if PREFETCHED else None
-
-
-def _wants_update(labels: Mapping[str, str]) -> bool:
-    """Whether a container has an auto-update label (kube-play per-container ones included)."""
-    return any(k.startswith(LABEL_POLICY) for k in labels)
 
 
 def _container(inspected: Mapping[str, Any] | None, listed: Mapping[str, Any]) -> Container:
@@ -194,18 +182,16 @@ class Podman:
             raise EngineError(f"podman {args[0]} printed invalid JSON: {exc}") from exc
 
     def _listing(self) -> Any:
-        proc = _take_prefetched()
-        if proc is not None and self._command == ["podman"] and self._env in (None, os.environ):
-            out, _err = proc.communicate()
-            if proc.returncode == 0:
-                try:
-                    return json.loads(out) if out.strip() else []
-                except json.JSONDecodeError:
-                    pass  # ask again below, where the error is reported properly
-        elif proc is not None:
-            proc.kill()
-            proc.wait()
-        return self._json(*PS_ARGS)
+        prefetched = take_listing()  # what `updock.prefetch` started, with the same environment
+        if (
+            prefetched is not None
+            and self._command == ["podman"]
+            and self._env in (None, os.environ)
+        ):
+            listing = prefetched.containers()
+            if listing is not None:
+                return listing
+        return self._json(*PS_ARGS)  # again: this one reports a failure properly
 
     def running_containers(
         self, on_candidates: Callable[[list[Container]], object] | None = None
@@ -233,7 +219,7 @@ class Podman:
     ) -> list[Container] | None:
         """The containers of one `ps` listing; None if a labelled one vanished meanwhile."""
         listed = [c for c in listing if c.get("State") == "running"]
-        labelled = [c for c in listed if _wants_update(c.get("Labels") or {})]
+        labelled = [c for c in listed if wants_update(c.get("Labels") or {})]
         inspecting = self._start("container", "inspect", *(c["Id"] for c in labelled))
         image_ids = sorted({c["ImageID"] for c in labelled if c.get("ImageID")})
         images = self._start("image", "inspect", *image_ids) if image_ids else None

@@ -815,8 +815,14 @@ WantedBy=default.target
     def updock(
         self, *args: str, env: Mapping[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
-        """`updock ARGS` run in the lab with this Python (never raises on its exit status)."""
-        return self.run([sys.executable, "-m", "updock", *args], check=False, env=env)
+        """`updock ARGS` run in the lab with this Python (never raises on its exit status).
+
+        The `updock` script next to this Python (that of the venv updock is installed in) runs
+        it, as users do; `python -m updock` if there is none.
+        """
+        script = Path(sys.executable).with_name("updock")
+        command = [str(script)] if script.exists() else [sys.executable, "-m", "updock"]
+        return self.run([*command, *args], check=False, env=env)
 
     def auto_update(self, *args: str) -> subprocess.CompletedProcess[str]:
         """The real `podman auto-update ARGS` in the lab (never raises on its exit status)."""

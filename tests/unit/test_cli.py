@@ -1,0 +1,141 @@
+"""The command line's parsing: podman's flag grammar, usage errors with exit status 125, and a
+start-up that imports nothing heavy. (Running commands is tested in the lab.)"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from updock import defaults
+from updock.cli import build_parser, main
+from updock.core.model import LABEL_POLICY
+from updock.prefetch import LABEL_POLICY as PREFETCH_LABEL_POLICY
+from updock.registry.client import DEFAULT_CONCURRENCY
+
+
+def _parse(*args: str) -> dict[str, object]:
+    from updock.cli import _normalize_bools
+
+    parser, commands = build_parser("auto-update")
+    ns = parser.parse_args(["auto-update", *_normalize_bools(commands["auto-update"], args)])
+    return vars(ns)
+
+
+def _usage_error(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    with pytest.raises(SystemExit) as caught:
+        main(list(args))
+    assert caught.value.code == 125
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("Error: ")
+    return err
+
+
+def test_booleans_as_pflag_parses_them() -> None:
+    assert _parse()["dry_run"] is False
+    assert _parse()["rollback"] is True
+    assert _parse()["tls_verify"] is None
+    assert _parse("--dry-run")["dry_run"] is True
+    assert _parse("--dry-run=false")["dry_run"] is False
+    assert _parse("--rollback=false", "--tls-verify=FALSE")["rollback"] is False
+    assert _parse("--tls-verify=t")["tls_verify"] is True
+    # A word after a boolean flag is an argument, not its value (then refused, as by podman).
+    assert _parse("--dry-run", "false")["args"] == ["false"]
+    # The value of a flag that takes one is left alone, even when it looks like a flag.
+    assert _parse("--format", "--dry-run")["fmt"] == "--dry-run"
+    assert _parse("--format", "--dry-run")["dry_run"] is False
+
+
+def test_defaults_are_the_shared_ones() -> None:
+    args = _parse()
+    assert args["lock_wait"] == defaults.LOCK_WAIT
+    assert args["fmt"] == ""
+    # Filled from the environment or the defaults after parsing (see the env tests below).
+    assert args["settle_time"] is None
+    assert defaults.REGISTRY_CONCURRENCY == DEFAULT_CONCURRENCY
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["auto-update", "some-container"], "`updock auto-update` takes no arguments"),
+        (["auto-update", "--dry-run", "yes-please"], "takes no arguments"),
+        (["auto-update", "--dry-run=maybe"], "invalid boolean 'maybe'"),
+        (["auto-update", "--dry-ru"], "unknown flag: --dry-ru"),  # no abbreviations
+        (["auto-update", "--settle-time", "-1"], "'-1' is not a number of seconds"),
+        (["auto-update", "--lock-wait", "soon"], "'soon' is not a number of seconds"),
+        (["auto-update", "--registry-concurrency", "0"], "'0' is not a whole number >= 1"),
+        (["auto-update", "--authfile", "/no/such/auth.json"], "/no/such/auth.json"),
+        (["rollback"], "UNIT"),
+        (["bogus"], "invalid choice: 'bogus'"),
+        ([], "missing command"),
+    ],
+)
+def test_usage_errors_exit_125_and_say_what(
+    capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    err = _usage_error(capsys, *args)
+    assert message in err
+    assert "See 'updock" in err
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("UPDOCK_SETTLE_TIME", "abc"),
+        ("UPDOCK_VERIFY_TIMEOUT", "-3"),
+        ("UPDOCK_REGISTRY_CONCURRENCY", "many"),
+    ],
+)
+def test_a_bad_environment_value_names_the_variable(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    err = _usage_error(capsys, "auto-update")
+    assert f"${variable}: {value!r}" in err
+
+
+def test_version_and_help_exit_0(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["--version"])
+    assert caught.value.code == 0
+    assert capsys.readouterr().out == "updock, version 0.1.0\n"
+    with pytest.raises(SystemExit) as caught:
+        main(["auto-update", "--help"])
+    assert caught.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--dry-run", "--format", "--rollback", "--tls-verify", "--authfile"):
+        assert flag in out
+    assert "UPDOCK_SETTLE_TIME" in out
+
+
+def test_prefetch_knows_the_policy_label() -> None:
+    assert PREFETCH_LABEL_POLICY == LABEL_POLICY
+
+
+def _loaded(code: str, modules: tuple[str, ...]) -> list[str]:
+    """Which of `modules` a fresh interpreter has loaded after running `code`."""
+    probe = f"{code}\nimport sys\nprint(' '.join(m for m in {modules!r} if m in sys.modules))"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    return out.split()
+
+
+def test_start_up_imports_nothing_heavy() -> None:
+    """What `updock auto-update` loads before it knows whether there is anything to do: no
+    click, no typing, no dataclasses, no subprocess, no HTTP stack (each costs start-up time
+    against podman's)."""
+    code = (
+        "import updock.entry, updock.cli, updock.prefetch\nupdock.cli.build_parser('auto-update')"
+    )
+    heavy: tuple[str, ...] = ("click", "typing", "dataclasses", "subprocess", "requests")
+    heavy += ("urllib3", "ssl", "shutil", "threading", "logging", "updock.run", "updock.registry")
+    assert _loaded(code, heavy) == []
+
+
+def test_importing_the_registry_package_loads_no_http_stack() -> None:
+    code = "import updock.registry, updock.registry.client"
+    assert _loaded(code, ("requests", "urllib3", "ssl", "http.client")) == []
