@@ -279,10 +279,13 @@ def _update(
             client = registry
             if client is None:
                 from updock.registry import RegistryClient
+                from updock.registry.hints import FILE_NAME
 
                 client = stack.enter_context(
                     RegistryClient(
-                        tls_verify=options.tls_verify, concurrency=options.registry_concurrency
+                        tls_verify=options.tls_verify,
+                        concurrency=options.registry_concurrency,
+                        hints_file=store.folder / FILE_NAME,
                     )
                 )
                 client.preload()

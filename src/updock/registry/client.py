@@ -46,6 +46,7 @@ from urllib.parse import urlencode, urlsplit
 
 from updock import defaults
 from updock.errors import RegistryAuthError, RegistryError
+from updock.registry import hints
 from updock.registry.auth import DOCKER_HUB, CredentialHelpers, Credentials, find_credentials
 from updock.registry.exchange import ExchangeFailure, Reply, TLSFailure, TransientFailure
 from updock.registry.manifest import (
@@ -151,6 +152,9 @@ class _HostState:
     first_contact: threading.Event | None = None
     #: The first request has ended: later requests use what it learned.
     contacted: bool = False
+    #: `scheme` and `challenge` come from an earlier run (`hints.py`), not from this one.
+    scheme_hinted: bool = False
+    challenge_hinted: bool = False
     #: time.monotonic() before which no request may be sent (a 429's Retry-After).
     not_before: float = 0.0
     #: Why the host could not be reached, after every attempt of a request failed.
@@ -218,6 +222,8 @@ class RegistryClient:
         registries_conf: registries.conf to read instead of the default (for tests).
         registries_conf_dirs: its drop-in folders instead of the default ones.
         certs_dirs: certs.d roots instead of the default ones.
+        hints_file: where to read what earlier runs learned of registries (scheme,
+            authentication), and to save what this one learned, on `close()`; None: neither.
         preload: import the HTTP stack (requests) now, in a background thread, so that it is
             ready when the run's first check starts (the run lists containers first).
         clock: seconds of a monotonic clock, for token expiry (for tests).
@@ -235,6 +241,7 @@ class RegistryClient:
         registries_conf: Path | None = None,
         registries_conf_dirs: Sequence[Path] | None = None,
         certs_dirs: Sequence[Path] | None = None,
+        hints_file: Path | None = None,
         preload: bool = False,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
@@ -265,6 +272,8 @@ class RegistryClient:
         self._lock = threading.Lock()
         self._hosts: dict[str, _HostState] = {}
         self._tokens: dict[tuple[str, str, str, Credentials | None], _TokenSlot] = {}
+        self._hints_file = hints_file
+        self._hints = hints.load(hints_file) if hints_file is not None else {}
 
     def preload(self) -> None:
         """Import the HTTP stack in a background thread now, before the first request needs it
@@ -272,11 +281,18 @@ class RegistryClient:
         threading.Thread(target=_import_transport, name="preload", daemon=True).start()
 
     def close(self) -> None:
-        """Close the connections kept open."""
+        """Close the connections kept open; save what was learned of registries (if asked)."""
         with self._lock:
             transport, self._transport_instance = self._transport_instance, None
+            learned = {
+                host: _hint_of(state)
+                for host, state in self._hosts.items()
+                if state.scheme is not None and not host.startswith(_TOKEN_HOST)
+            }
         if transport is not None:
             transport.close()
+        if self._hints_file is not None:
+            hints.save(self._hints_file, learned)
 
     def _transport(self) -> HTTPTransport:
         """The HTTP transport, made (and requests imported) on the first request."""
@@ -422,6 +438,12 @@ class RegistryClient:
             state = self._hosts.get(host)
             if state is None:
                 state = _HostState(threading.BoundedSemaphore(self.concurrency))
+                hint = self._hints.get(host)
+                if hint is not None:  # no first contact to wait for: every request goes at once
+                    state.scheme, state.scheme_hinted = hint.scheme, True
+                    state.challenge = _challenge_of(hint)
+                    state.challenge_hinted = state.challenge is not None
+                    state.contacted = True
                 self._hosts[host] = state
             return state
 
@@ -460,8 +482,18 @@ class RegistryClient:
         state = self._host(call.endpoint)
         with self._first_contact(state):
             with self._lock:
-                challenge = state.challenge
-            auth = self._authorization(call, challenge)
+                challenge, hinted = state.challenge, state.challenge_hinted
+            try:
+                auth = self._authorization(call, challenge)
+            except RegistryError as exc:
+                if not hinted:
+                    raise
+                # The token server an earlier run met may have moved: ask the registry again.
+                log.debug("%s: the remembered authentication failed (%s)", call.endpoint, exc)
+                with self._lock:
+                    if state.challenge == challenge:
+                        state.challenge, state.challenge_hinted = None, False
+                challenge, auth = None, None
             reply = self._send(call, state, method, path, auth)
             if reply.status == 401:
                 challenge = parse_challenge(reply.headers.get("WWW-Authenticate", ""))
@@ -471,7 +503,7 @@ class RegistryClient:
                         "updock does not support"
                     )
                 with self._lock:
-                    state.challenge = challenge
+                    state.challenge, state.challenge_hinted = challenge, False
                 if challenge.scheme == "bearer":  # the cached token (if any) was refused
                     self._forget_token(call, challenge, auth)
                 retry = self._authorization(call, challenge)
@@ -563,7 +595,7 @@ class RegistryClient:
             refused = (401, 403)
         verify = self._tls.settings(host).verify
         started = self._clock()
-        state = self._host(f"token {host}")
+        state = self._host(f"{_TOKEN_HOST}{host}")
         reply = self._with_retries(
             call.image,
             state,
@@ -675,7 +707,7 @@ class RegistryClient:
             RegistryError: anything else that went wrong (TLS, a broken URL, too big a body).
         """
         with self._lock:
-            known = state.scheme
+            known, hinted = state.scheme, state.scheme_hinted
         if not call.tls.allow_http:
             schemes = ["https"]
         elif known is not None:
@@ -689,7 +721,17 @@ class RegistryClient:
                 reply = self._transport().exchange(
                     call.endpoint, method, url, headers, call.tls.verify
                 )
+                if hinted and scheme == "http" and reply.status == 400:
+                    # What a TLS server answers to plain HTTP: the registry moved to TLS.
+                    raise TLSFailure("plain HTTP refused", "plain HTTP refused")
             except (TransientFailure, TLSFailure) as exc:
+                if hinted and call.tls.allow_http and len(schemes) == 1:
+                    # An earlier run's scheme no longer works: try both, as without hints.
+                    log.debug("%s over %s failed (%s)", call.endpoint, scheme, exc.message)
+                    with self._lock:
+                        if state.scheme == scheme and state.scheme_hinted:
+                            state.scheme, state.scheme_hinted = None, False
+                    return self._send_once(call, state, method, path, headers)
                 if scheme == "https" and len(schemes) > 1:
                     # containers/image does the same for an insecure registry.
                     log.debug("HTTPS to %s failed (%s); trying HTTP", call.endpoint, exc.message)
@@ -706,7 +748,7 @@ class RegistryClient:
             except ExchangeFailure as exc:
                 raise RegistryError(f"checking {call.image}: {exc.message}") from exc.__cause__
             with self._lock:
-                state.scheme = scheme
+                state.scheme, state.scheme_hinted = scheme, False
             return reply
         raise AssertionError("unreachable: the last scheme returns or raises")  # pragma: no cover
 
@@ -752,6 +794,26 @@ def _oauth2_error(body: bytes, secret: str) -> str:
     if not isinstance(code, str) or not _OAUTH2_ERROR_CODE.match(code) or secret in code:
         return ""
     return f": {code}"
+
+
+#: The prefix of the `_hosts` keys of token servers (the others are registries).
+_TOKEN_HOST = "token "
+
+
+def _challenge_of(hint: hints.Hint) -> Challenge | None:
+    if hint.auth == "basic":
+        return Challenge("basic")
+    if hint.auth == "bearer" and hint.realm:
+        return Challenge("bearer", hint.realm, hint.service)
+    return None
+
+
+def _hint_of(state: _HostState) -> hints.Hint:
+    assert state.scheme is not None
+    challenge = state.challenge
+    if challenge is None:
+        return hints.Hint(state.scheme)
+    return hints.Hint(state.scheme, challenge.scheme, challenge.realm, challenge.service)
 
 
 def _import_transport() -> None:
