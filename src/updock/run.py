@@ -247,7 +247,11 @@ def run_auto_update(
         stack.callback(connection.close)
         if not options.dry_run:
             # One run at a time; and a killed run's unfinished update is repaired first.
-            stack.enter_context(store.locked(options.lock_wait))
+            if stack.enter_context(store.locked(options.lock_wait)):
+                # Another run updated this host meanwhile: list the containers again.
+                from updock.prefetch import take_listing
+
+                take_listing()
             if store.load():
                 from updock.actions import recover
 

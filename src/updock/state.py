@@ -90,8 +90,10 @@ class StateStore:
     # -- lock -----------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def locked(self, wait: float) -> Iterator[None]:
+    def locked(self, wait: float) -> Iterator[bool]:
         """Hold the run lock; wait up to `wait` seconds for another run to release it.
+
+        Yields whether another run held it first (what was seen before may have changed).
 
         Raises:
             LockTimeout: another run still holds it after `wait` seconds (0: do not wait).
@@ -103,6 +105,7 @@ class StateStore:
         except OSError as exc:
             raise ConfigError(f"cannot open the lock in {self.folder}: {exc}") from exc
         deadline = time.monotonic() + wait
+        waited = False
         try:
             while True:
                 try:
@@ -118,9 +121,10 @@ class StateStore:
                         f"waited {wait:g}s for it (--lock-wait)"
                     )
                 time.sleep(0.1)
+                waited = True
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-            yield
+            yield waited
         finally:
             os.close(fd)  # closing releases the flock
 

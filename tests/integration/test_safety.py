@@ -166,9 +166,9 @@ def test_a_killed_run_is_repaired_by_the_next(
     assert _journal(lab) == {}
 
 
-def _start_updock(lab: Lab, *args: str) -> subprocess.Popen[str]:
+def _start_updock(lab: Lab, *args: str, settle: float = 3) -> subprocess.Popen[str]:
     assert lab.systemd_pid is not None
-    env = {**os.environ, **lab.env, "UPDOCK_SETTLE_TIME": "3"}
+    env = {**os.environ, **lab.env, "UPDOCK_SETTLE_TIME": f"{settle:g}"}
     cmd = ["nsenter", "-t", str(lab.systemd_pid), "-m", "-p", "--"]
     cmd += [sys.executable, "-m", "updock", "auto-update", "--format", "json", *args]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -197,6 +197,25 @@ def test_two_runs_at_once_restart_nothing_twice(lab: Lab) -> None:
     assert updated == ["false", "true"]
     assert lab.unit_starts(unit) == 3
     assert lab.container_version("pair") == "v3"
+
+
+def test_a_run_that_waited_for_the_lock_lists_the_containers_again(lab: Lab) -> None:
+    slow = _service(lab, "holder", ImageKind.HEALTHY)
+    late_image = lab.build_image(f"{lab.plain.host}/safe/late:latest", version="v1")
+    first = _start_updock(lab, settle=8)  # holds the lock while it verifies `holder`
+    deadline = time.monotonic() + 30
+    while lab.unit_starts(slow) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    second = _start_updock(lab)  # lists the containers now, then waits for the lock
+    time.sleep(1)
+    lab.create_service("late", late_image)  # appears while the second run waits
+    out_first, err_first = first.communicate(timeout=120)
+    out_second, err_second = second.communicate(timeout=120)
+    assert first.returncode == 0, err_first
+    assert second.returncode == 0, err_second
+    assert [r["ContainerName"] for r in json.loads(out_first)] == ["holder"]
+    rows = {r["ContainerName"]: r["Updated"] for r in json.loads(out_second)}
+    assert rows == {"holder": "false", "late": "false"}
 
 
 def test_bad_verification_label_changes_nothing(lab: Lab) -> None:
