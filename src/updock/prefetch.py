@@ -44,8 +44,7 @@ class Listing:
 
     def __init__(self, pid: int, out_fd: int, err_fd: int) -> None:
         self._pid = pid
-        self._fds = {out_fd: bytearray(), err_fd: bytearray()}
-        self._out_fd = out_fd
+        self._fds = {out_fd: bytearray(), err_fd: bytearray()}  # standard output first
         self._result: tuple[int, str, str] | None = None
         self._parsed: list[object] | None = None
 
@@ -68,7 +67,7 @@ class Listing:
                         os.close(fd)
                         open_fds.discard(fd)
             _, status = os.waitpid(self._pid, 0)
-            out, err = (bytes(self._fds[fd]).decode(errors="replace") for fd in self._fds)
+            out, err = (bytes(data).decode(errors="replace") for data in self._fds.values())
             self._result = (os.waitstatus_to_exitcode(status), out, err)
         return self._result
 

@@ -120,3 +120,18 @@ def test_an_unreadable_journal_means_a_full_run(tmp_path: Path) -> None:
     (_state(tmp_path) / "state.json").write_text("{broken")
     _listing([])
     assert not prefetch.nothing_to_do(dry_run=False)
+
+
+def test_the_listing_reads_both_pipes_to_the_end() -> None:
+    # More than a pipe holds on both streams: reading one after the other would hang.
+    script = (
+        "head -c 300000 /dev/zero | tr '\\0' x; head -c 100000 /dev/zero | tr '\\0' e >&2; exit 3"
+    )
+    prefetch.start_listing(["sh", "-c", script])
+    listing = prefetch.take_listing()
+    assert listing is not None
+    code, out, err = listing.result()
+    assert (code, len(out), len(err)) == (3, 300000, 100000)
+    assert set(out) == {"x"}
+    assert set(err) == {"e"}
+    assert listing.containers() is None  # failed: the engine lists again and says why
