@@ -123,9 +123,9 @@ def test_an_unreadable_journal_means_a_full_run(tmp_path: Path) -> None:
 
 
 def test_the_listing_reads_both_pipes_to_the_end() -> None:
-    # More than a pipe holds on both streams: reading one after the other would hang.
+    # More than a pipe holds, standard error first: reading standard output alone would hang.
     script = (
-        "head -c 300000 /dev/zero | tr '\\0' x; head -c 100000 /dev/zero | tr '\\0' e >&2; exit 3"
+        "head -c 100000 /dev/zero | tr '\\0' e >&2; head -c 300000 /dev/zero | tr '\\0' x; exit 3"
     )
     prefetch.start_listing(["sh", "-c", script])
     listing = prefetch.take_listing()
