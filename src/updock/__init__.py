@@ -2,6 +2,7 @@
 
 Layers, and who may import whom (an import that goes upwards is a bug):
 
+    entry.py          the `updock` command: spawns `podman ps` (prefetch.py) before anything else
     cli.py            the thin shell for users: parses flags, prints, maps errors to exit status
     run.py            one auto-update run: drives the core's plan with real engines/services
     engines/          container engines (podman): list containers and images, pull, tag
@@ -9,6 +10,9 @@ Layers, and who may import whom (an import that goes upwards is a bug):
     systemd/          service managers (systemd over D-Bus): restart a unit, wait for its job
     core/             pure decisions and values: no I/O, imports nothing above it
     errors.py         the exception tree, importable from every layer
+    prefetch.py       that `podman ps`, and whether a run has anything to do, decided before the
+                      rest is imported; a leaf (imports nothing of updock), importable from every
+                      layer but the core
 
 `testing/` holds the lab (real podman, registry and systemd) used by the tests and the demo;
 nothing in the package imports it.
