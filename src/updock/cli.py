@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     from updock.options import SafetyOptions
     from updock.run import RunResult
 
+#: The exit status after Ctrl-C (128 + SIGINT), as a shell reports it.
+EXIT_INTERRUPTED = 130
+
 #: strconv.ParseBool's words, which pflag accepts for a boolean flag's value.
 _TRUE = frozenset(("1", "t", "T", "TRUE", "true", "True"))
 _FALSE = frozenset(("0", "f", "F", "FALSE", "false", "False"))
@@ -459,4 +462,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ns.command is None:
         parser.error("missing command 'updock COMMAND'")
     handler: Callable[[argparse.ArgumentParser, argparse.Namespace], int] = ns.handler
-    return handler(sub or parser, ns)
+    try:
+        return handler(sub or parser, ns)
+    except KeyboardInterrupt:  # Ctrl-C: a word, not a traceback (an update is journaled)
+        sys.stderr.write("Error: interrupted\n")
+        return EXIT_INTERRUPTED

@@ -139,3 +139,16 @@ def test_start_up_imports_nothing_heavy() -> None:
 def test_importing_the_registry_package_loads_no_http_stack() -> None:
     code = "import updock.registry, updock.registry.client"
     assert _loaded(code, ("requests", "urllib3", "ssl", "http.client")) == []
+
+
+def test_ctrl_c_is_a_word_and_status_130(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from updock import cli
+
+    def interrupted(parser: object, ns: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_install_units", interrupted)
+    assert main(["install-units", "--no-enable"]) == 130
+    assert capsys.readouterr().err == "Error: interrupted\n"
