@@ -207,9 +207,8 @@ def _report(run: Callable[[], RunResult | None], fmt: str) -> int:
 # -- commands ----------------------------------------------------------------------------------
 
 
-def _auto_update(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int:
-    if ns.args:
-        parser.error("`updock auto-update` takes no arguments")
+def fill_from_environment(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> None:
+    """Options of `auto-update` the user did not give: from `UPDOCK_*`, else the defaults."""
     _env_default(parser, ns, "settle_time", "UPDOCK_SETTLE_TIME", _seconds, defaults.SETTLE)
     _env_default(
         parser, ns, "verify_timeout", "UPDOCK_VERIFY_TIMEOUT", _seconds, defaults.VERIFY_TIMEOUT
@@ -222,6 +221,12 @@ def _auto_update(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int
         _count,
         defaults.REGISTRY_CONCURRENCY,
     )
+
+
+def _auto_update(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int:
+    if ns.args:
+        parser.error("`updock auto-update` takes no arguments")
+    fill_from_environment(parser, ns)
     authfile: str | None = ns.authfile
     if authfile is None:
         authfile = os.environ.get("REGISTRY_AUTH_FILE") or None

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import sys
 
+from updock import prefetch  # imports nothing but os
+
 TYPE_CHECKING = False  # not typing's: importing typing costs start-up time
 if TYPE_CHECKING:
     from typing import NoReturn
@@ -18,13 +20,11 @@ def main() -> NoReturn:
     """Start listing containers for `auto-update` at once, then run the CLI."""
     args = sys.argv[1:]
     if args[:1] == ["auto-update"] and "-h" not in args and "--help" not in args:
-        from updock.prefetch import start_listing
-
-        start_listing()
+        prefetch.start_listing()
     from updock.cli import main as cli_main
 
     code = cli_main()
-    if "updock.prefetch" in sys.modules and sys.modules["updock.prefetch"].ENDED_EARLY:
+    if prefetch.ENDED_EARLY:
         # Nothing was done, so there is nothing to clean up: skip the interpreter's teardown.
         sys.stdout.flush()
         sys.stderr.flush()

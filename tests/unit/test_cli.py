@@ -12,7 +12,6 @@ from updock import defaults
 from updock.cli import build_parser, main
 from updock.core.model import LABEL_POLICY
 from updock.prefetch import LABEL_POLICY as PREFETCH_LABEL_POLICY
-from updock.registry.client import DEFAULT_CONCURRENCY
 
 
 def _parse(*args: str) -> dict[str, object]:
@@ -48,13 +47,33 @@ def test_booleans_as_pflag_parses_them() -> None:
     assert _parse("--format", "--dry-run")["dry_run"] is False
 
 
-def test_defaults_are_the_shared_ones() -> None:
-    args = _parse()
-    assert args["lock_wait"] == defaults.LOCK_WAIT
-    assert args["fmt"] == ""
-    # Filled from the environment or the defaults after parsing (see the env tests below).
-    assert args["settle_time"] is None
-    assert defaults.REGISTRY_CONCURRENCY == DEFAULT_CONCURRENCY
+def _filled(*args: str) -> dict[str, object]:
+    from updock.cli import _normalize_bools, fill_from_environment
+
+    parser, commands = build_parser("auto-update")
+    sub = commands["auto-update"]
+    ns = parser.parse_args(["auto-update", *_normalize_bools(sub, args)])
+    fill_from_environment(sub, ns)
+    return vars(ns)
+
+
+def test_unset_options_come_from_the_environment_then_the_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for variable in ("UPDOCK_SETTLE_TIME", "UPDOCK_VERIFY_TIMEOUT", "UPDOCK_REGISTRY_CONCURRENCY"):
+        monkeypatch.delenv(variable, raising=False)
+    plain = _filled()
+    assert (plain["settle_time"], plain["verify_timeout"], plain["registry_concurrency"]) == (
+        defaults.SETTLE,
+        defaults.VERIFY_TIMEOUT,
+        defaults.REGISTRY_CONCURRENCY,
+    )
+    assert plain["lock_wait"] == defaults.LOCK_WAIT
+    monkeypatch.setenv("UPDOCK_SETTLE_TIME", "2.5")
+    monkeypatch.setenv("UPDOCK_REGISTRY_CONCURRENCY", "3")
+    from_env = _filled("--settle-time", "7")  # a flag wins over the environment
+    assert (from_env["settle_time"], from_env["registry_concurrency"]) == (7.0, 3)
+    assert _filled()["settle_time"] == 2.5
 
 
 @pytest.mark.parametrize(

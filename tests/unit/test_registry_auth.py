@@ -28,15 +28,9 @@ def _write(path: Path, auths: dict[str, object], *, wrap: bool = True) -> str:
 
 
 @pytest.fixture(autouse=True)
-def home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+def home(auth_home: Path) -> Path:
     """Default locations all under tmp_path; no auth variables from the caller's environment."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
-    for var in ("REGISTRY_AUTH_FILE", "XDG_CONFIG_HOME", "DOCKER_CONFIG"):
-        monkeypatch.delenv(var, raising=False)
-    return home
+    return auth_home
 
 
 # -- keys within one file -----------------------------------------------------------------------

@@ -32,17 +32,11 @@ def _auth(user: str, password: str = "file-pw") -> dict[str, str]:
 
 
 @pytest.fixture
-def bin_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def bin_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, auth_home: Path) -> Path:
     """A folder first in PATH for the test's helpers; no auth file of the caller is read."""
     path = tmp_path / "bin"
     path.mkdir()
     monkeypatch.setenv("PATH", f"{path}:/usr/bin:/bin")
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
-    for var in ("REGISTRY_AUTH_FILE", "XDG_CONFIG_HOME", "DOCKER_CONFIG"):
-        monkeypatch.delenv(var, raising=False)
     return path
 
 
