@@ -11,7 +11,6 @@ Safety rules kept here (issue 5):
 from __future__ import annotations
 
 import os
-import re
 import signal
 import sys
 import threading
@@ -32,7 +31,7 @@ from updock.core.plan import (
     Tag,
     Verify,
 )
-from updock.core.reference import validate_auto_update_reference
+from updock.core.reference import parse_image_name, previous_tag
 from updock.engines import Engine
 from updock.errors import EngineError, UpdockError
 from updock.options import SafetyOptions
@@ -54,12 +53,6 @@ from updock.verify import (
 #: Test seam: `UPDOCK_TEST_CRASH_AT=pull|restart|verify` kills this process with SIGKILL at that
 #: point, so the integration tests can prove that the next run repairs the state.
 CRASH_ENV = "UPDOCK_TEST_CRASH_AT"
-
-
-def previous_tag(container_name: str) -> str:
-    """The tag that keeps a container's previous image: `localhost/updock-previous/<name>`."""
-    safe = re.sub(r"[^a-z0-9._-]+", "-", container_name.lower()).strip("._-") or "container"
-    return f"localhost/updock-previous/{safe}:latest"
 
 
 def _crash_point(name: str, delay: float = 0.0) -> None:
@@ -91,7 +84,7 @@ class JournalBook:
                 JournalTask(
                     container=task.container.name,
                     container_id=task.container.id,
-                    raw_image_name=task.raw_image_name,
+                    raw_image_name=task.image.raw,
                     previous_image=task.container.image_id,
                 )
             )
@@ -169,9 +162,9 @@ class ActionHandler:
                 raise
         elif isinstance(action, Retag):
             self._journal_book.set_phase(action.task.unit, ROLLING_BACK)
-            self._engine.tag(action.task.container.image_id, action.task.raw_image_name)
+            self._engine.tag(action.task.container.image_id, action.task.image.reference)
         elif isinstance(action, Tag):
-            self._engine.tag(action.image_id, action.task.raw_image_name)
+            self._engine.tag(action.image_id, action.task.image.reference)
         elif isinstance(action, Verify):
             _crash_point("verify", delay=1.0)
             self.verify(action.unit, action.tasks)
@@ -190,13 +183,11 @@ class ActionHandler:
 
     def _pull(self, action: Pull) -> None:
         task = action.task
-        ref = validate_auto_update_reference(task.raw_image_name)
-        target = f"{ref.domain}/{ref.path}"
         # Pinned to the digest that was checked: the tag may move between check and pull.
-        target += f"@{action.digest}" if action.digest else f":{ref.tag}"
+        target = task.image.with_digest(action.digest) if action.digest else task.image.reference
         new_id = self._engine.pull(target, authfile=task.authfile, tls_verify=self._tls_verify)
         self._journal_book.set_new_image(task, new_id)
-        self._engine.tag(new_id, task.raw_image_name)
+        self._engine.tag(new_id, task.image.reference)
         _crash_point("pull")
 
     def _finish(self, action: Finish) -> None:
@@ -214,9 +205,9 @@ class ActionHandler:
         """Verify `unit` runs each task's container on the image tagged under its raw name."""
         expect = []
         for task in tasks:
-            image_id = self._engine.image_id(task.raw_image_name)
+            image_id = self._engine.image_id(task.image.reference)
             if image_id is None:
-                raise EngineError(f"no image is tagged {task.raw_image_name}")
+                raise EngineError(f"no image is tagged {task.image}")
             expect.append(Expectation(task.container.name, image_id, task.container.labels))
         try:
             verify_unit(
@@ -296,7 +287,7 @@ def _recover_unit(
             else:
                 return "the interrupted update was verified and completed"
         for t in entry.tasks:
-            engine.tag(t.previous_image, t.raw_image_name)
+            engine.tag(t.previous_image, parse_image_name(t.raw_image_name).reference)
         if entry.phase == PULLING and manager.active_state(entry.unit) == "active":
             try:
                 verify_on(previous)

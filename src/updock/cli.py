@@ -279,6 +279,32 @@ def _rollback(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int:
     return _report(run, ns.fmt)
 
 
+def _previous(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int:
+    from updock.run import Options, list_previous
+
+    if ns.fmt not in ("", "table", "json"):
+        parser.error(f"--format: {ns.fmt!r} is not json or table")
+    try:
+        kept = list_previous(Options())
+    except UpdockError as exc:
+        sys.stderr.write(f"Error: {exc}\n")
+        return EXIT_ERROR
+    if ns.fmt == "json":
+        import json
+
+        sys.stdout.write(json.dumps([k.as_dict() for k in kept], indent=4) + "\n")
+        return 0
+    from updock.core.report import tabwrite
+
+    lines = ["UNIT\tCONTAINER\tIMAGE\tPREVIOUS\tPREVIOUS ID"]
+    lines += [
+        f"{k.unit}\t{k.container_name}\t{k.image}\t{k.previous}\t{k.previous_image_id[:12] or '-'}"
+        for k in kept
+    ]
+    sys.stdout.write(tabwrite("\n".join(lines) + "\n"))
+    return 0
+
+
 def _install_units(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int:
     from updock.units import install
 
@@ -381,7 +407,7 @@ def _auto_update_parser(commands: _Subparsers[_Parser]) -> _Parser:
         auto,
         "--keep-previous",
         True,
-        "Keep the previous image (tagged localhost/updock-previous/<container>) after a "
+        "Keep the previous image (tagged localhost/updock-previous/<name>-<hash>) after a "
         "verified update, for `updock rollback`; --keep-previous=false releases it at once.",
     )
     auto.add_argument(
@@ -410,7 +436,8 @@ def _rollback_parser(commands: _Subparsers[_Parser]) -> _Parser:
         help="Put a unit's containers back on the images they ran before their last update.",
         description="Put UNIT's containers back on the images they ran before their last "
         "update. updock keeps each container's previous image (tagged "
-        "localhost/updock-previous/<name>) after an update; this re-tags it under the "
+        "localhost/updock-previous/<name>-<hash>, see `updock previous`) after an update; this "
+        "re-tags it under the "
         "container's image name, restarts the unit and verifies it. Prints the report "
         '(UPDATED is "rolled back", or "failed"); exits 125 on error.',
     )
@@ -419,6 +446,19 @@ def _rollback_parser(commands: _Subparsers[_Parser]) -> _Parser:
     back.add_argument("--settle-time", type=_seconds, metavar="SECONDS", help=_SETTLE_HELP)
     back.set_defaults(handler=_rollback)
     return back
+
+
+def _previous_parser(commands: _Subparsers[_Parser]) -> _Parser:
+    prev: _Parser = commands.add_parser(
+        "previous",
+        help="List the previous image kept for each auto-updated container.",
+        description="List every auto-updated container with the name its previous image is "
+        "kept under (localhost/updock-previous/<name>-<hash>, safe from `podman image prune`), "
+        "which `updock rollback UNIT` goes back to.",
+    )
+    _format_option(prev, "'table' (the default) or 'json'.")
+    prev.set_defaults(handler=_previous)
+    return prev
 
 
 def _install_units_parser(commands: _Subparsers[_Parser]) -> _Parser:
@@ -450,6 +490,7 @@ def _install_units_parser(commands: _Subparsers[_Parser]) -> _Parser:
 _COMMANDS: dict[str, Callable[[_Subparsers[_Parser]], _Parser]] = {
     "auto-update": _auto_update_parser,
     "rollback": _rollback_parser,
+    "previous": _previous_parser,
     "install-units": _install_units_parser,
 }
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from updock import defaults
 from updock.core.model import Container, Image, Policy, ReportRow, Task
 from updock.core.policy import effective_labels, lookup_policy
-from updock.core.reference import validate_auto_update_reference
+from updock.core.reference import ImageReference, registry_image_name
 from updock.core.tasks import assemble_tasks, unit_groups
 from updock.engines import Engine
 from updock.errors import EngineError, RegistryError, UpdockError
@@ -81,7 +81,7 @@ class RunResult:
 _CheckKey = tuple[str, str | None, str, str, str]
 
 
-_HeadKey = tuple[str, str | None]  # (image name, auth file)
+_HeadKey = tuple[ImageReference, str | None]  # (image name, auth file)
 
 
 class _Checks:
@@ -113,12 +113,9 @@ class _Checks:
                     continue
                 future: Future[RemoteTag] = Future()
                 self._heads[key] = future
-                try:
-                    domain = validate_auto_update_reference(key[0]).domain
-                except UpdockError as exc:
-                    future.set_exception(exc)
-                    continue
-                queues.setdefault(self._registry.endpoint(domain), deque()).append((key, future))
+                queues.setdefault(self._registry.endpoint(key[0].domain), deque()).append(
+                    (key, future)
+                )
         for queue in queues.values():
             for _ in range(min(self._registry.concurrency, len(queue))):
                 self._pool.submit(self._drain, queue)
@@ -126,12 +123,11 @@ class _Checks:
     def _drain(self, queue: deque[tuple[_HeadKey, Future[RemoteTag]]]) -> None:
         while True:
             try:
-                (name, authfile), future = queue.popleft()  # atomic across workers
+                (ref, authfile), future = queue.popleft()  # atomic across workers
             except IndexError:
                 return
             try:
-                ref = validate_auto_update_reference(name)
-                assert ref.tag is not None  # validation requires a tag
+                assert ref.tag is not None  # registry_image_name requires a tag
                 future.set_result(
                     self._registry.head(ref.domain, ref.path, ref.tag, authfile=authfile)
                 )
@@ -149,7 +145,7 @@ class _Checks:
             image: its container's local image (platform, known digests).
             fresh: ask the registry again (the name was rolled back earlier in this run).
         """
-        key = (task.raw_image_name, task.authfile)
+        key = (task.image.reference, task.authfile)
         if fresh:
             with self._lock:
                 self._heads.pop(key, None)
@@ -174,7 +170,11 @@ def _head_keys(containers: Iterable[Container], authfile: str | None) -> set[_He
         except UpdockError:
             continue  # reported by assemble_tasks
         if policy is Policy.REGISTRY:
-            keys.add((container.raw_image_name, labels.authfile or authfile))
+            try:
+                ref = registry_image_name(container.raw_image_name).reference
+            except UpdockError:
+                continue  # reported by assemble_tasks
+            keys.add((ref, labels.authfile or authfile))
     return keys
 
 
@@ -189,9 +189,9 @@ def _make_check(
         if task.container.image_id not in images:
             raise EngineError(f"container image ID {task.container.image_id!r} not found")
         if task.policy is Policy.LOCAL:
-            local_id = engine.image_id(task.raw_image_name)
+            local_id = engine.image_id(task.image.reference)
             if local_id is None:
-                raise EngineError(f"{task.raw_image_name}: image not known")
+                raise EngineError(f"{task.image}: image not known")
             return CheckResult(update_available=local_id != task.container.image_id)
         image = images[task.container.image_id]
         digest = checks.digest(task, image, fresh=action.fresh)
@@ -307,7 +307,9 @@ def _update(
     all_tasks = [t for tasks in units.values() for t in tasks]
     images = engine.images({t.container.image_id for t in all_tasks})
     # Names that only inspect revealed (a raw name other than ps showed) start now.
-    checks().start((t.raw_image_name, t.authfile) for t in all_tasks if t.policy is Policy.REGISTRY)
+    checks().start(
+        (t.image.reference, t.authfile) for t in all_tasks if t.policy is Policy.REGISTRY
+    )
     from updock.actions import ActionHandler, JournalBook
     from updock.core.plan import SharedImageState, drive, update_unit
 
@@ -370,8 +372,9 @@ def run_rollback(
     Raises:
         UpdockError: the unit runs no auto-updated container, or one has no kept previous image.
     """
-    from updock.actions import ActionHandler, JournalBook, previous_tag
+    from updock.actions import ActionHandler, JournalBook
     from updock.core.plan import drive, rollback_unit
+    from updock.core.reference import previous_tag
     from updock.state import StateStore
 
     engine, connection = _host(engine, services)
@@ -406,6 +409,60 @@ def run_rollback(
         result.rows.extend(rows)
         result.errors.extend(errs)
     return result
+
+
+@dataclass(frozen=True)
+class KeptImage:
+    """A container's kept previous image, as `updock previous` lists it.
+
+    Attributes:
+        unit: the unit that runs the container.
+        container_name: the container.
+        image: its image name, as created (the report's Image column).
+        previous: the name its previous image is kept under.
+        previous_image_id: the kept image's ID, "" when none is kept.
+    """
+
+    unit: str
+    container_name: str
+    image: str
+    previous: str
+    previous_image_id: str
+
+    def as_dict(self) -> dict[str, str]:
+        """The fields with the keys of `--format json`."""
+        return {
+            "Unit": self.unit,
+            "ContainerName": self.container_name,
+            "Image": self.image,
+            "Previous": self.previous,
+            "PreviousImageID": self.previous_image_id,
+        }
+
+
+def list_previous(options: Options, *, engine: Engine | None = None) -> list[KeptImage]:
+    """Every auto-updated container with the name its previous image is kept under."""
+    from updock.core.reference import previous_tag
+
+    if engine is None:
+        from updock.engines.podman import default_engine
+
+        engine = default_engine()
+    units, _ = assemble_tasks(engine.running_containers(), options.authfile)
+    out = []
+    for unit, tasks in units.items():
+        for task in tasks:
+            kept = previous_tag(task.container.name)
+            out.append(
+                KeptImage(
+                    unit,
+                    task.container.name,
+                    task.image.raw,
+                    str(kept),
+                    engine.image_id(kept) or "",
+                )
+            )
+    return out
 
 
 def _no_check(action: Check) -> CheckResult:

@@ -15,6 +15,7 @@ import time
 import pytest
 
 from tests.integration.conformance import run_podman, run_updock
+from updock.core.reference import previous_tag
 from updock.testing.lab import HEALTH_ARGS, ImageKind, Lab
 
 pytestmark = pytest.mark.lab
@@ -22,9 +23,12 @@ pytestmark = pytest.mark.lab
 SETTLE = {"UPDOCK_SETTLE_TIME": "4"}  # longer than DIES_AFTER_SECONDS
 
 
-def _service(lab: Lab, name: str, new: ImageKind, *, health: bool = False) -> str:
-    """A service on a healthy v1, and `new` pushed as v2. Returns the unit."""
-    image = lab.build_image(f"{lab.plain.host}/safe/{name}:latest", version="v1")
+def _service(
+    lab: Lab, name: str, new: ImageKind, *, health: bool = False, repo: str | None = None
+) -> str:
+    """A service on a healthy v1, and `new` pushed as v2 (to `safe/<repo or name>`). Returns the
+    unit."""
+    image = lab.build_image(f"{lab.plain.host}/safe/{repo or name}:latest", version="v1")
     svc = lab.create_service(name, image, run_args=HEALTH_ARGS if health else ())
     lab.build_image(image, new, version="v2")
     return svc.unit
@@ -110,7 +114,8 @@ def test_previous_image_is_kept_protected_and_manual_rollback_uses_it(lab: Lab) 
 
     res = run_updock(lab, "--format", "json", env={"UPDOCK_SETTLE_TIME": "1"})
     assert res.statuses() == {"keeper": "true"}
-    kept = "localhost/updock-previous/keeper:latest"
+    kept = str(previous_tag("keeper"))
+    assert kept.startswith("localhost/updock-previous/keeper-")
     assert lab.image_id(kept) == v1
     lab.podman("image", "prune", "-f")  # what podman-auto-update.service runs after updating
     assert lab.image_id(kept) == v1
@@ -126,16 +131,36 @@ def test_previous_image_is_kept_protected_and_manual_rollback_uses_it(lab: Lab) 
     assert "container-nope.service" in unknown.stderr
 
 
+def test_containers_whose_names_differ_in_case_keep_their_own_previous_image(lab: Lab) -> None:
+    """`Web` and `web` are two containers for podman; each must go back to its own image."""
+    upper = _service(lab, "Web", ImageKind.HEALTHY, repo="upper-web")
+    lower = _service(lab, "web", ImageKind.HEALTHY, repo="lower-web")
+    odd = _service(lab, "a..b", ImageKind.HEALTHY, repo="odd")  # a valid name, no valid tag
+    before = {n: lab.container_image(n) for n in ("Web", "web", "a..b")}
+
+    res = run_updock(lab, "--format", "json", env={"UPDOCK_SETTLE_TIME": "1"})
+    assert res.returncode == 0, res.stderr
+    assert res.statuses() == {"Web": "true", "web": "true", "a..b": "true"}
+
+    listing = lab.updock("previous", "--format", "json")
+    assert listing.returncode == 0, listing.stderr
+    kept = {r["ContainerName"]: r for r in json.loads(listing.stdout)}
+    assert {n: kept[n]["PreviousImageID"] for n in before} == before
+    assert len({kept[n]["Previous"] for n in before}) == 3  # one name each
+
+    for unit, name in ((upper, "Web"), (odd, "a..b")):
+        back = lab.updock("rollback", unit, env={"UPDOCK_SETTLE_TIME": "1"})
+        assert back.returncode == 0, back.stderr
+        assert lab.container_image(name) == before[name]
+    assert lab.container_version("web") == "v2"  # untouched by Web's rollback
+    assert lab.unit_state(lower) == "active"
+
+
 def test_keep_previous_false_releases_the_old_image(lab: Lab) -> None:
     _service(lab, "lean", ImageKind.HEALTHY)
     res = run_updock(lab, "--format", "json", "--keep-previous=false")
     assert res.statuses() == {"lean": "true"}
-    assert (
-        lab.podman(
-            "image", "exists", "localhost/updock-previous/lean:latest", check=False
-        ).returncode
-        == 1
-    )
+    assert lab.podman("image", "exists", str(previous_tag("lean")), check=False).returncode == 1
 
 
 @pytest.mark.parametrize(

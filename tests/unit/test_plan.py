@@ -23,6 +23,7 @@ from updock.core.plan import (
     drive,
     update_unit,
 )
+from updock.core.reference import parse_image_name, registry_image_name
 from updock.errors import EngineError, RegistryError, ServiceError, UpdockError
 
 IMAGE = "quay.io/app/web:latest"
@@ -37,7 +38,8 @@ def make_task(
     image: str = IMAGE,
 ) -> Task:
     container = Container(id=(name * 64)[:64], name=name, image_id="0" * 64, raw_image_name=image)
-    return Task(unit=unit, container=container, policy=policy, raw_image_name=image)
+    parse = registry_image_name if policy is Policy.REGISTRY else parse_image_name
+    return Task(unit=unit, container=container, policy=policy, image=parse(image))
 
 
 @dataclass

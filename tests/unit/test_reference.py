@@ -9,7 +9,10 @@ from hypothesis import strategies as st
 from updock.core.reference import (
     ImageReference,
     normalize,
+    parse_image_name,
     parse_reference,
+    previous_tag,
+    registry_image_name,
     validate_auto_update_reference,
 )
 from updock.errors import ImageReferenceError
@@ -360,3 +363,62 @@ def test_parse_never_fails_otherwise(text: str) -> None:
     except ImageReferenceError:
         return
     assert str(ref) == text
+
+
+# -- ImageName: the one parsed type every use of a container's image name goes through -------
+
+
+@pytest.mark.parametrize(
+    ("raw", "engine_name"),
+    [
+        ("docker://quay.io/app/web:1", "quay.io/app/web:1"),
+        ("quay.io/app/web:1", "quay.io/app/web:1"),
+        ("docker://docker.io/alpine:3", "docker.io/library/alpine:3"),
+        ("index.docker.io/library/alpine:3", "docker.io/library/alpine:3"),
+    ],
+)
+def test_registry_image_name_keeps_the_raw_text_and_drops_the_prefix(
+    raw: str, engine_name: str
+) -> None:
+    image = registry_image_name(raw)
+    assert image.raw == raw  # the report's Image column, as podman shows it
+    assert str(image) == engine_name  # what podman tag / image inspect / pull get
+    assert "docker://" not in str(image.with_digest("sha256:" + "a" * 64))
+
+
+def test_spellings_of_one_name_share_a_key() -> None:
+    keys = {
+        parse_image_name(n).key
+        for n in ("docker://host.io/a/b:latest", "host.io/a/b", "host.io/a/b:latest")
+    }
+    assert len(keys) == 1
+    assert parse_image_name("host.io/a/b:2").key not in keys
+    # Short names stay short (the local store resolves them); no docker.io is invented.
+    assert parse_image_name("web:dev").key == "web:dev"
+
+
+def test_other_transports_are_refused_by_name() -> None:
+    with pytest.raises(ImageReferenceError, match="oci-archive"):
+        parse_image_name("oci-archive:/x.tar")
+
+
+def test_pinning_to_a_digest_drops_the_tag() -> None:
+    digest = "sha256:" + "b" * 64
+    assert str(registry_image_name("docker://q.io/a:1").with_digest(digest)) == f"q.io/a@{digest}"
+
+
+@pytest.mark.parametrize(
+    "names",
+    [("Web", "web"), ("a..b", "a.b", "a-b", "a_b"), ("x" * 300, "x" * 301), ("_", "__")],
+)
+def test_previous_tags_are_unique_per_name_and_always_valid(names: tuple[str, ...]) -> None:
+    tags = [previous_tag(n) for n in names]
+    assert len({str(t) for t in tags}) == len(names)
+    for tag in tags:
+        assert parse_reference(str(tag)) == tag
+        assert str(tag).startswith("localhost/updock-previous/")
+
+
+def test_previous_tag_is_stable_and_readable() -> None:
+    assert previous_tag("Web") == previous_tag("Web")
+    assert previous_tag("My.Web_1").path.startswith("updock-previous/my-web-1-")

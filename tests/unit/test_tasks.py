@@ -7,7 +7,8 @@ from collections.abc import Mapping
 import pytest
 
 from updock.core.model import Container, Policy, Task
-from updock.core.tasks import assemble_tasks
+from updock.core.reference import registry_image_name
+from updock.core.tasks import assemble_tasks, unit_groups
 from updock.errors import ContainerConfigError, ImageReferenceError, PolicyError
 
 POLICY = "io.containers.autoupdate"
@@ -54,7 +55,7 @@ def test_eligible_containers_become_tasks() -> None:
                 unit="web.service",
                 container=web,
                 policy=Policy.REGISTRY,
-                raw_image_name="quay.io/app/web:latest",
+                image=registry_image_name("quay.io/app/web:latest"),
                 authfile=None,
             )
         ]
@@ -152,7 +153,20 @@ def test_docker_transport_prefix_is_accepted() -> None:
         [ctr("d", unit="d.service", image="docker://quay.io/app/web:1")], None
     )
     assert errors == []
-    assert tasks["d.service"][0].raw_image_name == "docker://quay.io/app/web:1"
+    image = tasks["d.service"][0].image
+    assert image.raw == "docker://quay.io/app/web:1"  # the report shows it as typed
+    assert str(image) == "quay.io/app/web:1"  # podman's store and tag take it without prefix
+    assert image.key == registry_image_name("quay.io/app/web:1").key
+
+
+def test_a_docker_prefix_does_not_split_units_of_one_image_name() -> None:
+    units = {
+        "a.service": [ctr("a", unit="a.service", image="docker://quay.io/app/web:1")],
+        "b.service": [ctr("b", unit="b.service", image="quay.io/app/web:1")],
+    }
+    tasks, errors = assemble_tasks([c for cs in units.values() for c in cs], None)
+    assert errors == []
+    assert unit_groups(tasks) == [["a.service", "b.service"]]
 
 
 def test_pod_container_uses_infra_unit() -> None:
@@ -257,15 +271,17 @@ def test_unit_groups_join_units_that_share_image_names() -> None:
 
     def task(unit: str, image: str) -> Task:
         c = Container(id=unit * 8, name=unit, image_id="i", raw_image_name=image)
-        return Task(unit=unit, container=c, policy=Policy.REGISTRY, raw_image_name=image)
+        return Task(
+            unit=unit, container=c, policy=Policy.REGISTRY, image=registry_image_name(image)
+        )
 
     units = {
-        "a": [task("a", "r/x:1")],
-        "b": [task("b", "r/y:1")],
-        "c": [task("c", "r/y:1"), task("c", "r/z:1")],
-        "d": [task("d", "r/z:1")],
-        "e": [task("e", "r/x:1")],
-        "f": [task("f", "r/w:1")],
+        "a": [task("a", "r.io/x:1")],
+        "b": [task("b", "r.io/y:1")],
+        "c": [task("c", "r.io/y:1"), task("c", "r.io/z:1")],
+        "d": [task("d", "r.io/z:1")],
+        "e": [task("e", "r.io/x:1")],
+        "f": [task("f", "r.io/w:1")],
     }
     assert unit_groups(units) == [["a", "e"], ["b", "c", "d"], ["f"]]
 

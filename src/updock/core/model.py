@@ -8,6 +8,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from updock.core.reference import ImageName
 
 #: Label with the auto-update policy of a container.
 LABEL_POLICY = "io.containers.autoupdate"
@@ -137,14 +141,14 @@ class Task:
         unit: the systemd unit that runs the container (or its pod).
         container: the container.
         policy: its effective policy (never DISABLED).
-        raw_image_name: the name to check and pull.
+        image: the container's image name, parsed: what is checked, pulled and tagged.
         authfile: credentials file to use for this container, or None.
     """
 
     unit: str
     container: Container
     policy: Policy
-    raw_image_name: str
+    image: ImageName
     authfile: str | None = None
 
 

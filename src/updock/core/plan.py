@@ -232,7 +232,7 @@ def update_unit(
     updated: list[Task] = []
 
     for task in tasks:
-        name = task.raw_image_name
+        name = task.image.key
         if task.policy is Policy.REGISTRY and images_done.is_pulled(name):
             # Another container's check found and pulled a newer image under this name already.
             if (yield from _journal(task, errors)):
@@ -259,11 +259,8 @@ def update_unit(
         if task.policy is Policy.REGISTRY:
             failure = _expect_none((yield Pull(task, outcome.digest)))
             if failure is not None:
-                errors.append(
-                    _wrap(
-                        failure, f"{_policy_prefix(task)}: image update for {go_quote(name)} failed"
-                    )
-                )
+                what = f"image update for {go_quote(task.image.raw)} failed"
+                errors.append(_wrap(failure, f"{_policy_prefix(task)}: {what}"))
                 continue
             images_done.record_pull(name, outcome.digest)
         updated.append(task)
@@ -329,7 +326,7 @@ def _restart(
         retag_failure = _expect_none((yield Retag(task)))
         # The new image failed: whatever happens next, later containers must not take the
         # "already pulled" shortcut to it.
-        images.record_rollback(task.raw_image_name)
+        images.record_rollback(task.image.key)
         if retag_failure is None:
             retagged.append(task)
         else:
@@ -337,7 +334,7 @@ def _restart(
                 _wrap(
                     retag_failure,
                     f"auto-updating container {go_quote(task.container.id)}: "
-                    f"falling back to previous image {go_quote(task.raw_image_name)} failed",
+                    f"falling back to previous image {go_quote(task.image.raw)} failed",
                 )
             )
 
@@ -401,7 +398,7 @@ def _rows(unit: str, tasks: Sequence[Task], status: Mapping[str, Status]) -> lis
             unit=unit,
             container_id=t.container.id,
             container_name=t.container.name,
-            image=t.raw_image_name,
+            image=t.image.raw,
             policy=t.policy,
             updated=status[t.container.id],
         )

@@ -24,6 +24,7 @@ podman and `shortnames.IsShortName` apply): the first component is a domain only
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, replace
 
@@ -227,6 +228,73 @@ def _transport_of(image_name: str) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class ImageName:
+    """A container's image name, parsed once: every use of an image name goes through it.
+
+    podman accepts a `docker://` prefix at creation (`podman run docker://host/app:1`), and
+    keeps it in the container's raw image name; its image store, `podman tag` and `podman
+    image inspect` do not accept it. So the raw text is only ever shown (the report's Image
+    column, as podman shows it), and everything that acts uses `reference`, which has no
+    transport prefix.
+
+    Attributes:
+        raw: the name as the user typed it when the container was created.
+        reference: the parsed reference, without transport prefix.
+    """
+
+    raw: str
+    reference: ImageReference
+
+    def __str__(self) -> str:
+        """The name podman's image store, `podman pull` and `podman tag` take."""
+        return str(self.reference)
+
+    @property
+    def key(self) -> str:
+        """Equal for every spelling of one image name.
+
+        `docker://host/app:1` and `host/app:1` are one name, as are `host/app` and
+        `host/app:latest`, and `index.docker.io/x/y` and `docker.io/x/y`: units that use one
+        name are grouped by it and share its pull. Short names are kept as they are (the image
+        store resolves them).
+        """
+        ref = normalize(self.reference) if self.reference.domain else self.reference
+        if ref.tag is None and ref.digest is None:
+            ref = replace(ref, tag="latest")
+        return str(ref)
+
+    def with_digest(self, digest: str) -> ImageReference:
+        """The name pinned to `digest` (`host/app@sha256:...`), for a pull of exactly that."""
+        return replace(self.reference, tag=None, digest=digest)
+
+
+def parse_image_name(raw: str) -> ImageName:
+    """Parse a container's raw image name (the `local` policy's rules: short names allowed).
+
+    Raises:
+        ImageReferenceError: another transport than `docker`, or no valid reference.
+    """
+    transport = _transport_of(raw)
+    if transport is not None:
+        raise ImageReferenceError(
+            f"image {go_quote(raw)} is of transport {go_quote(transport)}, not docker"
+        )
+    return ImageName(raw, parse_reference(raw.removeprefix(DOCKER_TRANSPORT_PREFIX)))
+
+
+def registry_image_name(raw: str) -> ImageName:
+    """Parse a raw image name for the `registry` policy (see `validate_auto_update_reference`).
+
+    The reference is normalized (`docker.io/alpine:3` is `docker.io/library/alpine:3`), as
+    podman stores and pulls it.
+
+    Raises:
+        ImageReferenceError: with podman's message for the first rule `raw` breaks.
+    """
+    return ImageName(raw, normalize(validate_auto_update_reference(raw)))
+
+
 def validate_auto_update_reference(image_name: str) -> ImageReference:
     """Check that a container's raw image name can be auto-updated from a registry.
 
@@ -273,3 +341,17 @@ def validate_auto_update_reference(image_name: str) -> ImageReference:
             + go_quote(image_name)
         )
     return ref
+
+
+def previous_tag(container_name: str) -> ImageReference:
+    """The name that keeps a container's previous image, unique to that container name.
+
+    Container names are unique per host but may differ only in case (`Web`, `web`) and may
+    hold characters no repository name can (`a..b`, `A_B`): the name is turned into a
+    readable lowercase slug, and a hash of the exact name makes it unique, e.g.
+    `localhost/updock-previous/web-5b1d1f0a67c1:latest`. Always a valid reference.
+    """
+    digest = hashlib.sha256(container_name.encode()).hexdigest()[:12]
+    slug = re.sub(r"[^a-z0-9]+", "-", container_name.lower()).strip("-")[:64].strip("-")
+    path = f"{slug}-{digest}" if slug else digest
+    return ImageReference("localhost", f"updock-previous/{path}", "latest")

@@ -97,19 +97,22 @@ def _task_for(
     raw_name = container.raw_image_name
     if not raw_name:
         raise ContainerConfigError(f"auto-updating container {cid}: raw-image name is empty")
-    if policy is Policy.REGISTRY:
-        try:
-            # Imported here: a run with nothing to update never parses a reference.
-            from updock.core.reference import validate_auto_update_reference
+    # Imported here: a run with nothing to update never parses a reference.
+    from updock.core.reference import parse_image_name, registry_image_name
 
-            validate_auto_update_reference(raw_name)
-        except ImageReferenceError as exc:
-            raise ImageReferenceError(f"registry auto-updating container {cid}: {exc}") from exc
+    try:
+        if policy is Policy.REGISTRY:
+            image = registry_image_name(raw_name)
+        else:
+            image = parse_image_name(raw_name)
+    except ImageReferenceError as exc:
+        kind = "registry" if policy is Policy.REGISTRY else "locally"
+        raise ImageReferenceError(f"{kind} auto-updating container {cid}: {exc}") from exc
     return Task(
         unit=unit,
         container=container,
         policy=policy,
-        raw_image_name=raw_name,
+        image=image,
         authfile=labels.authfile if labels.authfile is not None else authfile,
     )
 
@@ -172,7 +175,7 @@ def unit_groups(units: dict[str, list[Task]]) -> list[list[str]]:
     first_with: dict[str, str] = {}
     for unit, tasks in units.items():
         for task in tasks:
-            other = first_with.setdefault(task.raw_image_name, unit)
+            other = first_with.setdefault(task.image.key, unit)
             parent[root(unit)] = root(other)
     groups: dict[str, list[str]] = {}
     for unit in units:  # units are sorted: so are the groups and their members

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from updock.core.model import Container, ContainerState, Image
+from updock.core.reference import ImageReference
 
 
 class Engine(Protocol):
@@ -28,19 +29,21 @@ class Engine(Protocol):
         """The local images with these IDs, by ID (missing ones are left out)."""
         ...
 
-    def image_id(self, name: str) -> str | None:
+    def image_id(self, name: ImageReference) -> str | None:
         """ID of the local image under `name`, or None when there is none."""
         ...
 
-    def pull(self, reference: str, *, authfile: str | None, tls_verify: bool | None) -> str:
+    def pull(
+        self, reference: ImageReference, *, authfile: str | None, tls_verify: bool | None
+    ) -> str:
         """Pull `reference` (name@digest) and return the pulled image's ID."""
         ...
 
-    def tag(self, image_id: str, name: str) -> None:
+    def tag(self, image_id: str, name: ImageReference) -> None:
         """Give the image `image_id` the name `name` (moving it from any other image)."""
         ...
 
-    def untag(self, name: str) -> None:
+    def untag(self, name: ImageReference) -> None:
         """Remove the name `name` from its image (the image stays if it has other names)."""
         ...
 

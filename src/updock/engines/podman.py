@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from updock.core.model import Container, ContainerState, Image
+from updock.core.reference import ImageReference
 from updock.errors import EngineError
 from updock.prefetch import PS_ARGS, take_listing, wants_update
 
@@ -283,34 +284,36 @@ class Podman:
             self._images.update(_parse_images(found))
         return {i: self._images[i] for i in wanted if i in self._images}
 
-    def image_id(self, name: str) -> str | None:
+    def image_id(self, name: ImageReference) -> str | None:
         """ID of the local image under `name` (short names resolved as podman does)."""
         try:
-            return self._run("image", "inspect", "--format", "{{.Id}}", name).strip() or None
+            return self._run("image", "inspect", "--format", "{{.Id}}", str(name)).strip() or None
         except EngineError:
             return None
 
-    def pull(self, reference: str, *, authfile: str | None, tls_verify: bool | None) -> str:
+    def pull(
+        self, reference: ImageReference, *, authfile: str | None, tls_verify: bool | None
+    ) -> str:
         """Pull `reference`; progress goes to stderr. Returns the image ID."""
         args = ["pull"]
         if authfile:
             args.append(f"--authfile={authfile}")
         if tls_verify is not None:
             args.append(f"--tls-verify={str(tls_verify).lower()}")
-        out = self._run(*args, reference, stderr_to_user=True)
+        out = self._run(*args, str(reference), stderr_to_user=True)
         lines = out.split()
         if not lines:
             raise EngineError(f"podman pull {reference} printed no image ID")
         return lines[-1]
 
-    def tag(self, image_id: str, name: str) -> None:
+    def tag(self, image_id: str, name: ImageReference) -> None:
         """Tag `image_id` as `name`."""
-        self._run("tag", image_id, name.removeprefix("docker://"))
+        self._run("tag", image_id, str(name))
         self._images.pop(image_id, None)  # its names changed
 
-    def untag(self, name: str) -> None:
+    def untag(self, name: ImageReference) -> None:
         """Remove `name` from its image."""
-        self._run("untag", self.image_id(name) or name, name)
+        self._run("untag", self.image_id(name) or str(name), str(name))
 
     def container_state(self, name: str) -> ContainerState | None:
         """State of the container `name`, None when it does not exist."""
