@@ -44,15 +44,19 @@ def _compare(
     return podman, updock, podman_state, updock_state
 
 
-def _good_and_broken(lab: Lab) -> list[str]:
-    for name in ("good", "broken"):
+def _good_and_broken(
+    lab: Lab, *, prefix: str = "", names: tuple[str, str] = ("good", "broken")
+) -> list[str]:
+    """A service whose v2 is good and one whose v2 cannot start, created from `prefix` + name."""
+    for name in names:
         image = lab.build_image(f"{lab.plain.host}/apply/{name}:latest", version="v1")
-        lab.create_service(name, image)
-    lab.build_image(f"{lab.plain.host}/apply/good:latest", version="v2")
+        lab.create_service(name, prefix + image)
+    good, broken = names
+    lab.build_image(f"{lab.plain.host}/apply/{good}:latest", version="v2")
     lab.build_image(
-        f"{lab.plain.host}/apply/broken:latest", ImageKind.MISSING_ENTRYPOINT, version="v2"
+        f"{lab.plain.host}/apply/{broken}:latest", ImageKind.MISSING_ENTRYPOINT, version="v2"
     )
-    return ["good", "broken"]
+    return list(names)
 
 
 def test_update_and_rollback_equal_podman(lab: Lab) -> None:
@@ -85,15 +89,8 @@ def test_rollback_false_leaves_the_failure_equal_podman(lab: Lab) -> None:
 
 
 def _docker_prefixed(lab: Lab) -> list[str]:
-    """`good` and `broken`, created from `docker://` names (podman accepts the prefix)."""
-    for name in ("dgood", "dbroken"):
-        image = lab.build_image(f"{lab.plain.host}/apply/{name}:latest", version="v1")
-        lab.create_service(name, f"docker://{image}")
-    lab.build_image(f"{lab.plain.host}/apply/dgood:latest", version="v2")
-    lab.build_image(
-        f"{lab.plain.host}/apply/dbroken:latest", ImageKind.MISSING_ENTRYPOINT, version="v2"
-    )
-    return ["dgood", "dbroken"]
+    """`dgood` and `dbroken`, created from `docker://` names (podman accepts the prefix)."""
+    return _good_and_broken(lab, prefix="docker://", names=("dgood", "dbroken"))
 
 
 def test_docker_transport_prefix_update_and_rollback_equal_podman(lab: Lab) -> None:
