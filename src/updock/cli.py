@@ -102,6 +102,16 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _verify_seconds(text: str) -> float:
+    """Seconds of verification: at most a day (longer would hold the run's lock as long)."""
+    value = _seconds(text)
+    if value > defaults.MAX_VERIFY_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is more than a day ({defaults.MAX_VERIFY_SECONDS:g} seconds)"
+        )
+    return value
+
+
 def _count(text: str) -> int:
     try:
         value = int(text)
@@ -209,9 +219,14 @@ def _report(run: Callable[[], RunResult | None], fmt: str) -> int:
 
 def fill_from_environment(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> None:
     """Options of `auto-update` the user did not give: from `UPDOCK_*`, else the defaults."""
-    _env_default(parser, ns, "settle_time", "UPDOCK_SETTLE_TIME", _seconds, defaults.SETTLE)
+    _env_default(parser, ns, "settle_time", "UPDOCK_SETTLE_TIME", _verify_seconds, defaults.SETTLE)
     _env_default(
-        parser, ns, "verify_timeout", "UPDOCK_VERIFY_TIMEOUT", _seconds, defaults.VERIFY_TIMEOUT
+        parser,
+        ns,
+        "verify_timeout",
+        "UPDOCK_VERIFY_TIMEOUT",
+        _verify_seconds,
+        defaults.VERIFY_TIMEOUT,
     )
     _env_default(
         parser,
@@ -268,7 +283,7 @@ def _safety(settle: float, verify_timeout: float, keep_previous: bool) -> Safety
 
 
 def _rollback(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int:
-    _env_default(parser, ns, "settle_time", "UPDOCK_SETTLE_TIME", _seconds, defaults.SETTLE)
+    _env_default(parser, ns, "settle_time", "UPDOCK_SETTLE_TIME", _verify_seconds, defaults.SETTLE)
 
     def run() -> RunResult:
         from updock.run import Options, run_rollback
@@ -393,10 +408,10 @@ def _auto_update_parser(commands: _Subparsers[_Parser]) -> _Parser:
         "Require HTTPS and verify certificates when contacting registries (default: as "
         "registries.conf says; --tls-verify=false allows plain HTTP).",
     )
-    auto.add_argument("--settle-time", type=_seconds, metavar="SECONDS", help=_SETTLE_HELP)
+    auto.add_argument("--settle-time", type=_verify_seconds, metavar="SECONDS", help=_SETTLE_HELP)
     auto.add_argument(
         "--verify-timeout",
-        type=_seconds,
+        type=_verify_seconds,
         metavar="SECONDS",
         help="How long a restarted unit has to become active, running and healthy; health "
         "checks get at least their own start period, interval and retries. Label: "
@@ -443,7 +458,7 @@ def _rollback_parser(commands: _Subparsers[_Parser]) -> _Parser:
     )
     back.add_argument("unit", metavar="UNIT")
     _format_option(back, "As for auto-update.")
-    back.add_argument("--settle-time", type=_seconds, metavar="SECONDS", help=_SETTLE_HELP)
+    back.add_argument("--settle-time", type=_verify_seconds, metavar="SECONDS", help=_SETTLE_HELP)
     back.set_defaults(handler=_rollback)
     return back
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 SETTLE = 5.0
 #: Seconds a restarted unit has to become verified.
 VERIFY_TIMEOUT = 60.0
+#: The longest settle time or verification timeout a flag or label may ask for (a day).
+MAX_VERIFY_SECONDS = 86400.0
 #: Seconds a run waits for another run's lock.
 LOCK_WAIT = 600.0
 #: Registry requests in flight at once, per registry.

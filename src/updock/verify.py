@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from updock import defaults
-from updock.core.model import LABEL_SETTLE, LABEL_VERIFY_TIMEOUT
+from updock.core.model import LABEL_SETTLE, LABEL_VERIFY_TIMEOUT, label_seconds
 from updock.engines import Engine
 from updock.errors import UpdockError, VerificationError
 from updock.systemd import ServiceManager
@@ -49,12 +49,12 @@ def _label_seconds(expect: Sequence[Expectation], label: str, default: float) ->
         raw = e.labels.get(label)
         if raw is None:
             continue
-        try:
-            value = max(value, float(raw))
-        except ValueError as exc:
+        seconds = label_seconds(raw)
+        if seconds is None:  # assemble_tasks refuses such a container before any change
             raise VerificationError(
                 f"container {e.name}: label {label}={raw!r} is not a number of seconds"
-            ) from exc
+            )
+        value = max(value, seconds)
     return value
 
 

@@ -243,15 +243,30 @@ def test_a_run_that_waited_for_the_lock_lists_the_containers_again(lab: Lab) -> 
     assert rows == {"holder": "false", "late": "false"}
 
 
-def test_bad_verification_label_changes_nothing(lab: Lab) -> None:
+@pytest.mark.parametrize(
+    ("label", "value"),
+    [
+        ("io.updock.verify.settle", "a while"),
+        ("io.updock.verify.settle", "inf"),  # float() takes it: the run would never end
+        ("io.updock.verify.timeout", "inf"),
+        ("io.updock.verify.timeout", "-5"),
+        ("io.updock.verify.settle", "1e9"),
+    ],
+)
+def test_bad_verification_label_changes_nothing(lab: Lab, label: str, value: str) -> None:
     image = lab.build_image(f"{lab.plain.host}/safe/labelled:latest", version="v1")
-    svc = lab.create_service("labelled", image, labels={"io.updock.verify.settle": "a while"})
+    svc = lab.create_service("labelled", image, labels={label: value})
+    other = _service(lab, "unlabelled", ImageKind.HEALTHY)
     lab.build_image(image, version="v2")
 
+    started = time.monotonic()
     res = run_updock(lab, "--format", "json")
 
+    assert time.monotonic() - started < 60  # the lock is not held for ever
     assert res.returncode == 125
-    assert res.rows() == []
-    assert "io.updock.verify.settle" in res.stderr
+    assert res.statuses() == {"unlabelled": "true"}  # the other container is not held back
+    assert f"{label}={json.dumps(value)}" in res.stderr
+    assert "(labelled)" in res.stderr
     assert lab.unit_starts(svc.unit) == 1  # never restarted
     assert lab.container_version("labelled") == "v1"
+    assert lab.unit_state(other) == "active"

@@ -84,6 +84,10 @@ def test_unset_options_come_from_the_environment_then_the_defaults(
         (["auto-update", "--dry-run=maybe"], "invalid boolean 'maybe'"),
         (["auto-update", "--dry-ru"], "unknown flag: --dry-ru"),  # no abbreviations
         (["auto-update", "--settle-time", "-1"], "'-1' is not a number of seconds"),
+        (["auto-update", "--settle-time", "inf"], "'inf' is not a number of seconds"),
+        (["auto-update", "--verify-timeout", "nan"], "'nan' is not a number of seconds"),
+        (["auto-update", "--verify-timeout", "1e9"], "'1e9' is more than a day"),
+        (["rollback", "u.service", "--settle-time", "90000"], "'90000' is more than a day"),
         (["auto-update", "--lock-wait", "soon"], "'soon' is not a number of seconds"),
         (["auto-update", "--registry-concurrency", "0"], "'0' is not a whole number >= 1"),
         (["auto-update", "--authfile", "/no/such/auth.json"], "/no/such/auth.json"),

@@ -286,7 +286,9 @@ def test_unit_groups_join_units_that_share_image_names() -> None:
     assert unit_groups(units) == [["a", "e"], ["b", "c", "d"], ["f"]]
 
 
-@pytest.mark.parametrize("value", ["soon", "-1", ""])
+@pytest.mark.parametrize(
+    "value", ["soon", "-1", "", "inf", "-inf", "nan", "Infinity", "1e300", "86401"]
+)
 def test_bad_verification_label_is_an_error_before_any_update(value: str) -> None:
     bad = ctr("bad", unit="bad.service", labels={"io.updock.verify.settle": value})
     good = ctr("good", unit="good.service", labels={"io.updock.verify.timeout": "90"})
@@ -296,3 +298,11 @@ def test_bad_verification_label_is_an_error_before_any_update(value: str) -> Non
     assert isinstance(errors[0], ContainerConfigError)
     assert "io.updock.verify.settle" in str(errors[0])
     assert bad.id in str(errors[0])
+    assert "(bad)" in str(errors[0])
+
+
+@pytest.mark.parametrize("value", ["0", "2.5", "86400"])
+def test_verification_labels_up_to_a_day_are_taken(value: str) -> None:
+    c = ctr("c", unit="c.service", labels={"io.updock.verify.timeout": value})
+    units, errors = assemble_tasks([c], None)
+    assert (list(units), errors) == (["c.service"], [])

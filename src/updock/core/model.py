@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from updock.defaults import MAX_VERIFY_SECONDS
+
 if TYPE_CHECKING:
     from updock.core.reference import ImageName
 
@@ -22,6 +24,24 @@ LABEL_UNIT = "PODMAN_SYSTEMD_UNIT"
 #: updock's labels that tune the verification of a container after a restart (seconds).
 LABEL_SETTLE = "io.updock.verify.settle"
 LABEL_VERIFY_TIMEOUT = "io.updock.verify.timeout"
+#: The longest time such a label may ask for: a longer one is a mistake (it would hold the run,
+#: and with it the lock every later timer run waits for). `defaults.MAX_VERIFY_SECONDS`.
+MAX_LABEL_SECONDS = MAX_VERIFY_SECONDS
+
+
+def label_seconds(raw: str) -> float | None:
+    """The value of a verification label in seconds: finite, >= 0 and at most a day; else None.
+
+    `float()` alone accepts "inf", "nan" and "1e300", each of which would hold a run forever.
+    """
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    # `not` catches NaN, which every comparison fails.
+    if not 0 <= value <= MAX_LABEL_SECONDS:
+        return None
+    return value
 
 
 class Policy(StrEnum):

@@ -13,9 +13,11 @@ from updock.core.model import (
     LABEL_SETTLE,
     LABEL_UNIT,
     LABEL_VERIFY_TIMEOUT,
+    MAX_LABEL_SECONDS,
     Container,
     Policy,
     Task,
+    label_seconds,
 )
 from updock.core.policy import effective_labels, go_quote, lookup_policy
 from updock.errors import (
@@ -57,20 +59,16 @@ def _check_tuning_labels(container: Container) -> None:
     """updock's verification labels must be numbers of seconds: found now, not after a restart.
 
     Raises:
-        ContainerConfigError: a label is not a non-negative number; it names the label.
+        ContainerConfigError: a label is not a number of seconds from 0 to a day (`inf`, `nan`
+            and negative values included); it names the container and the label.
     """
     for label in (LABEL_SETTLE, LABEL_VERIFY_TIMEOUT):
         raw = container.labels.get(label)
-        if raw is None:
-            continue
-        try:
-            ok = float(raw) >= 0
-        except ValueError:
-            ok = False
-        if not ok:
+        if raw is not None and label_seconds(raw) is None:
             raise ContainerConfigError(
-                f"auto-updating container {go_quote(container.id)}: label {label}={go_quote(raw)} "
-                "is not a number of seconds"
+                f"auto-updating container {go_quote(container.id)} ({container.name}): "
+                f"label {label}={go_quote(raw)} is not a number of seconds from 0 to "
+                f"{MAX_LABEL_SECONDS:g}"
             )
 
 
