@@ -137,26 +137,37 @@ class _Checks:
                 future.set_exception(exc)
                 raise
 
-    def digest(self, task: Task, image: Image, *, fresh: bool = False) -> str:
-        """The registry's digest for the task's image on its platform.
+    def check(self, task: Task, image: Image, *, fresh: bool = False) -> CheckResult:
+        """Whether the registry has another image for the task's name on its platform.
 
         Args:
             task: the task.
             image: its container's local image (platform, known digests).
             fresh: ask the registry again (the name was rolled back earlier in this run).
+
+        Returns:
+            The answer, with the digest to pull: the tag's own digest, which for a multi-arch
+            image is the manifest list's. A pull pinned to the list's digest makes podman record
+            that digest on the new image (a pull pinned to the platform's entry does not), so
+            the next check finds it among the image's digests with one `HEAD` and no `GET`.
         """
+        from updock.core.plan import CheckResult
+
         key = (task.image.reference, task.authfile)
         if fresh:
             with self._lock:
                 self._heads.pop(key, None)
         self.start([key])
         remote = self._heads[key].result()
-        return self._registry.resolve(
+        platform_digest = self._registry.resolve(
             remote,
             os=image.os,
             architecture=image.architecture,
             variant=image.variant,
             known_digests=image.digests,
+        )
+        return CheckResult(
+            update_available=platform_digest not in image.digests, digest=remote.digest
         )
 
 
@@ -193,9 +204,7 @@ def _make_check(
             if local_id is None:
                 raise EngineError(f"{task.image}: image not known")
             return CheckResult(update_available=local_id != task.container.image_id)
-        image = images[task.container.image_id]
-        digest = checks.digest(task, image, fresh=action.fresh)
-        return CheckResult(update_available=digest not in image.digests, digest=digest)
+        return checks.check(task, images[task.container.image_id], fresh=action.fresh)
 
     return check
 

@@ -157,6 +157,38 @@ def test_shared_image_is_checked_and_pulled_once(lab: Lab) -> None:
     assert without_ids(podman.rows()) == without_ids(updock.rows())
 
 
+def _multiarch(lab: Lab) -> list[str]:
+    """A service on a multi-arch image (an OCI index), and a new index pushed."""
+    image = lab.build_index(f"{lab.plain.host}/apply/multi:latest", version="v1")
+    lab.create_service("multi", image)
+    lab.build_index(image, version="v2")
+    return ["multi"]
+
+
+def test_multi_arch_image_costs_one_head_and_no_get_once_updated(lab: Lab) -> None:
+    """After an update, a check of a multi-arch image is one HEAD, as for a single-arch one.
+
+    A pull pinned to the platform's entry would leave the new image knowing only that entry's
+    digest: every later check would meet an unknown list digest and GET the list again.
+    """
+    names = _multiarch(lab)
+    updock = run_updock(lab, "--format", "json")
+    assert updock.returncode == 0, updock.stderr
+    assert updock.statuses() == {"multi": "true"}
+    assert _versions(lab, names) == {"multi": ("active", "v2")}
+
+    before = len(lab.plain.requests())
+    again = run_updock(lab, "--format", "json", "--dry-run")
+    assert again.statuses() == {"multi": "false"}
+    assert lab.plain.requests()[before:] == [("HEAD", "/v2/apply/multi/manifests/latest")]
+
+    # podman agrees there is nothing new, and pays two GETs for it (its probe and the list).
+    before = len(lab.plain.requests())
+    podman = run_podman(lab, "--format", "json", "--dry-run")
+    assert without_ids(podman.rows()) == without_ids(again.rows())
+    assert [m for m, _ in lab.plain.requests()[before:]].count("GET") >= 2
+
+
 def _fragile_first(lab: Lab) -> list[str]:
     """Three units on one image name; the first (by unit name) cannot start on v2."""
     image = lab.build_image(f"{lab.plain.host}/apply/fragile:latest", version="v1")

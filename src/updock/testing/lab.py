@@ -97,6 +97,10 @@ BUSYBOX_APPLETS = [
 #: Longest lab folder: podman refuses a runroot (the lab's are the folder + 3) over 50.
 MAX_ROOT = 47
 
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+
 LAB_USER = "labuser"
 LAB_PASSWORD = "lab-secret-pw"
 
@@ -698,6 +702,58 @@ class Lab:
             self.podman(*builder, *push, name)
             self.podman(*builder, "rmi", "-f", name, check=False)
         shutil.rmtree(tar.parent, ignore_errors=True)
+        return name
+
+    def build_index(
+        self, name: str, kind: ImageKind = ImageKind.HEALTHY, version: str | None = None
+    ) -> str:
+        """Push `name` (on the plain registry) as a multi-arch image: an OCI index of two images.
+
+        Its `linux/amd64` entry is a `build_image` of this machine's busybox (`kind`, `version`);
+        its `linux/arm64` entry is another image (a different digest), as registries such as
+        Docker Hub serve most images. Each call pushes new images and a new index.
+
+        Returns:
+            The name.
+        """
+        import urllib.request
+
+        base, _, tag = name.rpartition(":")
+        host, _, repo = base.partition("/")
+        if host != self.plain.host:
+            raise LabError(f"build_index pushes to the plain registry only, not {host}")
+        if version is None:
+            self._versions[name] = self._versions.get(name, 0) + 1
+            version = f"v{self._versions[name]}"
+        manifests = []
+        for arch, entry_kind, entry_version in (
+            ("amd64", kind, version),
+            ("arm64", ImageKind.HEALTHY, f"{version}-arm64"),
+        ):
+            self.build_image(f"{base}:{tag}-{arch}", entry_kind, version=entry_version)
+            req = urllib.request.Request(
+                f"http://{host}/v2/{repo}/manifests/{tag}-{arch}",
+                headers={"Accept": OCI_MANIFEST + ", " + DOCKER_MANIFEST},
+            )
+            with urllib.request.urlopen(req, timeout=30) as got:
+                body = got.read()
+                manifests.append(
+                    {
+                        "mediaType": got.headers["Content-Type"],
+                        "digest": got.headers["Docker-Content-Digest"],
+                        "size": len(body),
+                        "platform": {"os": "linux", "architecture": arch},
+                    }
+                )
+        index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}
+        put = urllib.request.Request(
+            f"http://{host}/v2/{repo}/manifests/{tag}",
+            data=json.dumps(index).encode(),
+            headers={"Content-Type": OCI_INDEX},
+            method="PUT",
+        )
+        with urllib.request.urlopen(put, timeout=30):
+            pass
         return name
 
     def pull(self, name: str) -> None:
