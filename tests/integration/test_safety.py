@@ -270,3 +270,58 @@ def test_bad_verification_label_changes_nothing(lab: Lab, label: str, value: str
     assert lab.unit_starts(svc.unit) == 1  # never restarted
     assert lab.container_version("labelled") == "v1"
     assert lab.unit_state(other) == "active"
+
+
+def _podman_wrapper(lab: Lab, name: str, before_inspect: str) -> dict[str, str]:
+    """PATH for a `podman` that runs `before_inspect` (sh) before each `container inspect`, then
+    the real podman: a race with systemd or another tool, made to happen every time."""
+    folder = lab.root / f"wrap-{name}"
+    folder.mkdir()
+    wrapper = folder / "podman"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = container ] && [ "$2" = inspect ]; then\n'
+        f"{before_inspect}\n"
+        "fi\n"
+        'exec /usr/bin/podman "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    return {"PATH": f"{folder}:{os.environ['PATH']}"}
+
+
+def test_containers_replaced_while_listed_again_and_again_fail_loudly(lab: Lab) -> None:
+    """A container replaced between every `ps` and `inspect` is an error, never an empty run."""
+    image = lab.build_image(f"{lab.plain.host}/safe/churn:latest", version="v1")
+    lab.pull(image)
+    replace = (
+        "/usr/bin/podman run -d --replace --name churn --network none "
+        "--label io.containers.autoupdate=registry --label PODMAN_SYSTEMD_UNIT=churn.service "
+        f"{image} sleep 1000 >/dev/null"
+    )
+    lab.podman("run", "-d", "--name", "churn", "--network", "none", "--label",
+               "io.containers.autoupdate=registry", "--label",
+               "PODMAN_SYSTEMD_UNIT=churn.service", image, "sleep", "1000")  # fmt: skip
+
+    res = run_updock(
+        lab, "--dry-run", "--format", "json", env=_podman_wrapper(lab, "churn", replace)
+    )
+
+    assert res.returncode == 125, (res.stdout, res.stderr)
+    assert "vanished" in res.stderr
+    assert "churn" in res.stderr
+
+
+def test_a_container_removed_while_listed_is_left_out(lab: Lab) -> None:
+    """Removed (not replaced) between `ps` and `inspect`: ignored, as podman 5.2 does."""
+    _service(lab, "stays", ImageKind.HEALTHY)
+    image = lab.build_image(f"{lab.plain.host}/safe/goes:latest", version="v1")
+    lab.pull(image)
+    lab.podman("run", "-d", "--name", "goes", "--network", "none", "--label",
+               "io.containers.autoupdate=registry", "--label",
+               "PODMAN_SYSTEMD_UNIT=goes.service", image, "sleep", "1000")  # fmt: skip
+    remove = "/usr/bin/podman rm -f -t 0 goes >/dev/null 2>&1"
+
+    res = run_updock(lab, "--dry-run", "--format", "json", env=_podman_wrapper(lab, "goes", remove))
+
+    assert res.returncode == 0, res.stderr
+    assert res.statuses() == {"stays": "pending"}

@@ -8,6 +8,7 @@ registries.conf, storage.conf and signature policy exactly as podman itself does
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -18,6 +19,8 @@ from updock.core.model import Container, ContainerState, Image
 from updock.core.reference import ImageReference
 from updock.errors import EngineError
 from updock.prefetch import PS_ARGS, take_listing, wants_update
+
+log = logging.getLogger(__name__)
 
 # Options of `podman run/create` whose value is a separate word that could look like an image.
 _VALUE_OPTIONS = frozenset(
@@ -141,6 +144,18 @@ def _parse_images(inspected: Iterable[Mapping[str, Any]]) -> dict[str, Image]:
     return out
 
 
+#: Listings taken in a row when labelled containers vanish before they are inspected.
+LIST_ATTEMPTS = 3
+
+
+class _Vanished(Exception):
+    """Internal: labelled containers of a listing were gone when inspected."""
+
+    def __init__(self, names: list[str]) -> None:
+        super().__init__(", ".join(names))
+        self.names = names
+
+
 class Podman:
     """An `Engine` that runs the `podman` command.
 
@@ -203,22 +218,43 @@ class Podman:
         labelled containers are inspected, and their images are inspected at the same time (for
         `images`, which the run asks next): two podman processes side by side.
 
-        A labelled container that is gone by the time it is inspected was replaced (its unit
-        restarted, by another run that held the lock meanwhile, or by systemd): then the list
-        is taken again, once, rather than the new container missed.
+        A labelled container that is gone by the time it is inspected was removed or replaced
+        (its unit restarted, by another run that held the lock meanwhile, or by systemd): the
+        list is taken again rather than the container missed; a removed one is then simply
+        not listed (as podman >= 5.2 ignores containers removed during a run).
+
+        Raises:
+            EngineError: labelled containers vanished between listing and inspection
+                `LIST_ATTEMPTS` times in a row (they are being replaced faster than a run can
+                list them); the error names them. Never an empty listing instead.
         """
         listing = self._listing()
-        found = self._containers(listing, on_candidates)
-        if found is None:
-            found = self._containers(self._json(*PS_ARGS), None) or []
-        return found
+        vanished: list[str] = []
+        for attempt in range(LIST_ATTEMPTS):
+            try:
+                return self._containers(listing, on_candidates if attempt == 0 else None)
+            except _Vanished as exc:
+                vanished = exc.names
+                log.info(
+                    "containers vanished while being inspected: %s; listing again",
+                    ", ".join(vanished),
+                )
+            listing = self._json(*PS_ARGS)
+        raise EngineError(
+            "containers vanished between `podman ps` and `podman inspect` "
+            f"{LIST_ATTEMPTS} times in a row (replaced while listed?): {', '.join(vanished)}"
+        )
 
     def _containers(
         self,
         listing: list[Any],
         on_candidates: Callable[[list[Container]], object] | None,
-    ) -> list[Container] | None:
-        """The containers of one `ps` listing; None if a labelled one vanished meanwhile."""
+    ) -> list[Container]:
+        """The containers of one `ps` listing.
+
+        Raises:
+            _Vanished: a labelled container was gone when it was inspected.
+        """
         listed = [c for c in listing if c.get("State") == "running"]
         labelled = [c for c in listed if wants_update(c.get("Labels") or {})]
         inspecting = self._start("container", "inspect", *(c["Id"] for c in labelled))
@@ -230,12 +266,14 @@ class Podman:
         if images is not None:
             self._images.update(_parse_images(self._finish(images, "image", image_ids)))
         if len(inspected) < len(labelled):
-            return None
-        return [
-            _container(inspected.get(c["Id"]), c)
-            for c in listed
-            if c["Id"] in inspected or c not in labelled
-        ]
+            raise _Vanished(
+                [
+                    f"{(c.get('Names') or ['?'])[0]} ({c['Id'][:12]})"
+                    for c in labelled
+                    if c["Id"] not in inspected
+                ]
+            )
+        return [_container(inspected.get(c["Id"]), c) for c in listed]
 
     def _start(self, *args: str) -> subprocess.Popen[str] | None:
         if len(args) <= 2:
