@@ -112,6 +112,14 @@ def _verify_seconds(text: str) -> float:
     return value
 
 
+def _timeout(text: str) -> float:
+    """A timeout: more than 0 seconds, finite."""
+    value = _seconds(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (> 0)")
+    return value
+
+
 def _count(text: str) -> int:
     try:
         value = int(text)
@@ -229,6 +237,10 @@ def fill_from_environment(parser: argparse.ArgumentParser, ns: argparse.Namespac
         defaults.VERIFY_TIMEOUT,
     )
     _env_default(
+        parser, ns, "podman_timeout", "UPDOCK_PODMAN_TIMEOUT", _timeout, defaults.PODMAN_TIMEOUT
+    )
+    _env_default(parser, ns, "pull_timeout", "UPDOCK_PULL_TIMEOUT", _timeout, defaults.PULL_TIMEOUT)
+    _env_default(
         parser,
         ns,
         "registry_concurrency",
@@ -258,7 +270,7 @@ def _auto_update(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int
     def run() -> RunResult | None:
         from updock.prefetch import nothing_to_do
 
-        if nothing_to_do(dry_run=ns.dry_run):
+        if nothing_to_do(dry_run=ns.dry_run, timeout=ns.podman_timeout):
             return None
         from updock.run import Options, run_auto_update
 
@@ -270,6 +282,8 @@ def _auto_update(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int
             safety=_safety(ns.settle_time, ns.verify_timeout, ns.keep_previous),
             lock_wait=ns.lock_wait,
             registry_concurrency=ns.registry_concurrency,
+            podman_timeout=ns.podman_timeout,
+            pull_timeout=ns.pull_timeout,
         )
         return run_auto_update(options)
 
@@ -432,6 +446,22 @@ def _auto_update_parser(commands: _Subparsers[_Parser]) -> _Parser:
         metavar="SECONDS",
         help="How long to wait while another updock run updates this host (0: exit at once). "
         f"[default: {defaults.LOCK_WAIT:g}]",
+    )
+    auto.add_argument(
+        "--podman-timeout",
+        type=_timeout,
+        metavar="SECONDS",
+        help="How long a podman command (inspect, tag, a health check) may take before it is "
+        "stopped and counts as failed; one that hangs (a storage lock held elsewhere) must "
+        "not hold the run. "
+        f"[env: UPDOCK_PODMAN_TIMEOUT; default: {defaults.PODMAN_TIMEOUT:g}]",
+    )
+    auto.add_argument(
+        "--pull-timeout",
+        type=_timeout,
+        metavar="SECONDS",
+        help="How long a pull may take before it is stopped and counts as failed. "
+        f"[env: UPDOCK_PULL_TIMEOUT; default: {defaults.PULL_TIMEOUT:g}]",
     )
     auto.add_argument(
         "--registry-concurrency",

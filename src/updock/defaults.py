@@ -16,3 +16,7 @@ MAX_VERIFY_SECONDS = 86400.0
 LOCK_WAIT = 600.0
 #: Registry requests in flight at once, per registry.
 REGISTRY_CONCURRENCY = 8
+#: Seconds a podman command (inspect, tag, a health check run, ...) may take before it is killed.
+PODMAN_TIMEOUT = 300.0
+#: Seconds a pull may take before it is killed.
+PULL_TIMEOUT = 1800.0

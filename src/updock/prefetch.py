@@ -39,6 +39,21 @@ WARM_MODULES = (
 )
 
 
+#: Seconds the prefetched `podman ps` may take (`defaults.PODMAN_TIMEOUT`; a unit test holds
+#: them equal, as this module imports nothing of updock).
+PS_TIMEOUT = 300.0
+
+
+class _suppress_lookup:  # contextlib costs start-up time
+    """Ignore ProcessLookupError (the process ended meanwhile)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, value: object, tb: object) -> bool:
+        return kind is ProcessLookupError
+
+
 class Listing:
     """A `podman ps` spawned in the background, with pipes for its output."""
 
@@ -48,17 +63,33 @@ class Listing:
         self._result: tuple[int, str, str] | None = None
         self._parsed: list[object] | None = None
 
-    def result(self) -> tuple[int, str, str]:
-        """Wait for it: its exit status, standard output and standard error."""
+    def result(self, timeout: float = PS_TIMEOUT) -> tuple[int, str, str]:
+        """Wait for it: its exit status, standard output and standard error.
+
+        A `ps` still running after `timeout` seconds (a storage lock held elsewhere) is killed:
+        its status is then -9, and the engine lists again, with a timeout of its own.
+        """
         if self._result is None:
             import select
+            import time
 
             poller = select.poll()
             for fd in self._fds:
                 poller.register(fd, select.POLLIN | select.POLLHUP)
             open_fds = set(self._fds)
+            deadline = time.monotonic() + timeout
             while open_fds:
-                for fd, _event in poller.poll():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    import signal
+
+                    try:  # noqa: SIM105  # contextlib costs start-up time
+                        os.kill(self._pid, signal.SIGKILL)  # ours: spawned by start_listing
+                    except ProcessLookupError:
+                        pass
+                    deadline = float("inf")
+                    continue
+                for fd, _event in poller.poll(min(left, 3600.0) * 1000):
                     chunk = os.read(fd, 65536)
                     if chunk:
                         self._fds[fd] += chunk
@@ -71,11 +102,11 @@ class Listing:
             self._result = (os.waitstatus_to_exitcode(status), out, err)
         return self._result
 
-    def containers(self) -> list[object] | None:
+    def containers(self, timeout: float = PS_TIMEOUT) -> list[object] | None:
         """The listed containers (JSON objects), or None if `ps` failed or printed nonsense
         (the engine then lists again and reports the error properly)."""
         if self._parsed is None:
-            code, out, _err = self.result()
+            code, out, _err = self.result(timeout)
             if code != 0:
                 return None
             import json
@@ -184,7 +215,7 @@ def _other_run_or_journal(folder: str) -> bool:
         return True
 
 
-def nothing_to_do(*, dry_run: bool) -> bool:
+def nothing_to_do(*, dry_run: bool, timeout: float = PS_TIMEOUT) -> bool:
     """Whether this run can end at once with an empty report, as the full run would.
 
     True when the listing shows no running container with an auto-update label and, for a real
@@ -202,7 +233,7 @@ def nothing_to_do(*, dry_run: bool) -> bool:
     # A run with something to do needs the HTTP stack as soon as `ps` has ended: its import
     # starts now, while the main thread waits (a run with nothing to do loses 1-2 ms to it).
     warm_up(WARM_MODULES)
-    containers = listing.containers()
+    containers = listing.containers(timeout)
     if containers is None:
         return False
     for c in containers:

@@ -58,6 +58,8 @@ class Options:
         lock_wait: seconds to wait for another run's lock (0: fail at once).
         state_dir: where the journal and the lock live (default: `state.default_state_dir`).
         registry_concurrency: requests in flight per registry.
+        podman_timeout: seconds a podman command (but a pull) may take.
+        pull_timeout: seconds a pull may take.
     """
 
     authfile: str | None = None
@@ -68,6 +70,8 @@ class Options:
     lock_wait: float = defaults.LOCK_WAIT
     state_dir: Path | None = None
     registry_concurrency: int = defaults.REGISTRY_CONCURRENCY
+    podman_timeout: float = defaults.PODMAN_TIMEOUT
+    pull_timeout: float = defaults.PULL_TIMEOUT
 
 
 @dataclass
@@ -210,13 +214,13 @@ def _make_check(
 
 
 def _host(
-    engine: Engine | None, services: Callable[[], ServiceManager] | None
+    engine: Engine | None, services: Callable[[], ServiceManager] | None, options: Options
 ) -> tuple[Engine, ServiceConnection]:
     """The given engine and service manager, or this host's podman and systemd."""
     if engine is None:
         from updock.engines.podman import default_engine
 
-        engine = default_engine()
+        engine = default_engine(options.podman_timeout, options.pull_timeout)
     if services is None:
         from updock.systemd import connect
 
@@ -249,7 +253,7 @@ def run_auto_update(
     """
     from updock.state import StateStore
 
-    engine, connection = _host(engine, services)
+    engine, connection = _host(engine, services, options)
     store = StateStore(options.state_dir)
     result = RunResult()
     with contextlib.ExitStack() as stack:
@@ -386,7 +390,7 @@ def run_rollback(
     from updock.core.reference import previous_tag
     from updock.state import StateStore
 
-    engine, connection = _host(engine, services)
+    engine, connection = _host(engine, services, options)
     store = StateStore(options.state_dir)
     result = RunResult()
     with contextlib.ExitStack() as stack:
@@ -456,7 +460,7 @@ def list_previous(options: Options, *, engine: Engine | None = None) -> list[Kep
     if engine is None:
         from updock.engines.podman import default_engine
 
-        engine = default_engine()
+        engine = default_engine(options.podman_timeout, options.pull_timeout)
     units, _ = assemble_tasks(engine.running_containers(), options.authfile)
     out = []
     for unit, tasks in units.items():

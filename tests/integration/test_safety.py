@@ -325,3 +325,29 @@ def test_a_container_removed_while_listed_is_left_out(lab: Lab) -> None:
 
     assert res.returncode == 0, res.stderr
     assert res.statuses() == {"stays": "pending"}
+
+
+def test_a_podman_that_hangs_is_stopped_and_the_run_ends(lab: Lab) -> None:
+    """podman blocked on its storage lock (held by another process) must not hold the run, and
+    with it updock's lock, for ever."""
+    import fcntl
+
+    unit = _service(lab, "stuck", ImageKind.HEALTHY)
+    lock = os.open(lab.root / "storage" / "graph" / "overlay-images" / "images.lock", os.O_RDWR)
+    try:
+        fcntl.lockf(lock, fcntl.LOCK_EX)  # what a long podman operation elsewhere holds
+        started = time.monotonic()
+        res = run_updock(lab, "--format", "json", env={"UPDOCK_PODMAN_TIMEOUT": "3"})
+        took = time.monotonic() - started
+    finally:
+        os.close(lock)
+
+    assert res.returncode == 125, res.stderr
+    assert "did not end within 3s" in res.stderr
+    assert took < 30
+    # Nothing changed, and the next run (the storage free again) updates as usual.
+    assert lab.container_version("stuck") == "v1"
+    again = run_updock(lab, "--format", "json")
+    assert again.returncode == 0, again.stderr
+    assert again.statuses() == {"stuck": "true"}
+    assert lab.unit_state(unit) == "active"

@@ -90,6 +90,8 @@ def test_unset_options_come_from_the_environment_then_the_defaults(
         (["rollback", "u.service", "--settle-time", "90000"], "'90000' is more than a day"),
         (["auto-update", "--lock-wait", "soon"], "'soon' is not a number of seconds"),
         (["auto-update", "--registry-concurrency", "0"], "'0' is not a whole number >= 1"),
+        (["auto-update", "--pull-timeout", "0"], "'0' is not a number of seconds (> 0)"),
+        (["auto-update", "--podman-timeout", "inf"], "'inf' is not a number of seconds"),
         (["auto-update", "--authfile", "/no/such/auth.json"], "/no/such/auth.json"),
         (["rollback"], "UNIT"),
         (["bogus"], "invalid choice: 'bogus'"),
@@ -136,6 +138,12 @@ def test_version_and_help_exit_0(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_prefetch_knows_the_policy_label() -> None:
     assert PREFETCH_LABEL_POLICY == LABEL_POLICY
+
+
+def test_prefetch_times_podman_ps_out_like_any_podman_command() -> None:
+    from updock import defaults, prefetch
+
+    assert prefetch.PS_TIMEOUT == defaults.PODMAN_TIMEOUT
 
 
 def _loaded(code: str, modules: tuple[str, ...]) -> list[str]:

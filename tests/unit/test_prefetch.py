@@ -7,6 +7,7 @@ import fcntl
 import json
 import os
 import shlex
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -135,3 +136,20 @@ def test_the_listing_reads_both_pipes_to_the_end() -> None:
     assert set(out) == {"x"}
     assert set(err) == {"e"}
     assert listing.containers() is None  # failed: the engine lists again and says why
+
+
+def test_a_listing_that_hangs_is_killed_after_its_timeout() -> None:
+    # `podman ps` blocked on a storage lock: the run must go on (and fail properly) anyway.
+    prefetch.start_listing(["sh", "-c", "exec sleep 60"])
+    listing = prefetch.take_listing()
+    assert listing is not None
+    started = time.monotonic()
+    code, _out, _err = listing.result(timeout=0.3)
+    assert time.monotonic() - started < 5
+    assert code == -9
+    assert listing.containers() is None  # the engine lists again, with its own timeout
+
+
+def test_a_hanging_listing_is_no_reason_to_end_early() -> None:
+    prefetch.start_listing(["sh", "-c", "exec sleep 60"])
+    assert not prefetch.nothing_to_do(dry_run=True, timeout=0.3)

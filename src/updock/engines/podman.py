@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from updock import defaults
 from updock.core.model import Container, ContainerState, Image
 from updock.core.reference import ImageReference
 from updock.errors import EngineError
@@ -159,20 +160,40 @@ class _Vanished(Exception):
 class Podman:
     """An `Engine` that runs the `podman` command.
 
+    Every podman process gets a timeout: one that hangs (on a storage lock held by another
+    podman, say) is killed and its call fails, instead of holding the run, and with it the lock
+    every later timer run waits for, for ever.
+
     Args:
         command: the podman executable and global options (e.g. `["podman", "--root", ...]`).
         env: environment for podman; the caller's when None.
+        timeout: seconds any podman command but a pull may take.
+        pull_timeout: seconds a pull may take.
     """
 
     def __init__(
-        self, command: Sequence[str] = ("podman",), env: Mapping[str, str] | None = None
+        self,
+        command: Sequence[str] = ("podman",),
+        env: Mapping[str, str] | None = None,
+        *,
+        timeout: float = defaults.PODMAN_TIMEOUT,
+        pull_timeout: float = defaults.PULL_TIMEOUT,
     ) -> None:
         self._command = list(command)
         self._env = dict(env) if env is not None else None
+        self._timeout = timeout
+        self._pull_timeout = pull_timeout
         self._images: dict[str, Image] = {}
 
-    def _run(self, *args: str, stderr_to_user: bool = False) -> str:
+    def _timed_out(self, args: Sequence[str], timeout: float) -> EngineError:
+        return EngineError(
+            f"podman {' '.join(args[:2])} did not end within {timeout:g}s and was stopped "
+            "(is another podman holding the storage lock?)"
+        )
+
+    def _run(self, *args: str, stderr_to_user: bool = False, timeout: float | None = None) -> str:
         cmd = [*self._command, *args]
+        limit = self._timeout if timeout is None else timeout
         try:
             res = subprocess.run(
                 cmd,
@@ -180,9 +201,13 @@ class Podman:
                 stdout=subprocess.PIPE,
                 # Pull progress belongs on the user's stderr, never on stdout.
                 stderr=sys.stderr if stderr_to_user else subprocess.PIPE,
+                stdin=subprocess.DEVNULL,
                 text=True,
                 check=False,
+                timeout=limit,
             )
+        except subprocess.TimeoutExpired as exc:  # run() has killed it
+            raise self._timed_out(args, limit) from exc
         except OSError as exc:
             raise EngineError(f"cannot run {cmd[0]}: {exc}") from exc
         if res.returncode != 0:
@@ -204,7 +229,7 @@ class Podman:
             and self._command == ["podman"]
             and self._env in (None, os.environ)
         ):
-            listing = prefetched.containers()
+            listing = prefetched.containers(self._timeout)
             if listing is not None:
                 return listing
         return self._json(*PS_ARGS)  # again: this one reports a failure properly
@@ -297,7 +322,12 @@ class Podman:
         meantime (the whole inspect fails), the survivors one by one."""
         if proc is None:
             return []
-        out, _err = proc.communicate()
+        try:
+            out, _err = proc.communicate(timeout=self._timeout)
+        except subprocess.TimeoutExpired as exc:
+            proc.kill()
+            proc.communicate()
+            raise self._timed_out((kind, "inspect"), self._timeout) from exc
         if proc.returncode == 0:
             try:
                 found: list[Any] = json.loads(out) if out.strip() else []
@@ -338,7 +368,7 @@ class Podman:
             args.append(f"--authfile={authfile}")
         if tls_verify is not None:
             args.append(f"--tls-verify={str(tls_verify).lower()}")
-        out = self._run(*args, str(reference), stderr_to_user=True)
+        out = self._run(*args, str(reference), stderr_to_user=True, timeout=self._pull_timeout)
         lines = out.split()
         if not lines:
             raise EngineError(f"podman pull {reference} printed no image ID")
@@ -383,13 +413,19 @@ class Podman:
         The status, not the check's own result: podman prints "unhealthy" for one failed run
         even inside the start period or before `retries` failures, which do not count.
         """
-        res = subprocess.run(
-            [*self._command, "healthcheck", "run", name],
-            env=self._env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        args = ("healthcheck", "run", name)
+        try:
+            res = subprocess.run(
+                [*self._command, *args],
+                env=self._env,
+                capture_output=True,
+                stdin=subprocess.DEVNULL,
+                text=True,
+                check=False,
+                timeout=self._timeout,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise self._timed_out(args, self._timeout) from exc
         if res.returncode not in (0, 1):
             raise EngineError(f"podman healthcheck run {name} failed: {res.stderr.strip()}")
         state = self.container_state(name)
@@ -398,6 +434,8 @@ class Podman:
         return state.health or ("healthy" if res.returncode == 0 else "unhealthy")
 
 
-def default_engine() -> Podman:
+def default_engine(
+    timeout: float = defaults.PODMAN_TIMEOUT, pull_timeout: float = defaults.PULL_TIMEOUT
+) -> Podman:
     """The podman of this host, with the caller's environment."""
-    return Podman(env=os.environ)
+    return Podman(env=os.environ, timeout=timeout, pull_timeout=pull_timeout)
