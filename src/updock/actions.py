@@ -43,6 +43,7 @@ from updock.state import (
     JournalTask,
     StateStore,
 )
+from updock.stopping import StopRequest
 from updock.systemd import ServiceConnection
 from updock.verify import (
     Expectation,
@@ -133,7 +134,9 @@ class ActionHandler:
         *,
         check: Callable[[Check], CheckResult],
         tls_verify: bool | None,
+        stop: StopRequest | None = None,
     ) -> None:
+        self._stop = stop
         self._engine = engine
         self._services = services
         self._journal_book = journal
@@ -142,6 +145,12 @@ class ActionHandler:
         self._tls_verify = tls_verify
 
     def __call__(self, action: Action) -> Outcome:
+        if self._stop is not None and self._stop.requested:
+            # Asked to stop: begin nothing new; what has begun is finished (see stopping.py).
+            if isinstance(action, Journal):
+                raise self._stop.error(f"container {action.task.container.name} not updated")
+            if isinstance(action, Restart) and action.interruptible:
+                raise self._stop.error(f"unit {action.unit} not restarted")
         if isinstance(action, Check):
             return self._check(action)
         if isinstance(action, Journal):

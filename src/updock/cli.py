@@ -218,7 +218,11 @@ def _report(run: Callable[[], RunResult | None], fmt: str) -> int:
         errors = [exc]
     if errors:
         sys.stderr.write(f"Error: {format_errors(errors)}\n")
-        return EXIT_ERROR
+        # A run stopped by a signal says so in its status (130, 143), as a shell would.
+        from updock.errors import Interrupted
+
+        stopped = [e for e in errors if isinstance(e, Interrupted)]
+        return stopped[0].exit_code if stopped else EXIT_ERROR
     return 0
 
 
@@ -285,7 +289,11 @@ def _auto_update(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int
             podman_timeout=ns.podman_timeout,
             pull_timeout=ns.pull_timeout,
         )
-        return run_auto_update(options)
+        from updock.stopping import StopRequest
+
+        stop = StopRequest()
+        with stop.on_signals():
+            return run_auto_update(options, stop=stop)
 
     return _report(run, ns.fmt)
 
@@ -301,9 +309,12 @@ def _rollback(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int:
 
     def run() -> RunResult:
         from updock.run import Options, run_rollback
+        from updock.stopping import StopRequest
 
         safety = _safety(ns.settle_time, defaults.VERIFY_TIMEOUT, True)
-        return run_rollback(ns.unit, Options(safety=safety))
+        stop = StopRequest()
+        with stop.on_signals():
+            return run_rollback(ns.unit, Options(safety=safety), stop=stop)
 
     return _report(run, ns.fmt)
 

@@ -10,7 +10,8 @@
     ├── RegistryError            a registry could not be asked, or answered an error
     │   └── RegistryAuthError    the registry refused the credentials (401/403)
     ├── ServiceError             the service manager (systemd) failed to restart a unit
-    └── VerificationError        a restarted unit did not come up healthy on the expected images
+    ├── VerificationError        a restarted unit did not come up healthy on the expected images
+    └── Interrupted              a signal (SIGINT, SIGTERM) stopped the run before this step
 
 Library errors (requests, jeepney, subprocess) are translated at the one boundary that calls the
 library and re-raised `from` the original, so callers only ever handle this tree.
@@ -75,3 +76,21 @@ class ServiceError(UpdockError):
 class VerificationError(UpdockError):
     """Raised when a unit, after its restart, is not active, its containers are not running on
     the expected images, do not stay up for the settle time, or are unhealthy."""
+
+
+#: Exit statuses after SIGINT and SIGTERM (128 + the signal's number), as a shell reports them.
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+
+
+class Interrupted(UpdockError):
+    """Raised instead of starting a step that would change a unit, once the run was asked to
+    stop (SIGINT, SIGTERM): what is in flight is finished, nothing new is begun.
+
+    Attributes:
+        exit_code: 130 after SIGINT, 143 after SIGTERM.
+    """
+
+    def __init__(self, message: str, exit_code: int = EXIT_SIGTERM) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

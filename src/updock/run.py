@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from updock.registry import RegistryClient
     from updock.registry.client import RemoteTag
     from updock.state import StateStore
+    from updock.stopping import StopRequest
     from updock.systemd import ServiceConnection, ServiceManager
 
 #: Registry checks that may run at once in all (they are I/O bound: one HEAD each); each
@@ -214,13 +215,16 @@ def _make_check(
 
 
 def _host(
-    engine: Engine | None, services: Callable[[], ServiceManager] | None, options: Options
+    engine: Engine | None,
+    services: Callable[[], ServiceManager] | None,
+    options: Options,
+    stop: StopRequest | None = None,
 ) -> tuple[Engine, ServiceConnection]:
     """The given engine and service manager, or this host's podman and systemd."""
     if engine is None:
         from updock.engines.podman import default_engine
 
-        engine = default_engine(options.podman_timeout, options.pull_timeout)
+        engine = default_engine(options.podman_timeout, options.pull_timeout, stop)
     if services is None:
         from updock.systemd import connect
 
@@ -236,6 +240,7 @@ def run_auto_update(
     engine: Engine | None = None,
     registry: RegistryClient | None = None,
     services: Callable[[], ServiceManager] | None = None,
+    stop: StopRequest | None = None,
 ) -> RunResult:
     """Run auto-update once: discover, check, update, restart, roll back.
 
@@ -247,13 +252,17 @@ def run_auto_update(
             something to check, and closes it.
         services: connects to the service manager (called only when a unit must restart);
             systemd over D-Bus when None.
+        stop: once requested (a signal), no unit is begun any more; those in flight are
+            finished (verified or rolled back) before the run returns, with an `Interrupted`
+            error naming what was not done.
 
     Returns:
-        The report rows and every error; per-container problems never abort the run.
+        The report rows (of the units begun) and every error; per-container problems never
+        abort the run.
     """
     from updock.state import StateStore
 
-    engine, connection = _host(engine, services, options)
+    engine, connection = _host(engine, services, options, stop)
     store = StateStore(options.state_dir)
     result = RunResult()
     with contextlib.ExitStack() as stack:
@@ -272,7 +281,7 @@ def run_auto_update(
                 for line in recovered.lines:
                     print(f"updock: recovery: {line}", file=sys.stderr)
                 result.errors.extend(recovered.errors)
-        _update(engine, registry, connection, store, options, result, stack)
+        _update(engine, registry, connection, store, options, result, stack, stop)
     result.rows.sort(key=ReportRow.sort_key)
     return result
 
@@ -285,6 +294,7 @@ def _update(
     options: Options,
     result: RunResult,
     stack: contextlib.ExitStack,
+    stop: StopRequest | None,
 ) -> None:
     started: list[_Checks] = []
 
@@ -334,12 +344,21 @@ def _update(
         # Each thread has its own D-Bus connection (they are not thread-safe).
         own = connection if index == 0 else type(connection)(connection.connect)
         handler = ActionHandler(
-            engine, own, journal, options.safety, check=check, tls_verify=options.tls_verify
+            engine,
+            own,
+            journal,
+            options.safety,
+            check=check,
+            tls_verify=options.tls_verify,
+            stop=stop,
         )
         state = SharedImageState()
         out = RunResult()
         try:
             for unit in group:
+                if stop is not None and stop.requested:
+                    not_begun.append(unit)
+                    continue
                 plan = update_unit(
                     unit,
                     units[unit],
@@ -355,6 +374,7 @@ def _update(
                 own.close()
         return out
 
+    not_begun: list[str] = []  # units skipped once a stop was requested (list.append is atomic)
     workers = max(1, min(UNIT_CONCURRENCY, len(groups)))
     from concurrent.futures import ThreadPoolExecutor
 
@@ -364,6 +384,9 @@ def _update(
         done = future.result()
         result.rows.extend(done.rows)
         result.errors.extend(done.errors)
+    if stop is not None and stop.requested:
+        skipped = ", ".join(sorted(not_begun)) or "none"
+        result.errors.append(stop.error(f"units not begun: {skipped}"))
 
 
 __all__ = ["Options", "RegistryError", "RunResult", "run_auto_update"]
@@ -375,6 +398,7 @@ def run_rollback(
     *,
     engine: Engine | None = None,
     services: Callable[[], ServiceManager] | None = None,
+    stop: StopRequest | None = None,
 ) -> RunResult:
     """`updock rollback UNIT`: put the unit's containers back on their kept previous images.
 
@@ -390,7 +414,7 @@ def run_rollback(
     from updock.core.reference import previous_tag
     from updock.state import StateStore
 
-    engine, connection = _host(engine, services, options)
+    engine, connection = _host(engine, services, options, stop)
     store = StateStore(options.state_dir)
     result = RunResult()
     with contextlib.ExitStack() as stack:
@@ -416,6 +440,7 @@ def run_rollback(
             options.safety,
             check=_no_check,
             tls_verify=options.tls_verify,
+            stop=stop,
         )
         plan = rollback_unit(unit, tasks, previous)
         rows, errs = drive(plan, handler)

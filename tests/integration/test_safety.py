@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -351,3 +352,47 @@ def test_a_podman_that_hangs_is_stopped_and_the_run_ends(lab: Lab) -> None:
     assert again.returncode == 0, again.stderr
     assert again.statuses() == {"stuck": "true"}
     assert lab.unit_state(unit) == "active"
+
+
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_finishes_the_unit_in_flight_and_begins_no_other(
+    lab: Lab, signum: int, status: int
+) -> None:
+    """systemctl stop (SIGTERM) or Ctrl-C (SIGINT) mid-run: the unit being updated is verified,
+    the lock is held until then, the units not begun stay as they were, the report says what
+    was done and the exit status says why the run stopped."""
+    image = lab.build_image(f"{lab.plain.host}/safe/sig:latest", version="v1")
+    units = {n: lab.create_service(n, image).unit for n in ("sig-a", "sig-b", "sig-c")}
+    lab.build_image(image, version="v2")
+
+    proc, pid = lab.start_updock("auto-update", "--format", "json", env={"UPDOCK_SETTLE_TIME": "4"})
+    try:
+        deadline = time.monotonic() + 60
+        while lab.unit_starts(units["sig-a"]) < 2:  # the first unit (by name) is restarting
+            assert time.monotonic() < deadline, "the first unit was never restarted"
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        os.kill(pid, signum)
+        time.sleep(0.5)
+        assert proc.poll() is None  # still verifying sig-a, not unwound
+        other = run_updock(lab, "--lock-wait=0")
+        assert other.returncode == 125
+        assert "another updock run" in other.stderr  # the lock is still held
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+    assert proc.returncode == status, err
+    assert {r["ContainerName"]: r["Updated"] for r in json.loads(out)} == {"sig-a": "true"}
+    assert f"stopped by {signal.Signals(signum).name}" in err
+    assert "container-sig-b.service, container-sig-c.service" in err
+    assert _journal(lab) == {}
+    assert {n: lab.container_version(n) for n in units} == {
+        "sig-a": "v2", "sig-b": "v1", "sig-c": "v1"
+    }  # fmt: skip
+    assert {lab.unit_state(u) for u in units.values()} == {"active"}
+    # The next run takes up what was left.
+    again = run_updock(lab, "--format", "json")
+    assert again.statuses() == {"sig-a": "false", "sig-b": "true", "sig-c": "true"}

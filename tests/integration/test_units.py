@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import time
+
 import pytest
 
 from updock.testing.lab import Lab
@@ -50,3 +54,44 @@ def test_user_units_go_to_the_users_folder(lab: Lab) -> None:
     assert (
         "OnCalendar=daily" in (home / ".config/systemd/user/updock-auto-update.timer").read_text()
     )
+
+
+def test_stopping_the_service_mid_update_finishes_the_unit_in_flight(lab: Lab) -> None:
+    """`systemctl stop` (or a shutdown) while the service updates: the unit being updated is
+    verified, no other is begun, and the service ends cleanly (not `failed`)."""
+    image = lab.build_image(f"{lab.plain.host}/units/stop:latest", version="v1")
+    units = [lab.create_service(n, image).unit for n in ("stop-a", "stop-b")]
+    lab.build_image(image, version="v2")
+    res = lab.updock("install-units", "--dest", str(lab.units), "--no-enable")
+    assert res.returncode == 0, res.stderr
+    dropin = lab.units / "updock-auto-update.service.d"
+    dropin.mkdir()
+    (dropin / "settle.conf").write_text("[Service]\nEnvironment=UPDOCK_SETTLE_TIME=4\n")
+    lab.systemctl("daemon-reload")
+    try:
+        show = lab.systemctl(
+            "show", "updock-auto-update.service", "-p", "KillMode", "-p", "TimeoutStopUSec",
+            "-p", "TimeoutStartUSec",
+        ).stdout  # fmt: skip
+        assert "KillMode=mixed" in show
+        assert "TimeoutStopUSec=10min" in show
+        assert "TimeoutStartUSec=2h" in show
+
+        lab.systemctl("start", "--no-block", "updock-auto-update.service")
+        deadline = time.monotonic() + 60
+        while lab.unit_starts(units[0]) < 2:
+            assert time.monotonic() < deadline, "the first unit was never restarted"
+            time.sleep(0.05)
+        lab.systemctl("stop", "updock-auto-update.service", timeout=120)
+
+        assert lab.unit_state("updock-auto-update.service") == "inactive"
+        assert lab.container_version("stop-a") == "v2"  # finished and verified
+        assert lab.container_version("stop-b") == "v1"  # never begun
+        assert {lab.unit_state(u) for u in units} == {"active"}
+        state = lab.root / "updock-state" / "state.json"
+        assert not state.exists() or json.loads(state.read_text())["units"] == {}
+    finally:
+        for name in ("updock-auto-update.service", "updock-auto-update.timer"):
+            (lab.units / name).unlink()
+        shutil.rmtree(dropin)
+        lab.systemctl("daemon-reload")

@@ -24,7 +24,7 @@ from updock.core.plan import (
     update_unit,
 )
 from updock.core.reference import parse_image_name, registry_image_name
-from updock.errors import EngineError, RegistryError, ServiceError, UpdockError
+from updock.errors import EngineError, Interrupted, RegistryError, ServiceError, UpdockError
 
 IMAGE = "quay.io/app/web:latest"
 DIGEST = "sha256:" + "ab" * 32
@@ -155,6 +155,8 @@ def test_pull_fails() -> None:
         f'image update for "{IMAGE}" failed: no space left on device'
     )
     assert not images.is_pulled(IMAGE)
+    # The unit was never touched: its journal entry is cleared now, not "repaired" next run.
+    assert world.journal_log == [("journal", "web"), ("finish", "web.service", "False")]
 
 
 def test_restart_ok() -> None:
@@ -433,9 +435,10 @@ def test_driven_by_hand() -> None:
     assert next(plan) == Check(task)
     assert plan.send(CheckResult(True, DIGEST)) == Journal(task)
     assert plan.send(None) == Pull(task, DIGEST)
-    assert plan.send(None) == Restart("web.service")
+    # The update's restart may be answered `Interrupted`; the rollback's is always performed.
+    assert plan.send(None) == Restart("web.service", interruptible=True)
     assert plan.send(ServiceError("failed")) == Retag(task)
-    assert plan.send(None) == Restart("web.service")
+    assert plan.send(None) == Restart("web.service", interruptible=False)
     assert plan.send(None) == Verify("web.service", (task,))
     assert plan.send(None) == Finish("web.service", (task,), verified=False)
     with pytest.raises(StopIteration) as stop:
@@ -531,3 +534,44 @@ def test_dry_run_journals_nothing() -> None:
     rows, _ = run([make_task("web")], world, dry_run=True)
     assert statuses(rows) == [Status.PENDING]
     assert world.journal_log == []
+
+
+def test_a_stop_before_the_restart_puts_the_names_back_and_restarts_nothing() -> None:
+    web, api = make_task("web"), make_task("api", image="quay.io/app/api:1")
+    images = SharedImageState()
+    plan = update_unit("web.service", [web, api], dry_run=False, rollback=True, images_done=images)
+    assert next(plan) == Check(web)
+    assert plan.send(CheckResult(True, DIGEST)) == Journal(web)
+    assert plan.send(None) == Pull(web, DIGEST)
+    assert plan.send(None) == Check(api)
+    assert plan.send(CheckResult(True, DIGEST)) == Journal(api)
+    assert plan.send(None) == Pull(api, DIGEST)
+    assert plan.send(None) == Restart("web.service", interruptible=True)
+    stopped = Interrupted("stopped by SIGINT: unit web.service not restarted", 130)
+    assert plan.send(stopped) == Retag(web)
+    assert plan.send(None) == Retag(api)
+    assert plan.send(None) == Finish("web.service", (web, api), verified=False)
+    with pytest.raises(StopIteration) as stop:
+        plan.send(None)
+    rows, errors = stop.value.value
+    assert statuses(rows) == [Status.FAILED, Status.FAILED]
+    assert len(errors) == 1
+    assert isinstance(errors[0], Interrupted)
+    assert errors[0].exit_code == 130  # kept through the wrapping: the CLI exits 130
+    assert "not restarted" in str(errors[0])
+    # A later unit of the same name checks again rather than restart onto the unused pull.
+    assert images.was_rolled_back(web.image.key)
+
+
+def test_a_stop_before_the_journal_leaves_the_task_alone() -> None:
+    task = make_task("web")
+    plan = update_unit(
+        "web.service", [task], dry_run=False, rollback=True, images_done=SharedImageState()
+    )
+    assert next(plan) == Check(task)
+    assert plan.send(CheckResult(True, DIGEST)) == Journal(task)
+    with pytest.raises(StopIteration) as stop:
+        plan.send(Interrupted("stopped by SIGTERM: container web not updated"))
+    rows, errors = stop.value.value
+    assert statuses(rows) == [Status.FAILED]
+    assert [e.exit_code for e in errors] == [143]

@@ -21,7 +21,7 @@ from typing import TypeVar
 
 from updock.core.model import Policy, ReportRow, Status, Task
 from updock.core.policy import go_quote
-from updock.errors import UpdockError
+from updock.errors import Interrupted, UpdockError
 
 
 @dataclass(frozen=True)
@@ -63,9 +63,17 @@ class Pull:
 
 @dataclass(frozen=True)
 class Restart:
-    """Restart a systemd unit and wait for its job to end `done`. Outcome: None or an error."""
+    """Restart a systemd unit and wait for its job to end `done`. Outcome: None or an error.
+
+    Attributes:
+        unit: the unit.
+        interruptible: the restart that applies an update (not one that rolls back or
+            repairs): once the run is asked to stop, the shell answers it with `Interrupted`
+            instead of restarting, and the plan puts the previous images back untouched.
+    """
 
     unit: str
+    interruptible: bool = False
 
 
 @dataclass(frozen=True)
@@ -182,6 +190,7 @@ def _wrap(error: UpdockError, message: str) -> UpdockError:
         wrapped = type(error)(f"{message}: {error}")
     except TypeError:  # a subclass with another constructor
         wrapped = UpdockError(f"{message}: {error}")
+    wrapped.exit_code = error.exit_code
     wrapped.__cause__ = error
     return wrapped
 
@@ -230,6 +239,7 @@ def update_unit(
     status = {t.container.id: Status.FAILED for t in tasks}
     errors: list[UpdockError] = []
     updated: list[Task] = []
+    journaled = False
 
     for task in tasks:
         name = task.image.key
@@ -256,6 +266,7 @@ def update_unit(
 
         if not (yield from _journal(task, errors)):
             continue
+        journaled = True
         if task.policy is Policy.REGISTRY:
             failure = _expect_none((yield Pull(task, outcome.digest)))
             if failure is not None:
@@ -267,6 +278,8 @@ def update_unit(
 
     if updated:
         yield from _restart(unit, updated, status, errors, rollback=rollback, images=images_done)
+    elif journaled:  # every pull failed: the unit was never touched; clear its journal entry
+        yield Finish(unit, (), verified=False)
 
     return _rows(unit, tasks, status), errors
 
@@ -283,10 +296,10 @@ def _journal(task: Task, errors: list[UpdockError]) -> Generator[Action, Outcome
 
 
 def _restart_and_verify(
-    unit: str, updated: Sequence[Task]
+    unit: str, updated: Sequence[Task], *, interruptible: bool = False
 ) -> Generator[Action, Outcome, UpdockError | None]:
     """Restart the unit, then verify it; the first failure, or None."""
-    failure = _expect_none((yield Restart(unit)))
+    failure = _expect_none((yield Restart(unit, interruptible)))
     if failure is None:
         failure = _expect_none((yield Verify(unit, tuple(updated))))
     return failure
@@ -306,11 +319,22 @@ def _restart(
     A rollback that works is no error, as in podman (exit status 0, rows `rolled back`); when it
     fails, the original restart failure is reported along with the rollback's.
     """
-    failure = yield from _restart_and_verify(unit, updated)
+    failure = yield from _restart_and_verify(unit, updated, interruptible=True)
     if failure is None:
         for task in updated:
             status[task.container.id] = Status.UPDATED
         yield Finish(unit, tuple(updated), verified=True)
+        return
+    if isinstance(failure, Interrupted):
+        # The run was asked to stop before the unit was restarted: it still runs the previous
+        # images; give their names back and leave it alone.
+        for task in updated:
+            images.record_rollback(task.image.key)
+            retag_failure = _expect_none((yield Retag(task)))
+            if retag_failure is not None:
+                errors.append(_wrap(retag_failure, f"restoring {go_quote(task.image.raw)}"))
+        errors.append(_wrap(failure, f"auto-updating {_containers(updated)}: not restarted"))
+        yield Finish(unit, tuple(updated), verified=False)
         return
 
     # The service manager's errors already say `restarting systemd unit "U" failed: ...`.

@@ -20,6 +20,7 @@ from updock.core.model import Container, ContainerState, Image
 from updock.core.reference import ImageReference
 from updock.errors import EngineError
 from updock.prefetch import PS_ARGS, take_listing, wants_update
+from updock.stopping import StopRequest
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +170,8 @@ class Podman:
         env: environment for podman; the caller's when None.
         timeout: seconds any podman command but a pull may take.
         pull_timeout: seconds a pull may take.
+        stop: when the run is asked to stop, pulls in flight are stopped (nothing has changed
+            yet; they could take long); other commands run to their end.
     """
 
     def __init__(
@@ -178,7 +181,9 @@ class Podman:
         *,
         timeout: float = defaults.PODMAN_TIMEOUT,
         pull_timeout: float = defaults.PULL_TIMEOUT,
+        stop: StopRequest | None = None,
     ) -> None:
+        self._stop = stop
         self._command = list(command)
         self._env = dict(env) if env is not None else None
         self._timeout = timeout
@@ -191,11 +196,17 @@ class Podman:
             "(is another podman holding the storage lock?)"
         )
 
-    def _run(self, *args: str, stderr_to_user: bool = False, timeout: float | None = None) -> str:
+    def _run(
+        self,
+        *args: str,
+        stderr_to_user: bool = False,
+        timeout: float | None = None,
+        abandon_on_stop: bool = False,
+    ) -> str:
         cmd = [*self._command, *args]
         limit = self._timeout if timeout is None else timeout
         try:
-            res = subprocess.run(
+            proc = subprocess.Popen(
                 cmd,
                 env=self._env,
                 stdout=subprocess.PIPE,
@@ -203,17 +214,31 @@ class Podman:
                 stderr=sys.stderr if stderr_to_user else subprocess.PIPE,
                 stdin=subprocess.DEVNULL,
                 text=True,
-                check=False,
-                timeout=limit,
+                # Its own process group: Ctrl-C in a terminal reaches updock only, which
+                # finishes what is in flight (stopping.py) rather than lose it half-done.
+                process_group=0,
             )
-        except subprocess.TimeoutExpired as exc:  # run() has killed it
-            raise self._timed_out(args, limit) from exc
         except OSError as exc:
             raise EngineError(f"cannot run {cmd[0]}: {exc}") from exc
-        if res.returncode != 0:
-            detail = (res.stderr or "").strip().removeprefix("Error: ")
-            raise EngineError(f"podman {args[0]} failed: {detail or f'exit {res.returncode}'}")
-        return res.stdout
+        unregister = (
+            self._stop.on_request(proc.kill)
+            if abandon_on_stop and self._stop is not None
+            else lambda: None
+        )
+        try:
+            out, err = proc.communicate(timeout=limit)
+        except subprocess.TimeoutExpired as exc:
+            proc.kill()
+            proc.communicate()
+            raise self._timed_out(args, limit) from exc
+        finally:
+            unregister()
+        if proc.returncode != 0:
+            if abandon_on_stop and self._stop is not None and self._stop.requested:
+                raise self._stop.error(f"podman {args[0]} stopped")
+            detail = (err or "").strip().removeprefix("Error: ")
+            raise EngineError(f"podman {args[0]} failed: {detail or f'exit {proc.returncode}'}")
+        return out
 
     def _json(self, *args: str) -> Any:
         out = self._run(*args)
@@ -311,6 +336,7 @@ class Podman:
                 stderr=subprocess.PIPE,
                 stdin=subprocess.DEVNULL,
                 text=True,
+                process_group=0,  # see _run
             )
         except OSError as exc:
             raise EngineError(f"cannot run {self._command[0]}: {exc}") from exc
@@ -368,7 +394,13 @@ class Podman:
             args.append(f"--authfile={authfile}")
         if tls_verify is not None:
             args.append(f"--tls-verify={str(tls_verify).lower()}")
-        out = self._run(*args, str(reference), stderr_to_user=True, timeout=self._pull_timeout)
+        out = self._run(
+            *args,
+            str(reference),
+            stderr_to_user=True,
+            timeout=self._pull_timeout,
+            abandon_on_stop=True,
+        )
         lines = out.split()
         if not lines:
             raise EngineError(f"podman pull {reference} printed no image ID")
@@ -423,6 +455,7 @@ class Podman:
                 text=True,
                 check=False,
                 timeout=self._timeout,
+                process_group=0,  # see _run
             )
         except subprocess.TimeoutExpired as exc:
             raise self._timed_out(args, self._timeout) from exc
@@ -435,7 +468,9 @@ class Podman:
 
 
 def default_engine(
-    timeout: float = defaults.PODMAN_TIMEOUT, pull_timeout: float = defaults.PULL_TIMEOUT
+    timeout: float = defaults.PODMAN_TIMEOUT,
+    pull_timeout: float = defaults.PULL_TIMEOUT,
+    stop: StopRequest | None = None,
 ) -> Podman:
     """The podman of this host, with the caller's environment."""
-    return Podman(env=os.environ, timeout=timeout, pull_timeout=pull_timeout)
+    return Podman(env=os.environ, timeout=timeout, pull_timeout=pull_timeout, stop=stop)

@@ -880,6 +880,39 @@ WantedBy=default.target
         command = [str(script)] if script.exists() else [sys.executable, "-m", "updock"]
         return self.run([*command, *args], check=False, env=env)
 
+    def start_updock(
+        self, *args: str, env: Mapping[str, str] | None = None
+    ) -> tuple[subprocess.Popen[str], int]:
+        """`updock ARGS` started in the lab and not waited for (to signal it while it works).
+
+        Returns:
+            The process (nsenter, whose exit status is updock's) and updock's own PID: nsenter
+            forks to enter the PID namespace, so signals must go to its child, by that PID.
+        """
+        if self.systemd_pid is None:
+            raise LabError("the lab is not running")
+        script = Path(sys.executable).with_name("updock")
+        command = [str(script)] if script.exists() else [sys.executable, "-m", "updock"]
+        proc = subprocess.Popen(
+            ["nsenter", "-t", str(self.systemd_pid), "-m", "-p", "--", *command, *args],
+            env={**os.environ, **self.env, **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                pids = children.read_text().split()
+                if pids:
+                    return proc, int(pids[0])
+            time.sleep(0.01)
+        proc.kill()
+        proc.communicate()
+        raise LabError("updock did not start in the lab")
+
     def auto_update(self, *args: str) -> subprocess.CompletedProcess[str]:
         """The real `podman auto-update ARGS` in the lab (never raises on its exit status)."""
         return self.run(["podman", "auto-update", *args], check=False)
