@@ -44,16 +44,6 @@ WARM_MODULES = (
 PS_TIMEOUT = 300.0
 
 
-class _suppress_lookup:  # contextlib costs start-up time
-    """Ignore ProcessLookupError (the process ended meanwhile)."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: object, value: object, tb: object) -> bool:
-        return kind is ProcessLookupError
-
-
 class Listing:
     """A `podman ps` spawned in the background, with pipes for its output."""
 

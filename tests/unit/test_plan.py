@@ -168,7 +168,6 @@ def test_restart_ok() -> None:
     # The pull is pinned to the digest the check found.
     assert world.log == [("check", "web"), ("pull", "web", DIGEST), ("restart", "web.service")]
     assert images.is_pulled(IMAGE)
-    assert images.pulled_digest(IMAGE) == DIGEST
 
 
 def test_rows_carry_the_task() -> None:
@@ -201,7 +200,7 @@ def test_restart_fails_rollback_ok() -> None:
         ("restart", "web.service"),
     ]
     assert not images.is_pulled(IMAGE)
-    assert images.rolled_back == {IMAGE}
+    assert images.was_rolled_back(IMAGE)
 
 
 def restart_error(detail: str, unit: str = "web.service") -> ServiceError:
@@ -327,7 +326,7 @@ def test_shared_image_rechecked_after_rollback() -> None:
     assert statuses(rows) == [Status.UPDATED]
     assert errors == []
     assert images.is_pulled(IMAGE)
-    assert images.rolled_back == frozenset()
+    assert not images.was_rolled_back(IMAGE)
 
 
 def test_check_after_rollback_asks_afresh() -> None:
@@ -375,7 +374,7 @@ def test_local_policy() -> None:
 
 def test_local_policy_never_takes_the_shortcut() -> None:
     images = SharedImageState()
-    images.record_pull(IMAGE, DIGEST)
+    images.record_pull(IMAGE)
     world = World(checks={"web": CheckResult(False)})
     rows, _ = run([make_task("web", policy=Policy.LOCAL)], world, images=images)
     assert statuses(rows) == [Status.NOT_UPDATED]
@@ -451,18 +450,14 @@ def test_driven_by_hand() -> None:
 def test_shared_image_state() -> None:
     images = SharedImageState()
     assert not images.is_pulled("a")
-    assert images.pulled_digest("a") is None
-    images.record_pull("a", "sha256:1")
+    images.record_pull("a")
     assert images.is_pulled("a")
-    assert images.pulled_digest("a") == "sha256:1"
     images.record_rollback("a")
     assert not images.is_pulled("a")
     assert images.was_rolled_back("a")
-    assert images.rolled_back == {"a"}
-    images.record_pull("a", None)
+    images.record_pull("a")
     assert images.is_pulled("a")
     assert not images.was_rolled_back("a")
-    assert images.rolled_back == frozenset()
 
 
 # -- verification, journal (issue 5) ---------------------------------------------------------

@@ -96,11 +96,6 @@ class Container:
     pod_id: str = ""
     is_infra: bool = False
 
-    @property
-    def short_id(self) -> str:
-        """The 12-hex short ID podman prints."""
-        return self.id[:12]
-
 
 @dataclass(frozen=True)
 class ContainerState:

@@ -153,35 +153,26 @@ class SharedImageState:
     """
 
     def __init__(self) -> None:
-        self._pulled: dict[str, str | None] = {}
+        self._pulled: set[str] = set()
         self._rolled_back: set[str] = set()
 
     def is_pulled(self, name: str) -> bool:
         """Whether `name` was pulled in this run and not rolled back since."""
         return name in self._pulled
 
-    def pulled_digest(self, name: str) -> str | None:
-        """The digest `name` was pulled at, or None (not pulled, or pulled by tag)."""
-        return self._pulled.get(name)
-
-    def record_pull(self, name: str, digest: str | None) -> None:
-        """Remember that `name` was pulled (at `digest`, if known)."""
-        self._pulled[name] = digest
+    def record_pull(self, name: str) -> None:
+        """Remember that `name` was pulled."""
+        self._pulled.add(name)
         self._rolled_back.discard(name)
 
     def record_rollback(self, name: str) -> None:
         """Forget the pull of `name`: its new image failed and was rolled back."""
-        self._pulled.pop(name, None)
+        self._pulled.discard(name)
         self._rolled_back.add(name)
 
     def was_rolled_back(self, name: str) -> bool:
         """Whether `name` was rolled back in this run (and not pulled again since)."""
         return name in self._rolled_back
-
-    @property
-    def rolled_back(self) -> frozenset[str]:
-        """The names rolled back in this run (and not pulled again since)."""
-        return frozenset(self._rolled_back)
 
 
 def _wrap(error: UpdockError, message: str) -> UpdockError:
@@ -273,7 +264,7 @@ def update_unit(
                 what = f"image update for {go_quote(task.image.raw)} failed"
                 errors.append(_wrap(failure, f"{_policy_prefix(task)}: {what}"))
                 continue
-            images_done.record_pull(name, outcome.digest)
+            images_done.record_pull(name)
         updated.append(task)
 
     if updated:
