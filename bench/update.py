@@ -1,87 +1,219 @@
-"""Real updates: podman auto-update and updock auto-update on the same scenario, side by side.
+"""Real updates: podman auto-update and updock auto-update on the same services, side by side.
 
-N services over M images in the lab's systemd; a new version of every image is pushed; each tool
-then updates them for real (on its own, identical set-up). Prints the wall time of each, their
-ratio, and whether every service ended active on the new version. podman restarts the units one
-at a time and trusts systemd's job result; updock restarts units that share no image name side
-by side and verifies each (settle time, health), which costs the settle time per group of units.
+For each size N:M (N services over M image names), in one lab (real podman, registry, systemd):
+N services run v1 of M images whose names point at a loopback proxy in front of the lab's
+registry (it adds a round trip to every request, as a registry on the internet would), a v2 of
+every image is pushed, and each tool updates the services for real, on its own identical set-up.
+Printed per size: the wall time of each tool, their ratio, how many services ended active on v2,
+and the downtime of each service (from the moment its unit left `active`, i.e. the old
+container's stop began, to the moment it was `active` again, from systemd's own timestamps):
+median and maximum.
 
-    sudo .venv/bin/python bench/update.py [--units N --images M --settle SECONDS]
+    sudo .venv/bin/python bench/update.py [--sizes 10:2,40:8,160:16] [--rtt-ms 50]
+        [--settle 5] [--plot bench/update.png]
+
+Targets (exit status 1 when one is missed), for the sizes given: at 40 services, updock's full
+update (verification on, default settle time) takes no longer than podman's (ratio >= 1.0); at
+160, updock is at least 1.5 times faster; updock's median and maximum downtime are no worse
+than podman's; every service ends active on v2 with both tools.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
 import sys
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 from updock.testing.lab import Lab, running_lab
+from updock.testing.proxy import FaultProxy
+
+#: N -> least podman/updock wall-time ratio.
+TARGETS = {40: 1.0, 160: 1.5}
 
 
-def _setup(lab: Lab, units: int, images: int) -> list[str]:
-    names = [f"{lab.plain.host}/upd-{i}:latest" for i in range(images)]
-    for name in names:
-        lab.build_image(name, version="v1")
+@dataclass(frozen=True)
+class Result:
+    """One tool's update of one size."""
+
+    wall: float
+    exit_code: int
+    good: int  # services active on v2 afterwards
+    downtimes: list[float]  # seconds, one per service that was restarted
+
+    @property
+    def median_down(self) -> float:
+        return statistics.median(self.downtimes) if self.downtimes else 0.0
+
+    @property
+    def max_down(self) -> float:
+        return max(self.downtimes, default=0.0)
+
+
+def _setup(lab: Lab, proxy: FaultProxy, units: int, images: int) -> tuple[list[str], list[str]]:
+    """N services on v1 of M images (pulled through the proxy); then v2 pushed. Returns the
+    image names (through the proxy) and the units."""
+    proxy.delay = proxy.connect_delay = 0  # set-up goes at full speed
+    names = []
+    for i in range(images):
+        direct = f"{lab.plain.host}/upd{units}-{i}:latest"
+        lab.build_image(direct, version="v1")
+        name = f"{proxy.host}/upd{units}-{i}:latest"
         lab.pull(name)
-    services = [f"upd-{j:03d}" for j in range(units)]
+        names.append(name)
     unit_names = []
-    for j, service in enumerate(services):
-        svc = lab.create_service(service, names[j % images], pull=False, start=False)
+    for j in range(units):
+        svc = lab.create_service(
+            f"upd{units}-{j:03d}", names[j % images], pull=False, start=False, reload=False
+        )
         unit_names.append(svc.unit)
-    lab.systemctl("start", *unit_names, timeout=600)
-    for name in names:
-        lab.build_image(name, version="v2")
-    return services
+    lab.systemctl("daemon-reload")
+    lab.systemctl("start", *unit_names, timeout=900)
+    for i in range(images):
+        lab.build_image(f"{lab.plain.host}/upd{units}-{i}:latest", version="v2")
+    return names, unit_names
 
 
-def _run(lab: Lab, cmd: list[str], services: list[str]) -> tuple[float, int, int]:
+def _downtimes(lab: Lab, units: list[str]) -> list[float]:
+    """Seconds each unit was not active during its last restart (systemd's timestamps)."""
+    out = lab.systemctl(
+        "show", "-p", "ActiveExitTimestampMonotonic", "-p", "ActiveEnterTimestampMonotonic",
+        *units,
+    ).stdout  # fmt: skip
+    downtimes = []
+    for block in out.strip().split("\n\n"):
+        props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        left = int(props.get("ActiveExitTimestampMonotonic") or 0)
+        back = int(props.get("ActiveEnterTimestampMonotonic") or 0)
+        if left and back > left:
+            downtimes.append((back - left) / 1e6)
+    return downtimes
+
+
+def _good(lab: Lab, names: list[str], units: list[str]) -> int:
+    """Services whose unit is active and whose container runs v2 of its image."""
+    v2 = {lab.image_id(name) for name in names}
+    running = json.loads(lab.podman("ps", "--format", "json").stdout or "[]")
+    on_v2 = {
+        (c.get("Labels") or {}).get("PODMAN_SYSTEMD_UNIT")
+        for c in running
+        if c.get("ImageID") in v2
+    }
+    states = lab.systemctl("show", "-p", "Id", "-p", "ActiveState", *units).stdout
+    active = {
+        props["Id"]
+        for block in states.strip().split("\n\n")
+        if (props := dict(line.split("=", 1) for line in block.splitlines() if "=" in line)).get(
+            "ActiveState"
+        )
+        == "active"
+    }
+    return len(active & on_v2)
+
+
+def measure(
+    lab: Lab, proxy: FaultProxy, tool: list[str], units: int, images: int, rtt: float
+) -> Result:
+    lab.reset()
+    names, unit_names = _setup(lab, proxy, units, images)
+    proxy.delay = proxy.connect_delay = rtt
     started = time.perf_counter()
-    res = lab.run(cmd, check=False, timeout=1800)
+    res = lab.run(tool, check=False, timeout=3600)
     wall = time.perf_counter() - started
+    proxy.delay = proxy.connect_delay = 0
+    if res.returncode != 0:
+        print(
+            f"  ! {tool[0]} exited {res.returncode}: {res.stderr.strip()[-800:]}", file=sys.stderr
+        )
     time.sleep(1)
-    good = 0
-    for service in services:
-        version = lab.run(["podman", "exec", service, "/bin/cat", "/version"], check=False)
-        active = lab.unit_state(f"container-{service}.service") == "active"
-        good += int(active and version.stdout.strip() == "v2")
-    return wall, res.returncode, good
+    return Result(wall, res.returncode, _good(lab, names, unit_names), _downtimes(lab, unit_names))
+
+
+def _plot(path: Path, sizes: list[int], results: dict[str, list[Result]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    for tool, marker in (("podman", "o"), ("updock", "s")):
+        ax.plot(sizes, [r.wall for r in results[tool]], marker=marker, label=f"{tool} auto-update")
+    ax.set_xlabel("services (every image changed)")
+    ax.set_ylabel("wall time of a real update (s)")
+    ax.set_title("Real update, verified (updock) vs unverified (podman)")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    print(f"plot: {path}")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--units", type=int, default=16, metavar="N")
-    parser.add_argument("--images", type=int, default=4, metavar="M")
+    parser.add_argument("--sizes", default="10:2,40:8,160:16", help="N:M,... services:images")
+    parser.add_argument("--rtt-ms", type=float, default=50.0, metavar="MS")
     parser.add_argument("--settle", type=float, default=5.0, help="updock's --settle-time")
+    parser.add_argument("--plot", type=Path, default=None, metavar="PNG")
     args = parser.parse_args(argv)
+    sizes = [tuple(int(x) for x in s.split(":")) for s in args.sizes.split(",")]
     if os.geteuid() != 0:
         print("bench/update.py needs root (the lab runs systemd and podman as root)")
         return 2
     tools = {
-        "podman auto-update": ["podman", "auto-update", "--format", "json"],
-        "updock auto-update": [
+        "podman": ["podman", "auto-update", "--format", "json"],
+        "updock": [
             sys.executable, "-m", "updock", "auto-update", "--format", "json",
             f"--settle-time={args.settle:g}",
         ],
     }  # fmt: skip
-    results = {}
-    with running_lab() as lab:
+    results: dict[str, list[Result]] = {tool: [] for tool in tools}
+    missed = []
+    with running_lab() as lab, FaultProxy(lab.plain.host) as proxy:
+        with (lab.conf / "registries.conf").open("a") as conf:
+            conf.write(f'[[registry]]\nlocation = "{proxy.host}"\ninsecure = true\n')
+        version = lab.podman("version", "--format", "{{.Client.Version}}").stdout.strip()
         print(
-            f"real update of {args.units} units over {args.images} images "
-            f"(updock settle time {args.settle:g}s)"
+            f"real update, every image changed, {args.rtt_ms:g} ms round trip to the registry, "
+            f"podman {version}, updock settle time {args.settle:g}s, {os.cpu_count()} cores\n"
         )
-        for tool, cmd in tools.items():
-            lab.reset()
-            services = _setup(lab, args.units, args.images)
-            results[tool] = _run(lab, cmd, services)
-            wall, code, good = results[tool]
+        header = (
+            f"{'services':>8} {'images':>6} | {'podman':>8} {'updock':>8} {'ratio':>6} | "
+            f"{'downtime median (s)':>20} | {'downtime max (s)':>17} | {'on v2':>9}"
+        )
+        print(header)
+        print(f"{'':>8} {'':>6} | {'':>8} {'':>8} {'':>6} | {'podman':>9} {'updock':>10} | "
+              f"{'podman':>8} {'updock':>8} | {'p':>4} {'u':>4}")  # fmt: skip
+        for units, images in sizes:
+            for tool, cmd in tools.items():
+                results[tool].append(measure(lab, proxy, cmd, units, images, args.rtt_ms / 1000))
+            p, u = results["podman"][-1], results["updock"][-1]
+            ratio = p.wall / u.wall
             print(
-                f"  {tool:20} {wall:7.2f}s  exit {code:3}  "
-                f"{good}/{args.units} active on the new version"
+                f"{units:>8} {images:>6} | {p.wall:>7.1f}s {u.wall:>7.1f}s {ratio:>5.2f}x | "
+                f"{p.median_down:>9.2f} {u.median_down:>10.2f} | {p.max_down:>8.2f} "
+                f"{u.max_down:>8.2f} | {p.good:>4} {u.good:>4}",
+                flush=True,
             )
-    podman, updock = results["podman auto-update"][0], results["updock auto-update"][0]
-    print(f"  updock / podman: {updock / podman:.2f}x the time")
+            target = TARGETS.get(units)
+            if target is not None and ratio < target:
+                missed.append(f"{units} services: podman/updock {ratio:.2f}x < {target:g}x")
+            if u.median_down > p.median_down or u.max_down > p.max_down:
+                missed.append(f"{units} services: updock's downtime is worse than podman's")
+            if u.good != units:
+                missed.append(f"{units} services: updock left {units - u.good} not active on v2")
+        lab.reset()
+    if args.plot is not None:
+        _plot(args.plot, [n for n, _ in sizes], results)
+    print()
+    if missed:
+        print("targets missed: " + "; ".join(missed))
+        return 1
+    print("all targets met")
     return 0
 
 

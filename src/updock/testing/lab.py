@@ -780,6 +780,7 @@ class Lab:
         command: Sequence[str] = (),
         start: bool = True,
         pull: bool = True,
+        reload: bool = True,
     ) -> Service:
         """Write a unit like `podman generate systemd --new` does and start it.
 
@@ -792,6 +793,7 @@ class Lab:
             command: the command to run instead of the image's.
             start: start the unit (and wait until its start job is done).
             pull: pull the image into the lab's store first.
+            reload: make systemd read the unit now (else the caller reloads once for many).
         """
         if pull and not image.startswith("localhost/"):
             self.pull(image)
@@ -841,7 +843,8 @@ StandardError=inherit
 WantedBy=default.target
 """
         )
-        self.systemctl("daemon-reload")
+        if reload or start:
+            self.systemctl("daemon-reload")
         if start:
             self.systemctl("start", unit)
         return Service(name, unit, image)
