@@ -9,7 +9,7 @@ once per distinct (image name, credentials, platform); the plan then reads their
 from __future__ import annotations
 
 import contextlib
-import sys
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from updock.registry.client import RemoteTag
     from updock.state import StateStore
     from updock.systemd import ServiceConnection, ServiceManager
+
+log = logging.getLogger(__name__)
 
 #: Registry checks that may run at once in all (they are I/O bound: one HEAD each); each
 #: registry also has its own bound, `RegistryClient.concurrency`.
@@ -257,7 +259,8 @@ def run_auto_update(
 
                 recovered = recover(engine, connection, store, options.safety)
                 for line in recovered.lines:
-                    print(f"updock: recovery: {line}", file=sys.stderr)
+                    # A killed run is a failure to see at the default level, even once repaired.
+                    log.error("recovery: %s", line)
                 result.errors.extend(recovered.errors)
         _update(engine, registry, connection, store, options, result, stack)
     result.rows.sort(key=ReportRow.sort_key)
@@ -310,6 +313,7 @@ def _update(
     checks().start((t.raw_image_name, t.authfile) for t in all_tasks if t.policy is Policy.REGISTRY)
     from updock.actions import ActionHandler, JournalBook
     from updock.core.plan import SharedImageState, drive, update_unit
+    from updock.phases import PhaseLog
 
     journal = JournalBook(store)
     check = _make_check(engine, checks(), images)
@@ -332,7 +336,7 @@ def _update(
                     rollback=options.rollback,
                     images_done=state,
                 )
-                rows, errs = drive(plan, handler)
+                rows, errs = drive(plan, PhaseLog(handler))
                 out.rows.extend(rows)
                 out.errors.extend(errs)
         finally:
@@ -372,6 +376,7 @@ def run_rollback(
     """
     from updock.actions import ActionHandler, JournalBook, previous_tag
     from updock.core.plan import drive, rollback_unit
+    from updock.phases import PhaseLog
     from updock.state import StateStore
 
     engine, connection = _host(engine, services)
@@ -402,7 +407,7 @@ def run_rollback(
             tls_verify=options.tls_verify,
         )
         plan = rollback_unit(unit, tasks, previous)
-        rows, errs = drive(plan, handler)
+        rows, errs = drive(plan, PhaseLog(handler))
         result.rows.extend(rows)
         result.errors.extend(errs)
     return result
