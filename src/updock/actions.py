@@ -225,6 +225,7 @@ class ActionHandler:
                 self._services.get(),
                 settle=self._safety.settle,
                 timeout=self._safety.verify_timeout,
+                read_logs=last_log_lines,
             )
         except UpdockError as exc:
             # A rollback that works is no error in the report (as podman), but the update did
@@ -284,6 +285,7 @@ def _recover_unit(
             manager,
             settle=safety.settle,
             timeout=safety.verify_timeout,
+            read_logs=last_log_lines,
         )
 
     previous = {t.container: t.previous_image for t in entry.tasks}
