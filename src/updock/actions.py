@@ -10,9 +10,9 @@ Safety rules kept here (issue 5):
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
-import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +50,8 @@ from updock.verify import (
     last_log_lines,
     verify_unit,
 )
+
+log = logging.getLogger(__name__)
 
 #: Test seam: `UPDOCK_TEST_CRASH_AT=pull|restart|verify` kills this process with SIGKILL at that
 #: point, so the integration tests can prove that the next run repairs the state.
@@ -164,10 +166,7 @@ class ActionHandler:
                 self._services.get().restart(action.unit)
             except UpdockError as exc:
                 logs = last_log_lines(action.unit)
-                print(
-                    f"updock: {exc}" + (f"\n  last log lines:\n    {logs}" if logs else ""),
-                    file=sys.stderr,
-                )
+                log.error("%s%s", exc, f"\n  last log lines:\n    {logs}" if logs else "")
                 raise
         elif isinstance(action, Retag):
             self._journal_book.set_phase(action.task.unit, ROLLING_BACK)
@@ -206,7 +205,7 @@ class ActionHandler:
                 try:
                     self._engine.untag(previous_tag(t.container))
                 except EngineError as exc:
-                    print(f"updock: warning: {exc}", file=sys.stderr)
+                    log.warning("%s", exc)
 
     # -- verification -----------------------------------------------------------------------
 
@@ -226,10 +225,12 @@ class ActionHandler:
                 self._services.get(),
                 settle=self._safety.settle,
                 timeout=self._safety.verify_timeout,
+                read_logs=last_log_lines,
             )
         except UpdockError as exc:
-            # A rollback that works is no error (podman compatible), but what was seen matters.
-            print(f"updock: {exc}", file=sys.stderr)
+            # A rollback that works is no error in the report (as podman), but the update did
+            # fail, and what was seen matters: an error at the default level.
+            log.error("%s", exc)
             raise
 
 
@@ -284,6 +285,7 @@ def _recover_unit(
             manager,
             settle=safety.settle,
             timeout=safety.verify_timeout,
+            read_logs=last_log_lines,
         )
 
     previous = {t.container: t.previous_image for t in entry.tasks}
@@ -292,7 +294,7 @@ def _recover_unit(
             try:
                 verify_on({t.container: t.new_image for t in entry.tasks})
             except UpdockError as exc:
-                print(f"updock: {exc}", file=sys.stderr)
+                log.error("%s", exc)  # then rolled back, below
             else:
                 return "the interrupted update was verified and completed"
         for t in entry.tasks:

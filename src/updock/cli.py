@@ -19,8 +19,9 @@ import argparse
 import os
 import sys
 
-from updock import __version__, defaults
+from updock import __version__, defaults, logs
 from updock.errors import EXIT_ERROR, UpdockError
+from updock.prefetch import command_index
 
 TYPE_CHECKING = False  # not typing's: importing typing costs start-up time
 if TYPE_CHECKING:
@@ -118,6 +119,13 @@ def _timeout(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (> 0)")
     return value
+
+
+def _log_level(text: str) -> int:
+    try:
+        return logs.parse_level(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _count(text: str) -> int:
@@ -276,6 +284,7 @@ def _auto_update(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int
 
         if nothing_to_do(dry_run=ns.dry_run, timeout=ns.podman_timeout):
             return None
+        logs.configure(ns.log_level)  # only now: importing logging costs start-up time
         from updock.run import Options, run_auto_update
 
         options = Options(
@@ -308,6 +317,7 @@ def _rollback(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int:
     _env_default(parser, ns, "settle_time", "UPDOCK_SETTLE_TIME", _verify_seconds, defaults.SETTLE)
 
     def run() -> RunResult:
+        logs.configure(ns.log_level)
         from updock.run import Options, run_rollback
         from updock.stopping import StopRequest
 
@@ -334,14 +344,15 @@ def _previous(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int:
 
         sys.stdout.write(json.dumps([k.as_dict() for k in kept], indent=4) + "\n")
         return 0
-    from updock.core.report import tabwrite
+    from updock.core.report import TAB_MINWIDTH, TAB_PADDING
+    from updock.core.tabwriter import tabwrite
 
     lines = ["UNIT\tCONTAINER\tIMAGE\tPREVIOUS\tPREVIOUS ID"]
     lines += [
         f"{k.unit}\t{k.container_name}\t{k.image}\t{k.previous}\t{k.previous_image_id[:12] or '-'}"
         for k in kept
     ]
-    sys.stdout.write(tabwrite("\n".join(lines) + "\n"))
+    sys.stdout.write(tabwrite("\n".join(lines) + "\n", minwidth=TAB_MINWIDTH, padding=TAB_PADDING))
     return 0
 
 
@@ -367,6 +378,19 @@ _SETTLE_HELP = (
 )
 
 
+_LOG_LEVEL_HELP = (
+    f"Diagnostics shown on stderr: {', '.join(logs.LEVELS)}. info adds each unit's phases "
+    f"and their timings, debug each registry request. [env: {logs.ENV_VARIABLE}; default: "
+    f"{logs.DEFAULT_LEVEL}]"
+)
+
+
+def _log_level_option(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument(
+        "--log-level", type=_log_level, metavar="LEVEL", default=default, help=_LOG_LEVEL_HELP
+    )
+
+
 def _format_option(parser: argparse.ArgumentParser, help: str) -> None:
     parser.add_argument("--format", dest="fmt", metavar="FORMAT", default="", help=help)
 
@@ -383,11 +407,16 @@ def build_parser(command: str | None = None) -> tuple[_Parser, dict[str, _Parser
         "`podman auto-update` that verifies every update and rolls back what it broke.",
     )
     top.add_argument("--version", action="version", version=f"updock, version {__version__}")
+    _log_level_option(top, None)
     commands = top.add_subparsers(
         dest="command", metavar="COMMAND", parser_class=_Parser, prog="updock"
     )
     wanted = [command] if command in _COMMANDS else list(_COMMANDS)
-    return top, {name: _COMMANDS[name](commands) for name in wanted}
+    built = {name: _COMMANDS[name](commands) for name in wanted}
+    for sub in built.values():
+        # Also after the command; given there, it wins (the top's default must not).
+        _log_level_option(sub, argparse.SUPPRESS)
+    return top, built
 
 
 _Subparsers = argparse._SubParsersAction  # the type add_subparsers() returns
@@ -554,15 +583,25 @@ _COMMANDS: dict[str, Callable[[_Subparsers[_Parser]], _Parser]] = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `updock` command line; its exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
-    parser, commands = build_parser(args[0] if args else None)
-    sub = commands.get(args[0]) if args else None
+    at = command_index(args)  # after the global flags
+    command = args[at] if at < len(args) else None
+    parser, commands = build_parser(command)
+    sub = commands.get(command) if command else None
     if sub is not None:
-        args = [args[0], *_normalize_bools(sub, args[1:])]
+        args = [*args[: at + 1], *_normalize_bools(sub, args[at + 1 :])]
     ns, unknown = parser.parse_known_args(args)
     if unknown:
         (sub or parser).error(f"unknown flag: {unknown[0]}")
     if ns.command is None:
         parser.error("missing command 'updock COMMAND'")
+    _env_default(
+        sub or parser,
+        ns,
+        "log_level",
+        logs.ENV_VARIABLE,
+        _log_level,
+        logs.LEVELS[logs.DEFAULT_LEVEL],
+    )
     handler: Callable[[argparse.ArgumentParser, argparse.Namespace], int] = ns.handler
     try:
         return handler(sub or parser, ns)

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 def main() -> NoReturn:
     """Start listing containers for `auto-update` at once, then run the CLI."""
     args = sys.argv[1:]
-    if args[:1] == ["auto-update"] and "-h" not in args and "--help" not in args:
+    at = prefetch.command_index(args)
+    if args[at : at + 1] == ["auto-update"] and "-h" not in args and "--help" not in args:
         prefetch.start_listing()
     from updock.cli import main as cli_main
 

@@ -44,6 +44,20 @@ WARM_MODULES = (
 PS_TIMEOUT = 300.0
 
 
+#: The flags of `updock` itself that take a value; they may come before the command
+#: (`updock --log-level debug auto-update`).
+GLOBAL_VALUE_FLAGS = ("--log-level",)
+
+
+def command_index(args: Sequence[str]) -> int:
+    """Where the command is in `updock`'s arguments: after the global flags (`len(args)` when
+    there is no command)."""
+    i = 0
+    while i < len(args) and args[i].startswith("-"):
+        i += 2 if args[i] in GLOBAL_VALUE_FLAGS else 1
+    return min(i, len(args))
+
+
 class Listing:
     """A `podman ps` spawned in the background, with pipes for its output."""
 

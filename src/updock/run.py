@@ -9,7 +9,7 @@ once per distinct (image name, credentials, platform); the plan then reads their
 from __future__ import annotations
 
 import contextlib
-import sys
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from updock.state import StateStore
     from updock.stopping import StopRequest
     from updock.systemd import ServiceConnection, ServiceManager
+
+log = logging.getLogger(__name__)
 
 #: Registry checks that may run at once in all (they are I/O bound: one HEAD each); each
 #: registry also has its own bound, `RegistryClient.concurrency`.
@@ -279,7 +281,8 @@ def run_auto_update(
 
                 recovered = recover(engine, connection, store, options.safety)
                 for line in recovered.lines:
-                    print(f"updock: recovery: {line}", file=sys.stderr)
+                    # A killed run is a failure to see at the default level, even once repaired.
+                    log.error("recovery: %s", line)
                 result.errors.extend(recovered.errors)
         _update(engine, registry, connection, store, options, result, stack, stop)
     result.rows.sort(key=ReportRow.sort_key)
@@ -335,6 +338,7 @@ def _update(
     )
     from updock.actions import ActionHandler, JournalBook
     from updock.core.plan import SharedImageState, drive, update_unit
+    from updock.phases import PhaseLog
 
     journal = JournalBook(store)
     check = _make_check(engine, checks(), images)
@@ -366,7 +370,7 @@ def _update(
                     rollback=options.rollback,
                     images_done=state,
                 )
-                rows, errs = drive(plan, handler)
+                rows, errs = drive(plan, PhaseLog(handler))
                 out.rows.extend(rows)
                 out.errors.extend(errs)
         finally:
@@ -412,6 +416,7 @@ def run_rollback(
     from updock.actions import ActionHandler, JournalBook
     from updock.core.plan import drive, rollback_unit
     from updock.core.reference import previous_tag
+    from updock.phases import PhaseLog
     from updock.state import StateStore
 
     engine, connection = _host(engine, services, options, stop)
@@ -443,7 +448,7 @@ def run_rollback(
             stop=stop,
         )
         plan = rollback_unit(unit, tasks, previous)
-        rows, errs = drive(plan, handler)
+        rows, errs = drive(plan, PhaseLog(handler))
         result.rows.extend(rows)
         result.errors.extend(errs)
     return result

@@ -85,6 +85,7 @@ def verify_unit(
     *,
     settle: float = DEFAULT_SETTLE,
     timeout: float = DEFAULT_TIMEOUT,
+    read_logs: Callable[[str], str],
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> None:
@@ -98,11 +99,19 @@ def verify_unit(
         settle: seconds the containers must stay up (labels may raise it per container).
         timeout: seconds to reach that state (raised by labels, and by health checks' own
             start period, interval and retries).
+        read_logs: the unit's last log lines, for the error ("" if none); `last_log_lines`
+            reads the host's journal.
+        clock: seconds, monotonic.
+        sleep: waits that many seconds.
 
     Raises:
         VerificationError: the unit failed, a container exited, runs another image, is
             unhealthy, or the state was not reached in time; the message says what was seen.
     """
+
+    def fail(seen: str) -> NoReturn:
+        _fail(unit, seen, services, read_logs)
+
     settle = _label_seconds(expect, LABEL_SETTLE, settle)
     timeout = max(_label_seconds(expect, LABEL_VERIFY_TIMEOUT, timeout), settle + 5)
     start = clock()
@@ -117,7 +126,7 @@ def verify_unit(
         waiting = ""
         state = services.active_state(unit)
         if state in ("failed", "inactive", "deactivating"):
-            _fail(unit, f"unit {unit} is {state}", services)
+            fail(f"unit {unit} is {state}")
         if state != "active":
             waiting = f"unit {unit} is {state}"
         for e in expect if not waiting else ():
@@ -126,15 +135,13 @@ def verify_unit(
                 waiting = f"container {e.name} does not exist"
                 break
             if not cs.running:
-                _fail(unit, f"container {e.name} exited with code {cs.exit_code}", services)
+                fail(f"container {e.name} exited with code {cs.exit_code}")
             if cs.image_id != e.image_id:
-                _fail(
-                    unit,
-                    f"container {e.name} runs image {cs.image_id[:12]}, expected {e.image_id[:12]}",
-                    services,
+                fail(
+                    f"container {e.name} runs image {cs.image_id[:12]}, expected {e.image_id[:12]}"
                 )
             if seen_ids.setdefault(e.name, cs.id) != cs.id:
-                _fail(unit, f"container {e.name} was restarted ({cs.id[:12]})", services)
+                fail(f"container {e.name} was restarted ({cs.id[:12]})")
             if cs.has_healthcheck and e.name not in healthy:
                 if not extended:
                     # Give the health check the time its own settings need.
@@ -145,7 +152,7 @@ def verify_unit(
                     last_check[e.name] = now
                     health = engine.run_healthcheck(e.name)
                     if health == "unhealthy":
-                        _fail(unit, f"container {e.name} is unhealthy", services)
+                        fail(f"container {e.name} is unhealthy")
                     if health == "healthy":
                         healthy.add(e.name)
                 if e.name not in healthy:
@@ -157,22 +164,20 @@ def verify_unit(
             if now - stable_since >= settle:
                 return
         if now >= deadline:
-            _fail(
-                unit,
-                f"not verified within {deadline - start:.0f}s: {waiting or 'still settling'}",
-                services,
-            )
+            fail(f"not verified within {deadline - start:.0f}s: {waiting or 'still settling'}")
         sleep(POLL)
 
 
-def _fail(unit: str, seen: str, services: ServiceManager) -> NoReturn:
+def _fail(
+    unit: str, seen: str, services: ServiceManager, read_logs: Callable[[str], str]
+) -> NoReturn:
     detail = f"verifying unit {unit} failed: {seen}"
     with contextlib.suppress(UpdockError):  # the message is useful without it
         detail += f"; unit {services.describe(unit)}"
-    logs = last_log_lines(unit)
+    logs = read_logs(unit)
     if logs:
         detail += "\n  last log lines:\n    " + "\n    ".join(logs.splitlines())
     raise VerificationError(detail)
 
 
-__all__ = ["Expectation", "verify_unit"]
+__all__ = ["Expectation", "last_log_lines", "verify_unit"]

@@ -95,6 +95,9 @@ def test_formats_equal_podman_byte_for_byte(lab: Lab) -> None:
         "table {{.Unit}}\t{{.Container}}\t{{.Updated}}",
         "table {{.ContainerID}} {{.ContainerName}}",
         "{{json .}}",
+        "{{.Unit}}\\t{{.Updated}}",  # a tab, but no table: not aligned
+        "{{range . }}\t{{.Unit}}\t{{.Image}}\n{{end -}}",
+        "table {{.}} {{json .}}",
     ):
         updock, podman = run_both(lab, "--dry-run", "--format", fmt)
         assert (updock.returncode, podman.returncode) == (0, 0), fmt

@@ -3,8 +3,10 @@ start-up that imports nothing heavy. (Running commands is tested in the lab.)"""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -155,16 +157,60 @@ def _loaded(code: str, modules: tuple[str, ...]) -> list[str]:
     return out.split()
 
 
-def test_start_up_imports_nothing_heavy() -> None:
-    """What `updock auto-update` loads before it knows whether there is anything to do: no
-    click, no typing, no dataclasses, no subprocess, no HTTP stack (each costs start-up time
-    against podman's)."""
-    code = (
-        "import updock.entry, updock.cli, updock.prefetch\nupdock.cli.build_parser('auto-update')"
+#: What a run with nothing to do must not import: each costs start-up time against podman's.
+HEAVY = (
+    "click", "typing", "dataclasses", "subprocess", "requests", "urllib3", "ssl", "shutil",
+    "threading", "logging", "updock.run", "updock.registry", "updock.core",
+    "updock.engines", "updock.systemd",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["auto-update"],
+        ["auto-update", "--dry-run", "--format", "json"],
+        ["--log-level", "debug", "auto-update"],
+        ["auto-update", "--log-level=info"],
+    ],
+)
+def test_a_run_with_nothing_to_do_imports_nothing_heavy(tmp_path: Path, args: list[str]) -> None:
+    """`updock auto-update` run for real (`updock.entry.main`) in a fresh interpreter, with a
+    `podman` that lists one container without an auto-update label: the run ends early, says
+    nothing, and has imported none of `HEAVY` (the background imports of a run with work to do,
+    `prefetch.warm_up`, are switched off: they are not the main thread's start-up)."""
+    (tmp_path / "podman").write_text(
+        "#!/bin/sh\n"
+        f'echo "$*" >> {tmp_path}/podman.calls\n'
+        'echo \'[{"Id": "1", "Names": ["web"], "State": "running", "Labels": {}}]\'\n'
     )
-    heavy: tuple[str, ...] = ("click", "typing", "dataclasses", "subprocess", "requests")
-    heavy += ("urllib3", "ssl", "shutil", "threading", "logging", "updock.run", "updock.registry")
-    assert _loaded(code, heavy) == []
+    (tmp_path / "podman").chmod(0o755)
+    probe = f"""
+import os, sys
+from updock import entry, prefetch
+prefetch.warm_up = lambda modules: None
+real_exit = os._exit
+def report(code):
+    loaded = [m for m in {HEAVY!r} if m in sys.modules]
+    sys.stdout.write("ended early with " + str(code) + ": " + " ".join(loaded))
+    sys.stdout.flush()
+    real_exit(code)
+os._exit = report
+sys.argv = ["updock", *{args!r}]
+entry.main()
+"""
+    env = {
+        **os.environ,
+        "PATH": f"{tmp_path}:{os.environ['PATH']}",
+        "UPDOCK_STATE_DIR": str(tmp_path / "state"),
+    }
+    res = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=False
+    )
+    assert (res.returncode, res.stdout, res.stderr) == (0, "ended early with 0: ", "")
+    # The listing was spawned by `entry` first thing, and is the only podman command.
+    calls = (tmp_path / "podman.calls").read_text()
+    assert calls == "ps --no-trunc --format json\n"
 
 
 def test_importing_the_registry_package_loads_no_http_stack() -> None:

@@ -52,6 +52,7 @@ class World:
         restarts: outcomes of successive `Restart`s (then None).
         retags: outcome of `Retag` per container name.
         log: the actions performed, in order, as short tuples.
+        order: the kind of every action performed, in order (both logs together).
     """
 
     checks: Mapping[str, Outcome] = field(default_factory=dict)
@@ -62,8 +63,10 @@ class World:
     journals: Mapping[str, Outcome] = field(default_factory=dict)
     log: list[tuple[str, ...]] = field(default_factory=list)
     journal_log: list[tuple[str, ...]] = field(default_factory=list)
+    order: list[str] = field(default_factory=list)
 
     def __call__(self, action: Action) -> Outcome:
+        self.order.append(type(action).__name__)
         if isinstance(action, Check):
             self.log.append(("check", action.task.container.name))
             return self.checks.get(action.task.container.name, CheckResult(True, DIGEST))
@@ -473,8 +476,9 @@ def test_verified_update_is_journaled_then_finished() -> None:
         ("verify", "web.service"),
         ("finish", "web.service", "True"),
     ]
-    # The intent is recorded before the pull.
     assert world.log[:2] == [("check", "web"), ("pull", "web", DIGEST)]
+    # The intent is recorded before anything changes: before the pull.
+    assert world.order == ["Check", "Journal", "Pull", "Restart", "Verify", "Finish"]
 
 
 def test_failed_verification_rolls_back_and_verifies_the_old_image() -> None:

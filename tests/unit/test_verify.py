@@ -1,4 +1,5 @@
-"""verify_unit's decisions, driven by a scripted engine and service manager and a fake clock.
+"""verify_unit's decisions, driven by a scripted engine, service manager and journal and a fake
+clock: no host command runs.
 
 (The same code runs against the real lab in tests/integration/test_safety.py.)
 """
@@ -39,6 +40,8 @@ class Host:
     )
     health: Callable[[float], str] = lambda t: "healthy"
     health_runs: list[float] = field(default_factory=list)
+    journal: str = ""
+    logs_read: list[str] = field(default_factory=list)
 
     def active_state(self, unit: str) -> str:
         return self.unit(self.clock.now)
@@ -53,6 +56,10 @@ class Host:
         self.health_runs.append(self.clock.now)
         return self.health(self.clock.now)
 
+    def read_logs(self, unit: str) -> str:
+        self.logs_read.append(unit)
+        return self.journal
+
 
 def verify(
     host: Host, settle: float = 3.0, timeout: float = 20.0, labels: dict[str, str] | None = None
@@ -64,6 +71,7 @@ def verify(
         host,  # type: ignore[arg-type]
         settle=settle,
         timeout=timeout,
+        read_logs=host.read_logs,
         clock=host.clock,
         sleep=host.clock.sleep,
     )
@@ -159,3 +167,32 @@ def test_label_raises_settle_time() -> None:
 def test_bad_label_is_an_error_naming_it() -> None:
     with pytest.raises(VerificationError, match=r"io.updock.verify.settle='soon'"):
         verify(Host(Clock()), labels={"io.updock.verify.settle": "soon"})
+
+
+def test_a_failure_quotes_the_units_last_log_lines() -> None:
+    host = Host(
+        Clock(),
+        container=lambda t: ContainerState("c1", t < 1, 0 if t < 1 else 2, IMAGE),
+        journal="starting app\nfatal: no config",
+    )
+    with pytest.raises(VerificationError) as caught:
+        verify(host)
+    assert str(caught.value).endswith(
+        "container app exited with code 2; unit active (dead), result exit-code, main process "
+        "exit status 1\n  last log lines:\n    starting app\n    fatal: no config"
+    )
+    assert host.logs_read == ["app.service"]
+
+
+def test_without_log_lines_the_failure_says_what_was_seen_only() -> None:
+    host = Host(Clock(), unit=lambda t: "failed")
+    with pytest.raises(VerificationError) as caught:
+        verify(host)
+    assert "last log lines" not in str(caught.value)
+    assert host.logs_read == ["app.service"]
+
+
+def test_a_verified_unit_reads_no_logs() -> None:
+    host = Host(Clock(), journal="something")
+    verify(host)
+    assert host.logs_read == []

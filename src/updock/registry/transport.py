@@ -15,7 +15,7 @@ import logging
 import re
 import time
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
 import requests.adapters
@@ -55,6 +55,24 @@ def reason_of(exc: BaseException) -> str:
     if isinstance(inner, ConnectionResetError) or "ConnectionResetError" in text:
         return "connection reset by peer"
     return text or type(inner).__name__
+
+
+#: Query parameters whose values a log line may show: they name what is asked for, never who asks.
+_SHOWN_PARAMETERS = frozenset(("scope", "service", "client_id", "n", "last"))
+
+
+def loggable_url(url: str) -> str:
+    """`url` for a log line: without user information, and with the value of every query
+    parameter but the harmless ones (`scope`, `service`, ...) hidden (a realm's own query, or
+    the `account` of a token request, may identify a user)."""
+    split = urlsplit(url)
+    netloc = split.netloc.rpartition("@")[2]
+    query = "&".join(
+        pair if pair.partition("=")[0] in _SHOWN_PARAMETERS else pair.partition("=")[0] + "=***"
+        for pair in split.query.split("&")
+        if pair
+    )
+    return urlunsplit((split.scheme, netloc, split.path, query, ""))
 
 
 class _TLSAdapter(requests.adapters.HTTPAdapter):
@@ -144,7 +162,28 @@ class HTTPTransport:
             TLSFailure: the TLS handshake failed.
             ExchangeFailure: anything else (a broken URL, too big an answer).
         """
-        log.debug("%s %s", method, url)
+        started = time.monotonic()
+        try:
+            reply = self._exchange(who, method, url, headers, verify, body)
+        except ExchangeFailure as exc:
+            took = time.monotonic() - started
+            log.debug("%s %s: failed after %.3fs: %s", method, loggable_url(url), took, exc.message)
+            raise
+        took = time.monotonic() - started
+        log.debug(
+            "%s %s: %d %s in %.3fs", method, loggable_url(url), reply.status, reply.reason, took
+        )
+        return reply
+
+    def _exchange(
+        self,
+        who: str,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        verify: bool,
+        body: bytes | None,
+    ) -> Reply:
         deadline = time.monotonic() + self._read_timeout
         try:
             resp = self._session.request(

@@ -1,0 +1,156 @@
+"""The info-level log of a unit's update: each phase, and how long it took.
+
+`PhaseLog` wraps the function that performs a plan's actions (the handler of `core.plan.drive`)
+and logs each action's outcome with its duration once it is done, for one unit:
+
+    unit container-web.service: container web: checked 127.0.0.1:5000/web:latest in 0.02s:
+        update available
+    unit container-web.service: container web: pulled 127.0.0.1:5000/web@sha256:... in 1.20s
+    unit container-web.service: restarted in 0.41s
+    unit container-web.service: verified in 5.03s
+    unit container-web.service: updated in 6.70s
+
+After a failed restart or verification, the steps of the rollback say so ("on the previous
+images"), and the last line says how the unit ended. The errors themselves are logged where they
+happen (and reported), not here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from updock.core.model import Task
+from updock.core.plan import (
+    Action,
+    Check,
+    CheckResult,
+    Finish,
+    Journal,
+    Outcome,
+    Pull,
+    Restart,
+    Retag,
+    Tag,
+    Verify,
+)
+from updock.errors import UpdockError
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Action], Outcome]
+
+
+def _unit_of(action: Action) -> str:
+    if isinstance(action, Restart | Verify | Finish):
+        return action.unit
+    return action.task.unit
+
+
+def _container(task: Task) -> str:
+    return f"unit {task.unit}: container {task.container.name}"
+
+
+class PhaseLog:
+    """Performs actions with `handler`, and logs each one's outcome and duration at info level.
+
+    One per unit (`drive(update_unit(...), PhaseLog(handler))`): it remembers when the unit's
+    update began and whether a rollback has started.
+
+    Args:
+        handler: performs one action.
+        clock: seconds, monotonic (for tests).
+    """
+
+    def __init__(self, handler: Handler, clock: Callable[[], float] = time.monotonic) -> None:
+        self._handler = handler
+        self._clock = clock
+        self._began: float | None = None
+        self._rollback_began: float | None = None
+        self._manual = False  # a `Tag`: `updock rollback`
+        self._failed = False  # the last restart or verification failed
+
+    def __call__(self, action: Action) -> Outcome:
+        if not log.isEnabledFor(logging.INFO):
+            return self._handler(action)
+        start = self._clock()
+        if self._began is None:
+            self._began = start
+        if isinstance(action, Retag) and self._rollback_began is None:
+            self._rollback_began = start
+        self._manual = self._manual or isinstance(action, Tag)
+        try:
+            outcome = self._handler(action)
+        except UpdockError:
+            self._log(action, self._clock() - start, failed=True, outcome=None)
+            raise
+        self._log(
+            action, self._clock() - start, failed=isinstance(outcome, UpdockError), outcome=outcome
+        )
+        return outcome
+
+    def _log(self, action: Action, took: float, *, failed: bool, outcome: Outcome) -> None:
+        seconds = f"{took:.2f}s"
+        previous = " on the previous images" if self._rollback_began is not None else ""
+        unit = f"unit {_unit_of(action)}"
+        if isinstance(action, Restart | Verify):
+            self._failed = failed
+            done = "restarted" if isinstance(action, Restart) else "verified"
+            if failed:
+                what = "restart" if isinstance(action, Restart) else "verification"
+                log.info("%s: %s%s failed after %s", unit, what, previous, seconds)
+            else:
+                log.info("%s: %s%s in %s", unit, done, previous, seconds)
+        elif isinstance(action, Check):
+            name = action.task.image.raw
+            if failed:
+                log.info("%s: check of %s failed after %s", _container(action.task), name, seconds)
+            else:
+                found = (
+                    "update available"
+                    if isinstance(outcome, CheckResult) and outcome.update_available
+                    else "up to date"
+                )
+                log.info("%s: checked %s in %s: %s", _container(action.task), name, seconds, found)
+        elif isinstance(action, Pull):
+            target = action.task.image.raw + (f" ({action.digest})" if action.digest else "")
+            if failed:
+                log.info("%s: pull of %s failed after %s", _container(action.task), target, seconds)
+            else:
+                log.info("%s: pulled %s in %s", _container(action.task), target, seconds)
+        elif isinstance(action, Journal):
+            outcome_text = "could not be journaled" if failed else "journaled"
+            log.debug("%s: %s in %s", _container(action.task), outcome_text, seconds)
+        elif isinstance(action, Retag | Tag):
+            if isinstance(action, Retag):
+                what = f"previous image tagged {action.task.image.raw} again"
+            else:
+                what = f"image {action.image_id[:12]} tagged {action.task.image.raw}"
+            log.info(
+                "%s: %s%s %s",
+                _container(action.task),
+                what,
+                " failed after" if failed else " in",
+                seconds,
+            )
+        elif isinstance(action, Finish):
+            self._finish(action, unit)
+
+    def _finish(self, action: Finish, unit: str) -> None:
+        now = self._clock()
+        total = f"{now - (self._began if self._began is not None else now):.2f}s"
+        if action.verified:
+            log.info("%s: %s in %s", unit, "rolled back" if self._manual else "updated", total)
+        elif self._manual:
+            log.info("%s: rollback failed after %s", unit, total)
+        elif self._rollback_began is None:
+            log.info("%s: update failed after %s, left as it is (no rollback)", unit, total)
+        else:
+            log.info(
+                "%s: %s after %s (the rollback took %.2fs)",
+                unit,
+                "rollback failed" if self._failed else "rolled back",
+                total,
+                now - self._rollback_began,
+            )
