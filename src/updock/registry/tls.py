@@ -16,6 +16,10 @@ Sources, as containers/image reads them:
   client certificate.
 
 An insecure registry is tried over HTTPS without verification first, then over plain HTTP.
+
+Certificates are verified as podman's Go verifier (crypto/x509) does, not as the running
+Python's defaults would (see `verifying_context`), so that updock reaches exactly the registries
+podman reaches, on every Python updock supports.
 """
 
 from __future__ import annotations
@@ -206,6 +210,29 @@ def find_cert_files(host: str, certs_dirs: Sequence[Path]) -> CertFiles:
     return CertFiles()
 
 
+def verifying_context() -> ssl.SSLContext:
+    """A client context that verifies certificates as Go's crypto/x509 does (what podman uses).
+
+    From `ssl.create_default_context()` (system CAs, TLS 1.2 at least, host names checked),
+    with three changes, whatever the Python version's defaults:
+
+    - no `VERIFY_X509_STRICT` (Python 3.13 sets it): Go does not refuse a CA without a
+      keyUsage extension, nor certificates without key identifiers, which OpenSSL's strict
+      mode does. A CA whose keyUsage lacks keyCertSign, an expired certificate or an unknown
+      CA are still refused, as Go refuses them;
+    - `VERIFY_X509_PARTIAL_CHAIN` (Python 3.13 sets it too): every certificate of a certs.d
+      file is a trust anchor, as in Go's root pool, so an intermediate CA alone is enough;
+    - no host name check against the subject's common name: Go matches only the subject
+      alternative names (since Go 1.15).
+    """
+    import ssl
+
+    ctx = ssl.create_default_context()
+    ctx.verify_flags = (ctx.verify_flags & ~ssl.VERIFY_X509_STRICT) | ssl.VERIFY_X509_PARTIAL_CHAIN
+    ctx.hostname_checks_common_name = False
+    return ctx
+
+
 class TLSConfig:
     """TLS settings of every registry, read lazily once and kept for the object's life.
 
@@ -270,7 +297,7 @@ class TLSConfig:
 
         files = find_cert_files(host, self._certs_dirs)
         if verify:
-            ctx = ssl.create_default_context()
+            ctx = verifying_context()
         else:
             # No CA is consulted: do not spend the time to load the system's.
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
