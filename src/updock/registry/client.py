@@ -138,6 +138,16 @@ def _basic(creds: Credentials) -> str:
     return "Basic " + base64.b64encode(raw).decode("ascii")
 
 
+class _Turn:
+    """Lets one thread at a time go first until what it goes to learn is known.
+
+    Guarded by the client's lock. `event` is set when the thread that went first is done.
+    """
+
+    def __init__(self) -> None:
+        self.event: threading.Event | None = None
+
+
 @dataclass
 class _HostState:
     """What the client knows of one host (a registry or a token server) for the run.
@@ -148,10 +158,13 @@ class _HostState:
     slots: threading.BoundedSemaphore
     scheme: str | None = None
     challenge: Challenge | None = None
-    #: A first request is learning the scheme and authentication: others wait for this.
-    first_contact: threading.Event | None = None
+    #: A first request is learning the scheme and authentication: others wait for it.
+    first_contact: _Turn = field(default_factory=_Turn)
     #: The first request has ended: later requests use what it learned.
     contacted: bool = False
+    #: A request is asking the registry whether a token server of the hints is still its own,
+    #: before any credentials go there: other requests with credentials wait for it.
+    confirmation: _Turn = field(default_factory=_Turn)
     #: `scheme` and `challenge` come from an earlier run (`hints.py`), not from this one.
     scheme_hinted: bool = False
     challenge_hinted: bool = False
@@ -448,6 +461,35 @@ class RegistryClient:
             return state
 
     @contextlib.contextmanager
+    def _turn(self, turn: _Turn, known: Callable[[], bool]) -> Iterator[bool]:
+        """Go first (yields True) while `known()` is false and no other thread goes first; wait
+        for the one that does; go on at once (yields False) once `known()` holds.
+
+        `known` is called under the client's lock. When the thread that went first ends without
+        making `known()` true (it failed), the next waiting thread goes first.
+        """
+        while True:
+            with self._lock:
+                if known():
+                    lead = False
+                    break
+                if turn.event is None:
+                    event = turn.event = threading.Event()
+                    lead = True
+                    break
+                event = turn.event
+            event.wait()
+        if not lead:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            with self._lock:
+                turn.event = None
+            event.set()
+
+    @contextlib.contextmanager
     def _first_contact(self, state: _HostState) -> Iterator[None]:
         """Let one request at a time meet a registry until one of them has ended.
 
@@ -455,34 +497,45 @@ class RegistryClient:
         others wait for it, then use what it learned instead of meeting the same 401 (or the
         same failed HTTPS attempt) each.
         """
-        with self._lock:
-            if state.contacted:
-                lead, event = False, None
-            elif state.first_contact is None:
-                lead, event = True, threading.Event()
-                state.first_contact = event
-            else:
-                lead, event = False, state.first_contact
-        if not lead:
-            if event is not None:
-                event.wait()
-            yield
-            return
-        assert event is not None
-        try:
-            yield
-        finally:
-            with self._lock:
-                state.contacted = True
-                state.first_contact = None
-            event.set()
+        with self._turn(state.first_contact, lambda: state.contacted) as lead:
+            try:
+                yield
+            finally:
+                if lead:
+                    with self._lock:
+                        state.contacted = True
+
+    def _confirmation(
+        self, state: _HostState, call: _Call
+    ) -> contextlib.AbstractContextManager[bool]:
+        """Whether this request must first ask the registry for its token server (True: it
+        goes unauthenticated, and other requests with credentials wait for its answer).
+
+        A token server named only by the hints file gets no credentials: a hints file that
+        someone changed must not lead them elsewhere. The registry's own 401 in this run
+        confirms (or replaces) it: one request per registry and run pays that round trip.
+        Anonymous requests use the remembered token server at once.
+        """
+
+        def confirmed() -> bool:
+            challenge = state.challenge
+            return (
+                call.creds is None
+                or not state.challenge_hinted
+                or challenge is None
+                or challenge.scheme != "bearer"
+            )
+
+        return self._turn(state.confirmation, confirmed)
 
     def _request(self, call: _Call, method: str, path: str) -> Reply:
         """`method path` with the authentication the registry wants; a 2xx reply."""
         state = self._host(call.endpoint)
-        with self._first_contact(state):
+        with self._first_contact(state), self._confirmation(state, call) as confirming:
             with self._lock:
                 challenge, hinted = state.challenge, state.challenge_hinted
+            if confirming:
+                challenge, hinted = None, False
             try:
                 auth = self._authorization(call, challenge)
             except RegistryError as exc:
@@ -495,6 +548,11 @@ class RegistryClient:
                         state.challenge, state.challenge_hinted = None, False
                 challenge, auth = None, None
             reply = self._send(call, state, method, path, auth)
+            if confirming:
+                # The registry answered: what it asks for now (below) replaces the hint.
+                with self._lock:
+                    if state.challenge_hinted:
+                        state.challenge, state.challenge_hinted = None, False
             if reply.status == 401:
                 challenge = parse_challenge(reply.headers.get("WWW-Authenticate", ""))
                 if challenge is None:
@@ -533,6 +591,15 @@ class RegistryClient:
             return _basic(call.creds)
         return f"Bearer {self._token(call, challenge)}"
 
+    def _may_send_credentials(self, scheme: str, host: str) -> bool:
+        """Whether credentials may go to `host` over `scheme`: over HTTPS, or to a host that
+        registries.conf (or `--tls-verify=false`) marks insecure.
+
+        (A registry itself is spoken to over plain HTTP only when it is insecure, so its Basic
+        credentials never need this check; a token server may be any host its registry names.)
+        """
+        return scheme == "https" or self._tls.settings(host).allow_http
+
     def _token_slot(self, call: _Call, challenge: Challenge) -> _TokenSlot:
         key = (challenge.realm, challenge.service, call.scope, call.creds)
         with self._lock:
@@ -568,6 +635,12 @@ class RegistryClient:
                 f"{challenge.realm!r}"
             )
         who = f"the token server {host} of {call.domain}"
+        if call.creds is not None and not self._may_send_credentials(split.scheme, host):
+            raise RegistryAuthError(
+                f"checking {call.image}: {who} speaks plain HTTP: updock sends credentials only "
+                f"over HTTPS (mark {host} insecure in registries.conf, or use --tls-verify=false, "
+                "to allow it)"
+            )
         identity = call.creds.identity_token if call.creds is not None else ""
         headers: dict[str, str] = {}
         body: bytes | None = None
