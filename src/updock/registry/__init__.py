@@ -9,6 +9,7 @@ first request (or in the background, with `RegistryClient(preload=True)`).
                   retries, per-registry concurrency bound
     transport.py  one HTTP exchange over requests/urllib3, read whole within the timeout
     exchange.py   what an exchange gives back: a reply or a failure (light, no requests)
+    attempts.py   the retry loop of one request; what the requests to one host share
     retry.py      backoff with jitter, Retry-After (pure)
     auth.py       credentials from containers-auth.json / docker config files / helpers
     tls.py        registries.conf `insecure`, certs.d CAs and client certificates

@@ -47,6 +47,7 @@ from urllib.parse import urlencode, urlsplit
 from updock import defaults
 from updock.errors import RegistryAuthError, RegistryError
 from updock.registry import hints
+from updock.registry.attempts import HostPacing, with_retries
 from updock.registry.auth import DOCKER_HUB, CredentialHelpers, Credentials, find_credentials
 from updock.registry.exchange import ExchangeFailure, Reply, TLSFailure, TransientFailure
 from updock.registry.manifest import (
@@ -60,11 +61,8 @@ from updock.registry.manifest import (
     parse_index,
 )
 from updock.registry.retry import (
-    RETRY_STATUSES,
     TOO_MANY_REQUESTS,
     RetryPolicy,
-    backoff_delay,
-    parse_retry_after,
 )
 from updock.registry.tls import TLSConfig, TLSSettings
 
@@ -152,10 +150,10 @@ class _Turn:
 class _HostState:
     """What the client knows of one host (a registry or a token server) for the run.
 
-    Guarded by the client's lock, except `slots`, which is a semaphore of its own.
+    Guarded by the client's lock, except `pacing`, which guards itself.
     """
 
-    slots: threading.BoundedSemaphore
+    pacing: HostPacing
     scheme: str | None = None
     challenge: Challenge | None = None
     #: A first request is learning the scheme and authentication: others wait for it.
@@ -168,10 +166,6 @@ class _HostState:
     #: `scheme` and `challenge` come from an earlier run (`hints.py`), not from this one.
     scheme_hinted: bool = False
     challenge_hinted: bool = False
-    #: time.monotonic() before which no request may be sent (a 429's Retry-After).
-    not_before: float = 0.0
-    #: Why the host could not be reached, after every attempt of a request failed.
-    unreachable: str | None = None
 
 
 @dataclass(frozen=True)
@@ -450,7 +444,7 @@ class RegistryClient:
         with self._lock:
             state = self._hosts.get(host)
             if state is None:
-                state = _HostState(threading.BoundedSemaphore(self.concurrency))
+                state = _HostState(HostPacing(self.concurrency))
                 hint = self._hints.get(host)
                 if hint is not None:  # no first contact to wait for: every request goes at once
                     state.scheme, state.scheme_hinted = hint.scheme, True
@@ -710,65 +704,10 @@ class RegistryClient:
             call.image, state, lambda: self._send_once(call, state, method, path, headers)
         )
 
-    def _with_retries(
-        self, image: str, state: _HostState, attempt_once: Callable[[], Reply]
-    ) -> Reply:
-        """`attempt_once()` until it gives an answer worth keeping, at most `attempts` times.
-
-        Connection failures and timeouts (`TransientFailure`) and the statuses of `RETRY_STATUSES`
-        are tried again after `backoff_delay`; a 429 after its `Retry-After` (or the backoff
-        when it names none), which every request to the host then waits out too. The last
-        answer is returned whatever its status; the last connection failure is raised.
-        """
-        policy = self._retry
-        with self._lock:
-            unreachable = state.unreachable
-        if unreachable is not None:
-            raise RegistryError(f"checking {image}: {unreachable}")
-        attempt = 1
-        while True:
-            self._wait_turn(state)
-            try:
-                with state.slots:
-                    reply = attempt_once()
-            except TransientFailure as exc:
-                if attempt >= policy.attempts:
-                    reason = exc.message + (f" ({attempt} attempts)" if attempt > 1 else "")
-                    with self._lock:
-                        state.unreachable = reason
-                    raise RegistryError(f"checking {image}: {reason}") from exc.__cause__
-                delay = backoff_delay(attempt, policy, self._rand)
-                log.info("%s; trying again in %.1fs", exc.message, delay)
-                self._sleep(delay)
-                attempt += 1
-                continue
-            reply = Reply(reply.status, reply.reason, reply.headers, reply.body, attempt)
-            if reply.status == TOO_MANY_REQUESTS:
-                asked = parse_retry_after(reply.headers.get("Retry-After"))
-                delay = backoff_delay(attempt, policy, self._rand) if asked is None else asked
-                if attempt >= policy.attempts or delay > policy.max_retry_after:
-                    return reply
-                log.info("rate limited (429); trying again in %.1fs", delay)
-                with self._lock:
-                    state.not_before = max(state.not_before, time.monotonic() + delay)
-                attempt += 1
-                continue
-            if reply.status in RETRY_STATUSES and attempt < policy.attempts:
-                delay = backoff_delay(attempt, policy, self._rand)
-                log.info("answer %d %s; trying again in %.1fs", reply.status, reply.reason, delay)
-                self._sleep(delay)
-                attempt += 1
-                continue
-            return reply
-
-    def _wait_turn(self, state: _HostState) -> None:
-        """Wait until the host's `Retry-After` (if any) has passed."""
-        while True:
-            with self._lock:
-                delay = state.not_before - time.monotonic()
-            if delay <= 0:
-                return
-            self._sleep(delay)
+    def _with_retries(self, image: str, state: _HostState, once: Callable[[], Reply]) -> Reply:
+        return with_retries(
+            once, state.pacing, self._retry, image=image, sleep=self._sleep, rand=self._rand
+        )
 
     def _send_once(
         self, call: _Call, state: _HostState, method: str, path: str, headers: dict[str, str]
