@@ -12,7 +12,9 @@ first request (or in the background, with `RegistryClient(preload=True)`).
     attempts.py   the retry loop of one request; what the requests to one host share
     retry.py      backoff with jitter, Retry-After (pure)
     auth.py       credentials from containers-auth.json / docker config files / helpers
-    tls.py        registries.conf `insecure`, certs.d CAs and client certificates
+    registries_conf.py  registries.conf: where a tag is looked up (mirrors, remaps), blocked,
+                  insecure
+    tls.py        TLS per place (insecure, --tls-verify), certs.d, Go-like verification
     manifest.py   media types, digests, a platform's entry of a manifest list (pure)
 """
 

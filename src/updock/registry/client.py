@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import urlencode, urlsplit
 
 from updock import defaults
-from updock.errors import RegistryAuthError, RegistryError
+from updock.errors import ConfigError, RegistryAuthError, RegistryError, UpdockError
 from updock.registry import hints
 from updock.registry.attempts import HostPacing, with_retries
 from updock.registry.auth import DOCKER_HUB, CredentialHelpers, Credentials, find_credentials
@@ -60,6 +60,7 @@ from updock.registry.manifest import (
     media_type_of_body,
     parse_index,
 )
+from updock.registry.registries_conf import Source
 from updock.registry.retry import (
     TOO_MANY_REQUESTS,
     RetryPolicy,
@@ -374,19 +375,44 @@ class RegistryClient:
     def head(self, domain: str, repository: str, tag: str, *, authfile: str | None) -> RemoteTag:
         """What the tag points at: one `HEAD` (a `GET` if the registry gives no digest).
 
-        Needs no platform: a run starts these as soon as it knows the image names, before it
-        knows the local images. Raises as `manifest_digest` does.
+        Asked where podman's pull would look (`registries_conf.py`): each mirror of
+        registries.conf in order, then the registry (its `location` when it is remapped); the
+        first that has the tag answers. Needs no platform: a run starts these as soon as it
+        knows the image names, before it knows the local images. Raises as `manifest_digest`
+        does; a blocked registry is a `RegistryError` naming it.
         """
         image = f"{domain}/{repository}:{tag}"
+        sources = self._tls.registries_conf().sources(domain, repository, tag)
+        failures: list[tuple[Source, UpdockError]] = []
+        for source in sources:
+            try:
+                return self._head_at(image, source, authfile)
+            except (RegistryError, ConfigError) as exc:
+                if len(sources) == 1:
+                    raise
+                log.debug("%s: %s failed: %s", image, source.name, exc)
+                failures.append((source, exc))
+        raise _all_failed(image, failures) from failures[-1][1]
+
+    def _head_at(self, image: str, source: Source, authfile: str | None) -> RemoteTag:
+        """`head` at one place: a mirror, or the registry."""
+        if source.blocked_by is not None:
+            raise RegistryError(
+                f"checking {image}: registry {source.blocked_by.prefix} is blocked in "
+                f"{source.blocked_by.origin}"
+            )
         call = _Call(
             image=image,
-            domain=domain,
-            endpoint=self.endpoint(domain),
-            repository=repository,
-            creds=find_credentials(domain, repository, authfile, helpers=self._helpers),
-            tls=self._tls.settings(domain, repository),
+            domain=source.domain,
+            endpoint=self.endpoint(source.domain),
+            repository=source.repository,
+            # containers/image: the credentials of the place asked, not of the name's registry.
+            creds=find_credentials(
+                source.domain, source.repository, authfile, helpers=self._helpers
+            ),
+            tls=self._tls.for_insecure(source.insecure),
         )
-        path = f"/v2/{repository}/manifests/{tag}"
+        path = f"/v2/{source.repository}/manifests/{source.tag}"
         reply = self._request(call, "HEAD", path)
         digest = reply.headers.get("Docker-Content-Digest", "")
         mtype = media_type(reply.headers.get("Content-Type"))
@@ -826,6 +852,16 @@ def _hint_of(state: _HostState) -> hints.Hint:
     if challenge is None:
         return hints.Hint(state.scheme)
     return hints.Hint(state.scheme, challenge.scheme, challenge.realm, challenge.service)
+
+
+def _all_failed(image: str, failures: Sequence[tuple[Source, UpdockError]]) -> UpdockError:
+    """The registry's own failure (the last place asked), naming what the mirrors said too."""
+    _, primary = failures[-1]
+    prefix = f"checking {image}: "
+    mirrors = "; ".join(
+        f"[{source.name}: {str(exc).removeprefix(prefix)}]" for source, exc in failures[:-1]
+    )
+    return type(primary)(f"{primary} (mirrors also failed: {mirrors})")
 
 
 def _import_transport() -> None:

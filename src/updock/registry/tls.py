@@ -3,19 +3,12 @@ and client certificate to use.
 
 Sources, as containers/image reads them:
 
-- registries.conf (`$CONTAINERS_REGISTRIES_CONF`, else `$HOME/.config/containers/registries.conf`
-  for non-root when it exists, else `/etc/containers/registries.conf`; then the drop-ins
-  `/etc/containers/registries.conf.d/*.conf`, and `$HOME/.config/containers/registries.conf.d`
-  for non-root, in name order, a later entry for the same prefix replacing an earlier one):
-  `[[registry]]` tables with `location`/`prefix` and `insecure`, and the v1 form
-  `[registries.insecure] registries = [...]`. The entry with the longest prefix matching
-  `host/repository` applies (`*.example.com` matches sub-domains).
+- registries.conf (`registries_conf.py`): a place marked `insecure` is tried over HTTPS without
+  verification first, then over plain HTTP. `--tls-verify` overrides it either way.
 - certs.d: the first of `$HOME/.config/containers/certs.d/<host[:port]>`,
   `/etc/containers/certs.d/<host[:port]>`, `/etc/docker/certs.d/<host[:port]>` that exists.
   `*.crt` files are CAs trusted on top of the system's; a `NAME.cert` with its `NAME.key` is the
   client certificate.
-
-An insecure registry is tried over HTTPS without verification first, then over plain HTTP.
 
 Certificates are verified as podman's Go verifier (crypto/x509) does, not as the running
 Python's defaults would (see `verifying_context`), so that updock reaches exactly the registries
@@ -25,7 +18,6 @@ podman reaches, on every Python updock supports.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,14 +25,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from updock.errors import ConfigError
+from updock.registry.registries_conf import (
+    RegistriesConf,
+    default_registries_conf,
+    default_registries_conf_dirs,
+    user_config_dir,
+)
 
 if TYPE_CHECKING:  # ssl itself is imported when the first context is made (start-up time)
     import ssl
 
 log = logging.getLogger(__name__)
 
-SYSTEM_REGISTRIES_CONF = Path("/etc/containers/registries.conf")
-SYSTEM_REGISTRIES_CONF_D = Path("/etc/containers/registries.conf.d")
 SYSTEM_CERTS_DIRS = (Path("/etc/containers/certs.d"), Path("/etc/docker/certs.d"))
 
 
@@ -57,116 +53,9 @@ class TLSSettings:
     allow_http: bool
 
 
-def _home() -> Path:
-    return Path(os.environ.get("HOME") or Path.home())
-
-
-def _user_config() -> Path:
-    return Path(os.environ.get("XDG_CONFIG_HOME") or _home() / ".config")
-
-
-def default_registries_conf() -> Path:
-    """The main registries.conf file podman reads."""
-    env = os.environ.get("CONTAINERS_REGISTRIES_CONF")
-    if env:
-        return Path(env)
-    if os.geteuid() != 0:
-        user = _user_config() / "containers" / "registries.conf"
-        if user.exists():
-            return user
-    return SYSTEM_REGISTRIES_CONF
-
-
-def default_registries_conf_dirs() -> list[Path]:
-    """The drop-in folders for registries.conf, read after the main file."""
-    dirs = [SYSTEM_REGISTRIES_CONF_D]
-    if os.geteuid() != 0:
-        dirs.append(_user_config() / "containers" / "registries.conf.d")
-    return dirs
-
-
 def default_certs_dirs() -> list[Path]:
     """The certs.d roots, searched in this order for a `<host[:port]>` folder."""
-    return [_user_config() / "containers" / "certs.d", *SYSTEM_CERTS_DIRS]
-
-
-def _prefix_match(ref: str, prefix: str) -> int:
-    """Length of `prefix` when it matches `ref` (containers/image's rule), else -1."""
-    if prefix.startswith("*."):
-        index = ref.find(prefix[1:])
-        if index == -1 or "/" in ref[:index]:
-            return -1
-        end = index + len(prefix) - 1
-        return end if end == len(ref) or ref[end] in ":/@" else -1
-    if ref == prefix:
-        return len(prefix)
-    if ref.startswith(prefix) and ref[len(prefix)] in ":/@":
-        return len(prefix)
-    return -1
-
-
-class RegistriesConf:
-    """The `insecure` settings of registries.conf and its drop-ins.
-
-    Args:
-        path: the main file; a missing file counts as empty.
-        dropin_dirs: folders whose `*.conf` files are read after it, in name order.
-
-    Raises:
-        ConfigError: a file is not valid TOML or has a malformed registry entry.
-    """
-
-    def __init__(self, path: Path, dropin_dirs: Sequence[Path] = ()) -> None:
-        self._insecure: dict[str, bool] = {}
-        files = [path]
-        for folder in dropin_dirs:
-            if folder.is_dir():
-                files.extend(sorted(folder.glob("*.conf")))
-        for file in files:
-            self._load(file)
-
-    def _load(self, file: Path) -> None:
-        import tomllib  # when the first registry is checked, not at start-up
-
-        try:
-            with file.open("rb") as f:
-                doc = tomllib.load(f)
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            raise ConfigError(f"cannot read {file}: {exc.strerror}") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{file} is not valid TOML: {exc}") from exc
-        v1 = doc.get("registries", {})
-        if isinstance(v1, dict):
-            insecure_v1 = v1.get("insecure", {})
-            hosts = insecure_v1.get("registries", []) if isinstance(insecure_v1, dict) else []
-            for host in hosts if isinstance(hosts, list) else []:
-                if isinstance(host, str):
-                    self._insecure[host] = True
-        entries = doc.get("registry", [])
-        if not isinstance(entries, list):
-            raise ConfigError(f"{file}: [[registry]] must be an array of tables")
-        for entry in entries:
-            if not isinstance(entry, dict):
-                raise ConfigError(f"{file}: [[registry]] must be an array of tables")
-            prefix = entry.get("prefix") or entry.get("location")
-            insecure = entry.get("insecure", False)
-            if not isinstance(prefix, str) or not prefix:
-                raise ConfigError(f"{file}: a [[registry]] entry has neither prefix nor location")
-            if not isinstance(insecure, bool):
-                raise ConfigError(f"{file}: insecure of {prefix!r} is not a boolean")
-            self._insecure[prefix] = insecure
-
-    def insecure(self, domain: str, repository: str) -> bool:
-        """Whether the entry that applies to `domain/repository` says `insecure = true`."""
-        ref = f"{domain}/{repository}" if repository else domain
-        best, result = -1, False
-        for prefix, insecure in self._insecure.items():
-            length = _prefix_match(ref, prefix)
-            if length > best:
-                best, result = length, insecure
-        return result
+    return [user_config_dir() / "containers" / "certs.d", *SYSTEM_CERTS_DIRS]
 
 
 @dataclass(frozen=True)
@@ -261,7 +150,12 @@ class TLSConfig:
         self._contexts: dict[tuple[str, bool], ssl.SSLContext] = {}
         self._lock = threading.Lock()
 
-    def _registries_conf(self) -> RegistriesConf:
+    def registries_conf(self) -> RegistriesConf:
+        """registries.conf, read on the first call.
+
+        Raises:
+            ConfigError: it is malformed.
+        """
         with self._lock:
             if self._conf is None:
                 path = self._registries_conf_path or default_registries_conf()
@@ -277,9 +171,15 @@ class TLSConfig:
         Raises:
             ConfigError: registries.conf is malformed (only read when `tls_verify` is None).
         """
-        insecure = not self.tls_verify
         if self.tls_verify is None:
-            insecure = self._registries_conf().insecure(domain, repository)
+            return self.for_insecure(self.registries_conf().insecure(domain, repository))
+        return self.for_insecure(False)
+
+    def for_insecure(self, insecure: bool) -> TLSSettings:
+        """How to connect to a place registries.conf marks `insecure` (or not): as it says, unless
+        `tls_verify` decides for every place."""
+        if self.tls_verify is not None:
+            insecure = not self.tls_verify
         return TLSSettings(verify=not insecure, allow_http=insecure)
 
     def ssl_context(self, host: str, verify: bool) -> ssl.SSLContext:
