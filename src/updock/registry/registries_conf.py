@@ -179,13 +179,11 @@ class RegistriesConf:
     """
 
     def __init__(self, path: Path, dropin_dirs: Sequence[Path] = ()) -> None:
-        self.files = [path]
         entries = {e.prefix: e for e in _load(path, dropin=False)}
         for folder in dropin_dirs:
             if not folder.is_dir():
                 continue
             for file in sorted(folder.glob("*.conf")):
-                self.files.append(file)
                 entries.update((e.prefix, e) for e in _load(file, dropin=True))
         self.entries = list(entries.values())
 

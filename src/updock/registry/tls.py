@@ -175,6 +175,15 @@ class TLSConfig:
             return self.for_insecure(self.registries_conf().insecure(domain, repository))
         return self.for_insecure(False)
 
+    def may_send_credentials(self, scheme: str, host: str) -> bool:
+        """Whether credentials may go to `host` over `scheme`: over HTTPS, or to a host that
+        registries.conf (or `--tls-verify=false`) marks insecure.
+
+        (A registry itself is spoken to over plain HTTP only when it is insecure, so its Basic
+        credentials never need this check; a token server may be any host its registry names.)
+        """
+        return scheme == "https" or self.settings(host).allow_http
+
     def for_insecure(self, insecure: bool) -> TLSSettings:
         """How to connect to a place registries.conf marks `insecure` (or not): as it says, unless
         `tls_verify` decides for every place."""
