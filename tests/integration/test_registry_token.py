@@ -22,8 +22,9 @@ import pytest
 from tests.integration.test_registry import AMD64, _push
 from updock.errors import RegistryAuthError
 from updock.registry import RegistryClient
+from updock.registry.hints import Hint, load, save
 from updock.testing.lab import Lab
-from updock.testing.token_registry import SERVICE, TokenRegistry
+from updock.testing.token_registry import SERVICE, SigningChain, TokenIssuer, TokenRegistry
 
 pytestmark = pytest.mark.lab
 
@@ -77,8 +78,37 @@ def _authfile(tmp_path: Path, host: str, user: str = USER, password: str = PASSW
     return str(path)
 
 
+def _insecure(tmp_path: Path, *hosts: str) -> Path:
+    """A registries.conf that marks `hosts` insecure (plain HTTP allowed), and nothing else."""
+    conf = tmp_path / "registries.conf"
+    entries = "".join(f'[[registry]]\nlocation = "{h}"\ninsecure = true\n' for h in hosts)
+    conf.write_text("unqualified-search-registries = []\n" + entries)
+    return conf
+
+
 def _client(**kwargs: object) -> RegistryClient:
     return RegistryClient(tls_verify=False, certs_dirs=[], **kwargs)  # type: ignore[arg-type]
+
+
+def _check_concurrently(
+    client: RegistryClient, host: str, authfile: str, repos: list[str]
+) -> list[str]:
+    with ThreadPoolExecutor(len(repos)) as pool:
+        return list(
+            pool.map(
+                lambda repo: client.manifest_digest(
+                    host, repo, "latest", authfile=authfile, **AMD64
+                ),
+                repos,
+            )
+        )
+
+
+def _assert_one_401_then(registry: TokenRegistry, before: int, checks: int) -> None:
+    """Since `before`, only one request met the 401: every other check waited for its answer."""
+    statuses = [status for _, _, status in registry.exchanges()[before:]]
+    assert statuses.count(401) == 1
+    assert statuses.count(200) == checks
 
 
 def test_one_token_per_repository_scope_reused_and_accepted(
@@ -113,23 +143,14 @@ def test_concurrent_checks_share_the_first_401_and_one_token_per_scope(
     authfile = _authfile(tmp_path, registry.host)
     jobs = [repo for repo in images for _ in range(6)]
     before = len(registry.exchanges())
-    with _client() as client, ThreadPoolExecutor(8) as pool:
-        got = list(
-            pool.map(
-                lambda repo: client.manifest_digest(
-                    registry.host, repo, "latest", authfile=authfile, **AMD64
-                ),
-                jobs,
-            )
-        )
+    with _client() as client:
+        got = _check_concurrently(client, registry.host, authfile, jobs)
     assert got == [images[repo] for repo in jobs]
     assert sorted(r.scopes for r in registry.issuer.requests) == [
         ("repository:tok-a:pull",),
         ("repository:tok-b:pull",),
     ]
-    statuses = [status for _, _, status in registry.exchanges()[before:]]
-    assert statuses.count(401) == 1
-    assert statuses.count(200) == len(jobs)
+    _assert_one_401_then(registry, before, len(jobs))
 
 
 def test_token_renewed_after_it_expires(
@@ -204,13 +225,19 @@ def test_wrong_credentials_are_an_auth_error_naming_the_registry(
     assert [r.authorization for r in registry.issuer.requests] == ["refused"]  # asked once
 
 
+@pytest.mark.parametrize("tls_verify", [False, None])
 def test_anonymous_pull_when_the_issuer_allows_it(
-    registry: TokenRegistry, images: dict[str, str], tmp_path: Path
+    registry: TokenRegistry, images: dict[str, str], tmp_path: Path, tls_verify: bool | None
 ) -> None:
+    # Anonymous token requests may go over plain HTTP even where credentials may not: with
+    # registries.conf (tls_verify None), the token server is not marked insecure.
     registry.issuer.allow_anonymous = True
     empty = tmp_path / "empty.json"
     empty.write_text("{}")
-    with _client() as client:
+    conf = _insecure(tmp_path, registry.host)
+    with RegistryClient(
+        tls_verify, registries_conf=conf, registries_conf_dirs=[], certs_dirs=[]
+    ) as client:
         got = client.manifest_digest(registry.host, "tok-a", "latest", authfile=str(empty), **AMD64)
     assert got == images["tok-a"]
     assert [(r.account, r.authorization) for r in registry.issuer.requests] == [("", "anonymous")]
@@ -361,3 +388,109 @@ def test_a_basic_registry_with_only_an_identity_token_is_an_auth_error(
     assert "Basic" in message
     assert "identity token" in message
     assert IDENTITY_TOKEN not in message
+
+
+# -- where credentials may go -------------------------------------------------------------------
+
+
+def _configured(conf: Path, **kwargs: object) -> RegistryClient:
+    """A client that follows registries.conf (no --tls-verify)."""
+    return RegistryClient(registries_conf=conf, registries_conf_dirs=[], certs_dirs=[], **kwargs)  # type: ignore[arg-type]
+
+
+def test_credentials_go_to_a_plain_http_token_server_only_when_it_is_insecure(
+    registry: TokenRegistry, images: dict[str, str], tmp_path: Path
+) -> None:
+    authfile = _authfile(tmp_path, registry.host)
+    token_server = f"127.0.0.1:{registry.issuer.port}"
+    # The registry is insecure (it speaks plain HTTP), its token server (plain HTTP too) is not.
+    before = len(registry.exchanges())
+    conf = _insecure(tmp_path, registry.host)
+    with _configured(conf) as client, pytest.raises(RegistryAuthError) as info:
+        client.manifest_digest(registry.host, "tok-a", "latest", authfile=authfile, **AMD64)
+    message = str(info.value)
+    assert message.startswith(f"checking {registry.host}/tok-a:latest: the token server ")
+    assert f"{token_server} of {registry.host} speaks plain HTTP" in message
+    assert "only over HTTPS" in message
+    assert registry.issuer.requests == []  # nothing at all went there
+    assert registry.exchanges()[before:] == [("HEAD", "/v2/tok-a/manifests/latest", 401)]
+
+    # Marked insecure as well: the credentials go there, and the check succeeds.
+    with _configured(_insecure(tmp_path, registry.host, token_server)) as client:
+        got = client.manifest_digest(registry.host, "tok-a", "latest", authfile=authfile, **AMD64)
+    assert got == images["tok-a"]
+    assert [(r.account, r.authorization) for r in registry.issuer.requests] == [(USER, "ok")]
+
+
+def test_an_identity_token_goes_to_a_plain_http_token_server_only_when_it_is_insecure(
+    registry: TokenRegistry, helper_authfile: Path
+) -> None:
+    _token_helper(helper_authfile.parent / "bin", IDENTITY_TOKEN)
+    conf = _insecure(helper_authfile.parent, registry.host)
+    with _configured(conf) as client, pytest.raises(RegistryAuthError, match="plain HTTP"):
+        client.manifest_digest(
+            registry.host, "tok-a", "latest", authfile=str(helper_authfile), **AMD64
+        )
+    assert registry.issuer.requests == []
+
+
+# -- token servers from the hints file ----------------------------------------------------------
+
+
+def test_a_token_server_named_only_by_the_hints_file_gets_no_credentials(
+    registry: TokenRegistry, images: dict[str, str], tmp_path: Path
+) -> None:
+    # A hints file that names another token server (one that would take any password): the
+    # registry's own challenge sends the credentials to its real token server instead.
+    foreign = TokenIssuer(SigningChain.create(), {USER: PASSWORD})
+    try:
+        hints = tmp_path / "registry-hints.json"
+        save(hints, {registry.host: Hint("http", "bearer", foreign.realm, SERVICE)})
+        authfile = _authfile(tmp_path, registry.host)
+        repos = ["tok-a", "tok-b"] * 3
+        before = len(registry.exchanges())
+        with _client(hints_file=hints) as client:
+            got = _check_concurrently(client, registry.host, authfile, repos)
+        assert got == [images[repo] for repo in repos]
+        assert foreign.requests == []
+    finally:
+        foreign.close()
+    # One request asked the registry (the only 401); the others waited for its answer.
+    _assert_one_401_then(registry, before, len(repos))
+    assert sorted((r.scopes[0], r.authorization) for r in registry.issuer.requests) == [
+        ("repository:tok-a:pull", "ok"),
+        ("repository:tok-b:pull", "ok"),
+    ]
+    assert load(hints)[registry.host].realm == registry.issuer.realm
+
+
+def test_a_remembered_token_server_is_confirmed_once_per_run(
+    registry: TokenRegistry, images: dict[str, str], tmp_path: Path
+) -> None:
+    hints = tmp_path / "registry-hints.json"
+    save(hints, {registry.host: Hint("http", "bearer", registry.issuer.realm, SERVICE)})
+    authfile = _authfile(tmp_path, registry.host)
+    repos = ["tok-a", "tok-b"] * 3
+    for _ in range(2):  # each run confirms it once
+        before = len(registry.exchanges())
+        with _client(hints_file=hints) as client:
+            assert _check_concurrently(client, registry.host, authfile, repos) == [
+                images[repo] for repo in repos
+            ]
+        _assert_one_401_then(registry, before, len(repos))
+
+
+def test_anonymous_checks_use_a_remembered_token_server_at_once(
+    registry: TokenRegistry, images: dict[str, str], tmp_path: Path
+) -> None:
+    registry.issuer.allow_anonymous = True
+    hints = tmp_path / "registry-hints.json"
+    save(hints, {registry.host: Hint("http", "bearer", registry.issuer.realm, SERVICE)})
+    empty = tmp_path / "empty.json"
+    empty.write_text("{}")
+    before = len(registry.exchanges())
+    with _client(hints_file=hints) as client:
+        got = client.manifest_digest(registry.host, "tok-a", "latest", authfile=str(empty), **AMD64)
+    assert got == images["tok-a"]
+    assert registry.exchanges()[before:] == [("HEAD", "/v2/tok-a/manifests/latest", 200)]
+    assert [r.authorization for r in registry.issuer.requests] == ["anonymous"]

@@ -215,6 +215,14 @@ def test_missing_helper_is_an_error_naming_helper_and_file(bin_dir: Path, tmp_pa
     ("body", "expected"),
     [
         ('echo "keyring locked" >&2; exit 3', "failed for reg.example.com: keyring locked"),
+        (  # what it printed on standard output is never quoted: it may be the secret
+            f"""printf '{{"Username": "u", "Secret": "{SECRET}"}}'; exit 1""",
+            "failed for reg.example.com: exit status 1",
+        ),
+        (
+            f"echo '{SECRET}'; echo 'store is read-only' >&2; exit 4",
+            "failed for reg.example.com: store is read-only",
+        ),
         (f"printf '%s' 'not json {SECRET}'", "answered no valid JSON"),
         (f"""printf '%s' '{{"Username": 1, "Secret": "{SECRET}"}}'""", '"Username" and "Secret"'),
     ],

@@ -1,4 +1,4 @@
-"""The retry schedule, `Retry-After` parsing and `WWW-Authenticate` parsing (pure pieces)."""
+"""The retry schedule and `Retry-After` parsing (pure pieces)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from updock.registry.client import Challenge, parse_challenge
 from updock.registry.retry import (
     RETRY_STATUSES,
     RetryPolicy,
@@ -33,20 +32,35 @@ def test_backoff_doubles_up_to_the_cap_with_equal_jitter(
     assert backoff_delay(retry, policy, rand=lambda: 0.999999) == pytest.approx(high, rel=1e-5)
 
 
+@given(retry=st.integers(min_value=1, max_value=60), r=st.floats(0.0, 1.0, exclude_max=True))
+def test_default_waits_stay_between_a_quarter_and_eight_seconds(retry: int, r: float) -> None:
+    assert 0.25 <= backoff_delay(retry, RetryPolicy(), rand=lambda: r) <= 8.0
+
+
+@given(retry=st.integers(min_value=1, max_value=60), r=st.floats(0.0, 1.0, exclude_max=True))
+def test_each_wait_is_at_least_the_one_before_and_at_most_twice_it(retry: int, r: float) -> None:
+    policy = RetryPolicy()
+    before = backoff_delay(retry, policy, rand=lambda: r)
+    after = backoff_delay(retry + 1, policy, rand=lambda: r)
+    assert before <= after <= 2 * before
+
+
 @given(
     retry=st.integers(min_value=1, max_value=60),
-    base=st.floats(min_value=0.0, max_value=10.0),
     cap=st.floats(min_value=0.0, max_value=60.0),
-    r=st.floats(min_value=0.0, max_value=1.0, exclude_max=True),
+    r=st.floats(0.0, 1.0, exclude_max=True),
 )
-def test_backoff_never_below_half_its_step_nor_above_the_cap(
-    retry: int, base: float, cap: float, r: float
-) -> None:
-    policy = RetryPolicy(base_delay=base, max_delay=cap)
-    step = min(cap, base * 2.0 ** (retry - 1))
-    delay = backoff_delay(retry, policy, rand=lambda: r)
-    assert step / 2 <= delay <= step
-    assert delay <= cap
+def test_no_wait_exceeds_the_cap(retry: int, cap: float, r: float) -> None:
+    assert backoff_delay(retry, RetryPolicy(base_delay=10.0, max_delay=cap), rand=lambda: r) <= cap
+
+
+def test_a_request_that_fails_three_times_waits_at_most_a_second_and_a_half() -> None:
+    policy = RetryPolicy()  # 3 attempts: two waits
+    assert policy.attempts == 3
+    longest = sum(backoff_delay(retry, policy, rand=lambda: 0.999999) for retry in (1, 2))
+    shortest = sum(backoff_delay(retry, policy, rand=lambda: 0.0) for retry in (1, 2))
+    assert shortest == 0.75
+    assert longest == pytest.approx(1.5, rel=1e-5)
 
 
 def test_backoff_is_jittered_by_default() -> None:
@@ -108,47 +122,3 @@ def test_parse_retry_after_date_counts_from_the_current_time() -> None:
     got = parse_retry_after(header)
     assert got is not None
     assert 95 <= got <= 100
-
-
-# -- WWW-Authenticate ---------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("header", "expected"),
-    [
-        ('Basic realm="registry"', Challenge("basic")),
-        ("basic", Challenge("basic")),
-        (
-            'Bearer realm="https://auth.docker.io/token",service="registry.docker.io",'
-            'scope="repository:library/alpine:pull"',
-            Challenge("bearer", "https://auth.docker.io/token", "registry.docker.io"),
-        ),
-        (  # unquoted values, spaces around `=` and `,`, any case
-            "BEARER Realm = https://a.example/t , Service=svc",
-            Challenge("bearer", "https://a.example/t", "svc"),
-        ),
-        (  # escaped quotes and a comma inside a quoted value
-            r'Bearer realm="https://a.example/t?x=\"1\",2",service="s"',
-            Challenge("bearer", 'https://a.example/t?x="1",2', "s"),
-        ),
-        ('Bearer realm="https://a.example/t"', Challenge("bearer", "https://a.example/t", "")),
-        ('Bearer service="s"', None),  # no realm: nowhere to get a token
-        ('Bearer realm=""', None),
-        ('Digest realm="x", nonce="y"', None),
-        ('Negotiate abc, Basic realm="r"', None),  # only the first challenge counts
-        ("", None),
-        ("   ", None),
-        (
-            'Bearer realm="https://a.example/t",error="invalid_token"',
-            Challenge("bearer", "https://a.example/t", ""),
-        ),
-    ],
-)
-def test_parse_challenge(header: str, expected: Challenge | None) -> None:
-    assert parse_challenge(header) == expected
-
-
-@given(st.text(max_size=200))
-def test_parse_challenge_never_raises(header: str) -> None:
-    result = parse_challenge(header)
-    assert result is None or result.scheme in ("basic", "bearer")

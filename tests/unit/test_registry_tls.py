@@ -1,98 +1,14 @@
-"""registries.conf `insecure` lookup and certs.d discovery, from files in tmp_path."""
+"""TLS settings from registries.conf and `--tls-verify`, and certs.d discovery, from files in
+tmp_path."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
 
 from updock.errors import ConfigError
-from updock.registry.tls import RegistriesConf, TLSConfig, TLSSettings, find_cert_files
-
-CONF = """
-unqualified-search-registries = ["docker.io"]
-
-[[registry]]
-location = "insecure.example.com:5000"
-insecure = true
-
-[[registry]]
-prefix = "mixed.example.com/legacy"
-location = "mixed.example.com/legacy"
-insecure = true
-
-[[registry]]
-location = "mixed.example.com"
-
-[[registry]]
-prefix = "*.dev.example.com"
-location = "unused.example.com"
-insecure = true
-
-[registries.insecure]
-registries = ["v1.example.com"]
-"""
-
-
-@pytest.fixture
-def conf(tmp_path: Path) -> RegistriesConf:
-    path = tmp_path / "registries.conf"
-    path.write_text(CONF)
-    return RegistriesConf(path)
-
-
-@pytest.mark.parametrize(
-    ("domain", "repository", "insecure"),
-    [
-        ("insecure.example.com:5000", "app", True),
-        ("insecure.example.com", "app", False),  # the port is part of the location
-        ("insecure.example.com:50001", "app", False),
-        ("mixed.example.com", "legacy/app", True),  # the longest prefix wins
-        ("mixed.example.com", "legacyx/app", False),
-        ("mixed.example.com", "app", False),
-        ("a.dev.example.com", "app", True),
-        ("a.b.dev.example.com:443", "app", True),
-        ("dev.example.com", "app", False),
-        ("v1.example.com", "app", True),
-        ("unknown.example.com", "app", False),
-    ],
-)
-def test_insecure_lookup(
-    conf: RegistriesConf, domain: str, repository: str, insecure: bool
-) -> None:
-    assert conf.insecure(domain, repository) is insecure
-
-
-def test_dropins_override_in_name_order(tmp_path: Path) -> None:
-    main = tmp_path / "registries.conf"
-    main.write_text('[[registry]]\nlocation = "r.example.com"\ninsecure = true\n')
-    dropins = tmp_path / "registries.conf.d"
-    dropins.mkdir()
-    (dropins / "20-secure.conf").write_text('[[registry]]\nlocation = "r.example.com"\n')
-    (dropins / "10-other.conf").write_text(
-        '[[registry]]\nlocation = "o.example.com"\ninsecure = true\n'
-    )
-    (dropins / "30-ignored.txt").write_text("not toml [[[")
-    conf = RegistriesConf(main, [dropins, tmp_path / "missing.d"])
-    assert conf.insecure("r.example.com", "app") is False
-    assert conf.insecure("o.example.com", "app") is True
-
-
-def test_missing_file_is_empty(tmp_path: Path) -> None:
-    assert RegistriesConf(tmp_path / "nope.conf").insecure("r.example.com", "app") is False
-
-
-@pytest.mark.parametrize(
-    "content",
-    ["[[registry]\nlocation = 1", '[[registry]]\ninsecure = true\n', 'registry = "x"\n',
-     '[[registry]]\nlocation = "r"\ninsecure = "yes"\n'],
-)  # fmt: skip
-def test_malformed_file_is_an_error_naming_it(tmp_path: Path, content: str) -> None:
-    path = tmp_path / "registries.conf"
-    path.write_text(content)
-    with pytest.raises(ConfigError, match=re.escape(str(path))):
-        RegistriesConf(path)
+from updock.registry.tls import TLSConfig, TLSSettings, find_cert_files
 
 
 @pytest.mark.parametrize(

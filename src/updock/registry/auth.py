@@ -310,11 +310,13 @@ class CredentialHelpers:
         except OSError as exc:
             raise ConfigError(f"{where} cannot be run: {exc.strerror}") from None
         if done.returncode != 0:
-            message = (done.stdout or done.stderr).decode("utf-8", "replace").strip()
-            if HELPER_NOT_FOUND in message.lower():
+            # docker-credential-helpers print "not found" on standard output.
+            out = (done.stdout + b"\n" + done.stderr).decode("utf-8", "replace")
+            if HELPER_NOT_FOUND in out.lower():
                 return None
-            # The helper's own error message (first line, shortened): that is what it prints
-            # instead of credentials, and says why (no keyring, not logged in...).
+            # Only standard error is quoted (its first line, shortened: it says why, e.g. no
+            # keyring): standard output is where a helper writes the secret, also when it fails.
+            message = done.stderr.decode("utf-8", "replace").strip()
             first = message.splitlines()[0][:200] if message else f"exit status {done.returncode}"
             raise ConfigError(f"{where} failed for {server}: {first}")
         try:

@@ -1,54 +1,57 @@
 """Asking a registry for the current manifest digest of an image name.
 
 podman auto-update sends `GET /v2/` and a full manifest `GET` per container. `RegistryClient`
-sends one `HEAD` per image name, over connections kept open across calls (`transport.py`,
-imported on the first request only), and remembers per registry what the first exchange taught
-it:
+sends one `HEAD` per image name, where podman's pull would look (mirrors and remapped locations
+of registries.conf: `registries_conf.py`), over connections kept open across calls
+(`transport.py`, imported on the first request only), and remembers per registry what the first
+exchange taught it (`hosts.py`):
 
-- the scheme that works (an insecure registry is tried over HTTPS first, then plain HTTP);
-- the authentication the registry wants: for `Basic`, later requests carry the credentials at
-  once; for `Bearer`, the token for a repository is fetched before the request and reused until
-  it expires. So only the first request to a registry meets a 401: while it is in flight, the
-  other threads wait for what it learns instead of each meeting the 401 (and each trying HTTPS
-  first) themselves. There is no `GET /v2/` probe at all.
+- the scheme that works (`schemes.py`: an insecure registry is tried over HTTPS first, then
+  plain HTTP);
+- the authentication the registry wants (`challenge.py`): for `Basic`, later requests carry the
+  credentials at once; for `Bearer`, the token for a repository is fetched before the request
+  and reused until it expires (`tokens.py`). So only the first request to a registry meets a
+  401: while it is in flight, the other threads wait for what it learns (`contact.py`) instead
+  of each meeting the 401 (and each trying HTTPS first) themselves. There is no `GET /v2/`
+  probe at all.
 
 A manifest is fetched (`GET`) only when the registry names no digest, or when the name points at
 a manifest list that the local image does not know, to find the entry for its platform.
 
-Faults: every request has a connect and a read timeout, and a whole answer must arrive within
-the read timeout. Connection failures, timeouts and 5xx answers are tried again with backoff and
-jitter (`retry.py`), at most `RetryPolicy.attempts` times; a 429 waits what its `Retry-After`
-asks (capped), and every thread of the run waits with it. A registry that still cannot be
-reached is remembered as such for the rest of the run: its other checks fail at once instead of
-waiting out their own retries. At most `concurrency` requests are in flight per registry.
+Faults (`attempts.py`): every request has a connect and a read timeout, and a whole answer must
+arrive within the read timeout. Connection failures, timeouts and 5xx answers are tried again
+with backoff and jitter, at most `RetryPolicy.attempts` times; a 429 waits what its
+`Retry-After` asks (capped), and every thread of the run waits with it. A registry that still
+cannot be reached is remembered as such for the rest of the run: its other checks fail at once
+instead of waiting out their own retries. At most `concurrency` requests are in flight per host.
 
 Every failure is a `RegistryError` (`RegistryAuthError` for refused credentials) whose message
-starts with `checking <image>:` and names the registry; requests' exceptions never get past this
-module.
+starts with `checking <image>:` and names the registry (`replies.py`); requests' exceptions
+never get past this package.
 """
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import json
 import logging
 import random
-import re
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, NamedTuple
-from urllib.parse import urlencode, urlsplit
+from typing import TYPE_CHECKING
 
 from updock import defaults
-from updock.errors import RegistryAuthError, RegistryError
+from updock.errors import ConfigError, RegistryAuthError, RegistryError, UpdockError
 from updock.registry import hints
-from updock.registry.auth import DOCKER_HUB, CredentialHelpers, Credentials, find_credentials
-from updock.registry.exchange import ExchangeFailure, Reply, TLSFailure, TransientFailure
+from updock.registry.attempts import HostPacing, with_retries
+from updock.registry.auth import DOCKER_HUB, CredentialHelpers, find_credentials
+from updock.registry.call import Call
+from updock.registry.challenge import Challenge, basic_authorization, parse_challenge
+from updock.registry.contact import confirmation, first_contact
+from updock.registry.exchange import Reply
+from updock.registry.hosts import Hosts, HostState
 from updock.registry.manifest import (
     ACCEPT,
     MULTI_IMAGE_TYPES,
@@ -59,14 +62,12 @@ from updock.registry.manifest import (
     media_type_of_body,
     parse_index,
 )
-from updock.registry.retry import (
-    RETRY_STATUSES,
-    TOO_MANY_REQUESTS,
-    RetryPolicy,
-    backoff_delay,
-    parse_retry_after,
-)
-from updock.registry.tls import TLSConfig, TLSSettings
+from updock.registry.registries_conf import Source
+from updock.registry.replies import check_status
+from updock.registry.retry import RetryPolicy
+from updock.registry.schemes import exchange_at
+from updock.registry.tls import TLSConfig
+from updock.registry.tokens import TokenRequest, Tokens
 
 if TYPE_CHECKING:
     from updock.registry.transport import HTTPTransport
@@ -77,110 +78,10 @@ DOCKER_HUB_ENDPOINT = "registry-1.docker.io"
 """Where the API of `docker.io` is served."""
 _HUB_DOMAINS = frozenset({DOCKER_HUB, "index.docker.io"})
 
-#: Shortest lifetime assumed for a token, as containers/image does (the spec's default is 60 s).
-MIN_TOKEN_LIFETIME = 60.0
-#: A token is renewed this many seconds before it expires, so it does not expire in flight.
-TOKEN_EXPIRY_MARGIN = 5.0
-#: The `client_id` of OAuth2 token requests (containers/image sends `containers/image`).
-OAUTH2_CLIENT_ID = "updock"
-
 #: Requests in flight to one registry at most, unless the caller says otherwise.
 DEFAULT_CONCURRENCY = defaults.REGISTRY_CONCURRENCY
 #: Seconds to wait for a connection, and for an answer, unless the caller says otherwise.
 DEFAULT_TIMEOUT = (10.0, 30.0)
-
-
-class Challenge(NamedTuple):
-    """What a `WWW-Authenticate` header asks for.
-
-    Attributes:
-        scheme: "basic" or "bearer".
-        realm: for bearer, the URL of the token server.
-        service: for bearer, the `service` parameter to send to it ("" if none).
-    """
-
-    scheme: str
-    realm: str = ""
-    service: str = ""
-
-
-_AUTH_SCHEME = re.compile(r"\s*([!#$%&'*+.^_`|~0-9A-Za-z-]+)(?:\s+|$)")
-_AUTH_PARAM = re.compile(
-    r'\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))\s*(?:,|$)'
-)
-
-
-def parse_challenge(header: str) -> Challenge | None:
-    """The first challenge of a `WWW-Authenticate` header, if it is Basic or Bearer."""
-    m = _AUTH_SCHEME.match(header)
-    if m is None:
-        return None
-    scheme = m.group(1).lower()
-    params: dict[str, str] = {}
-    pos = m.end()
-    while pos < len(header):
-        p = _AUTH_PARAM.match(header, pos)
-        if p is None:  # the next challenge starts here
-            break
-        quoted, bare = p.group(2), p.group(3)
-        value = re.sub(r"\\(.)", r"\1", quoted) if quoted is not None else bare
-        params[p.group(1).lower()] = value
-        pos = p.end()
-    if scheme == "basic":
-        return Challenge("basic")
-    if scheme == "bearer" and params.get("realm"):
-        return Challenge("bearer", params["realm"], params.get("service", ""))
-    return None
-
-
-def _basic(creds: Credentials) -> str:
-    raw = f"{creds.username}:{creds.password}".encode()
-    return "Basic " + base64.b64encode(raw).decode("ascii")
-
-
-@dataclass
-class _HostState:
-    """What the client knows of one host (a registry or a token server) for the run.
-
-    Guarded by the client's lock, except `slots`, which is a semaphore of its own.
-    """
-
-    slots: threading.BoundedSemaphore
-    scheme: str | None = None
-    challenge: Challenge | None = None
-    #: A first request is learning the scheme and authentication: others wait for this.
-    first_contact: threading.Event | None = None
-    #: The first request has ended: later requests use what it learned.
-    contacted: bool = False
-    #: `scheme` and `challenge` come from an earlier run (`hints.py`), not from this one.
-    scheme_hinted: bool = False
-    challenge_hinted: bool = False
-    #: time.monotonic() before which no request may be sent (a 429's Retry-After).
-    not_before: float = 0.0
-    #: Why the host could not be reached, after every attempt of a request failed.
-    unreachable: str | None = None
-
-
-@dataclass(frozen=True)
-class _Token:
-    value: str
-    expires: float  # the client's clock
-
-
-@dataclass(frozen=True)
-class _Call:
-    """One check of an image: everything the requests it makes need."""
-
-    image: str
-    domain: str
-    endpoint: str
-    repository: str
-    creds: Credentials | None
-    tls: TLSSettings
-
-    @property
-    def scope(self) -> str:
-        return f"repository:{self.repository}:pull"
 
 
 @dataclass(frozen=True)
@@ -194,18 +95,10 @@ class RemoteTag:
         body: the manifest, when it had to be fetched (no digest in the `HEAD` answer).
     """
 
-    call: _Call = field(repr=False)
+    call: Call = field(repr=False)
     digest: str
     media_type: str
     body: bytes | None = field(default=None, repr=False)
-
-
-@dataclass
-class _TokenSlot:
-    """The cached token of one (realm, service, scope, credentials) and the lock to fetch it."""
-
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    token: _Token | None = None
 
 
 class RegistryClient:
@@ -251,7 +144,6 @@ class RegistryClient:
             raise ValueError("concurrency must be at least 1")
         self.concurrency = concurrency
         self._retry = retry or RetryPolicy()
-        self._clock = clock
         self._sleep = sleep
         self._rand = rand
         self._tls = TLSConfig(
@@ -269,11 +161,10 @@ class RegistryClient:
         if preload:
             self.preload()
         self._helpers = CredentialHelpers()
-        self._lock = threading.Lock()
-        self._hosts: dict[str, _HostState] = {}
-        self._tokens: dict[tuple[str, str, str, Credentials | None], _TokenSlot] = {}
+        self._lock = threading.Lock()  # guards the transport
         self._hints_file = hints_file
-        self._hints = hints.load(hints_file) if hints_file is not None else {}
+        self._hosts = Hosts(concurrency, hints.load(hints_file) if hints_file is not None else {})
+        self._tokens = Tokens(self._tls, self._token_request, clock)
 
     def preload(self) -> None:
         """Import the HTTP stack in a background thread now, before the first request needs it
@@ -284,15 +175,10 @@ class RegistryClient:
         """Close the connections kept open; save what was learned of registries (if asked)."""
         with self._lock:
             transport, self._transport_instance = self._transport_instance, None
-            learned = {
-                host: _hint_of(state)
-                for host, state in self._hosts.items()
-                if state.scheme is not None and not host.startswith(_TOKEN_HOST)
-            }
         if transport is not None:
             transport.close()
         if self._hints_file is not None:
-            hints.save(self._hints_file, learned)
+            hints.save(self._hints_file, self._hosts.learned())
 
     def _transport(self) -> HTTPTransport:
         """The HTTP transport, made (and requests imported) on the first request."""
@@ -367,19 +253,45 @@ class RegistryClient:
     def head(self, domain: str, repository: str, tag: str, *, authfile: str | None) -> RemoteTag:
         """What the tag points at: one `HEAD` (a `GET` if the registry gives no digest).
 
-        Needs no platform: a run starts these as soon as it knows the image names, before it
-        knows the local images. Raises as `manifest_digest` does.
+        Asked where podman's pull would look (`registries_conf.py`): each mirror of
+        registries.conf in order, then the registry (its `location` when it is remapped); the
+        first that has the tag answers. Needs no platform: a run starts these as soon as it
+        knows the image names, before it knows the local images. Raises as `manifest_digest`
+        does; a blocked registry is a `RegistryError` naming it.
         """
         image = f"{domain}/{repository}:{tag}"
-        call = _Call(
+        sources = self._tls.registries_conf().sources(domain, repository, tag)
+        failures: list[tuple[Source, UpdockError]] = []
+        for source in sources:
+            try:
+                return self._head_at(image, source, authfile)
+            except (RegistryError, ConfigError) as exc:
+                if len(sources) == 1:
+                    raise
+                where = "the mirror" if source.mirror else "the registry"
+                log.debug("%s: %s %s failed: %s", image, where, source.name, exc)
+                failures.append((source, exc))
+        raise _all_failed(image, failures) from failures[-1][1]
+
+    def _head_at(self, image: str, source: Source, authfile: str | None) -> RemoteTag:
+        """`head` at one place: a mirror, or the registry."""
+        if source.blocked_by is not None:
+            raise RegistryError(
+                f"checking {image}: registry {source.blocked_by.prefix} is blocked in "
+                f"{source.blocked_by.origin}"
+            )
+        call = Call(
             image=image,
-            domain=domain,
-            endpoint=self.endpoint(domain),
-            repository=repository,
-            creds=find_credentials(domain, repository, authfile, helpers=self._helpers),
-            tls=self._tls.settings(domain, repository),
+            domain=source.domain,
+            endpoint=self.endpoint(source.domain),
+            repository=source.repository,
+            # containers/image: the credentials of the place asked, not of the name's registry.
+            creds=find_credentials(
+                source.domain, source.repository, authfile, helpers=self._helpers
+            ),
+            tls=self._tls.for_insecure(source.insecure),
         )
-        path = f"/v2/{repository}/manifests/{tag}"
+        path = f"/v2/{source.repository}/manifests/{source.tag}"
         reply = self._request(call, "HEAD", path)
         digest = reply.headers.get("Docker-Content-Digest", "")
         mtype = media_type(reply.headers.get("Content-Type"))
@@ -433,56 +345,23 @@ class RegistryClient:
 
     # -- requests with authentication ---------------------------------------------------------
 
-    def _host(self, host: str) -> _HostState:
-        with self._lock:
-            state = self._hosts.get(host)
-            if state is None:
-                state = _HostState(threading.BoundedSemaphore(self.concurrency))
-                hint = self._hints.get(host)
-                if hint is not None:  # no first contact to wait for: every request goes at once
-                    state.scheme, state.scheme_hinted = hint.scheme, True
-                    state.challenge = _challenge_of(hint)
-                    state.challenge_hinted = state.challenge is not None
-                    state.contacted = True
-                self._hosts[host] = state
-            return state
+    def _request(self, call: Call, method: str, path: str) -> Reply:
+        """`method path` with the authentication the registry wants; a 2xx reply.
 
-    @contextlib.contextmanager
-    def _first_contact(self, state: _HostState) -> Iterator[None]:
-        """Let one request at a time meet a registry until one of them has ended.
-
-        The first request learns the scheme and the authentication the registry wants; the
-        others wait for it, then use what it learned instead of meeting the same 401 (or the
-        same failed HTTPS attempt) each.
+        Raises:
+            RegistryAuthError: the registry (or its token server) refused access.
+            RegistryError: the registry could not be reached, or answered another error.
         """
-        with self._lock:
-            if state.contacted:
-                lead, event = False, None
-            elif state.first_contact is None:
-                lead, event = True, threading.Event()
-                state.first_contact = event
-            else:
-                lead, event = False, state.first_contact
-        if not lead:
-            if event is not None:
-                event.wait()
-            yield
-            return
-        assert event is not None
-        try:
-            yield
-        finally:
-            with self._lock:
-                state.contacted = True
-                state.first_contact = None
-            event.set()
-
-    def _request(self, call: _Call, method: str, path: str) -> Reply:
-        """`method path` with the authentication the registry wants; a 2xx reply."""
-        state = self._host(call.endpoint)
-        with self._first_contact(state):
-            with self._lock:
+        state = self._hosts.registry(call.endpoint)
+        lock = self._hosts.lock
+        with (
+            first_contact(lock, state),
+            confirmation(lock, state, call.creds is not None) as confirming,
+        ):
+            with lock:
                 challenge, hinted = state.challenge, state.challenge_hinted
+            if confirming:
+                challenge, hinted = None, False
             try:
                 auth = self._authorization(call, challenge)
             except RegistryError as exc:
@@ -490,11 +369,16 @@ class RegistryClient:
                     raise
                 # The token server an earlier run met may have moved: ask the registry again.
                 log.debug("%s: the remembered authentication failed (%s)", call.endpoint, exc)
-                with self._lock:
+                with lock:
                     if state.challenge == challenge:
                         state.challenge, state.challenge_hinted = None, False
                 challenge, auth = None, None
             reply = self._send(call, state, method, path, auth)
+            if confirming:
+                # The registry answered: what it asks for now (below) replaces the hint.
+                with lock:
+                    if state.challenge_hinted:
+                        state.challenge, state.challenge_hinted = None, False
             if reply.status == 401:
                 challenge = parse_challenge(reply.headers.get("WWW-Authenticate", ""))
                 if challenge is None:
@@ -502,10 +386,10 @@ class RegistryClient:
                         f"checking {call.image}: {call.domain} demands authentication of a kind "
                         "updock does not support"
                     )
-                with self._lock:
+                with lock:
                     state.challenge, state.challenge_hinted = challenge, False
                 if challenge.scheme == "bearer":  # the cached token (if any) was refused
-                    self._forget_token(call, challenge, auth)
+                    self._tokens.forget(call, challenge, auth)
                 retry = self._authorization(call, challenge)
                 if retry is None:
                     raise RegistryAuthError(
@@ -514,10 +398,10 @@ class RegistryClient:
                     )
                 if retry != auth:
                     reply = self._send(call, state, method, path, retry)
-        self._check_status(call, reply)
+        check_status(call, reply)
         return reply
 
-    def _authorization(self, call: _Call, challenge: Challenge | None) -> str | None:
+    def _authorization(self, call: Call, challenge: Challenge | None) -> str | None:
         """The Authorization header for `call` once the registry has asked for `challenge`."""
         if challenge is None:
             return None
@@ -530,307 +414,52 @@ class RegistryClient:
                     "(Basic authentication), but its credentials are an identity token, which "
                     "only works with token (Bearer) authentication"
                 )
-            return _basic(call.creds)
-        return f"Bearer {self._token(call, challenge)}"
-
-    def _token_slot(self, call: _Call, challenge: Challenge) -> _TokenSlot:
-        key = (challenge.realm, challenge.service, call.scope, call.creds)
-        with self._lock:
-            return self._tokens.setdefault(key, _TokenSlot())
-
-    def _forget_token(self, call: _Call, challenge: Challenge, refused: str | None) -> None:
-        slot = self._token_slot(call, challenge)
-        with slot.lock:
-            # Only the token that was refused: another thread may have fetched a new one.
-            if slot.token is not None and f"Bearer {slot.token.value}" == refused:
-                slot.token = None
-
-    def _token(self, call: _Call, challenge: Challenge) -> str:
-        """The token for the call's repository scope: the cached one, or a new one.
-
-        One fetch per scope at a time: threads that need the same token wait for it.
-        """
-        slot = self._token_slot(call, challenge)
-        with slot.lock:
-            if slot.token is None or slot.token.expires <= self._clock():
-                slot.token = self._fetch_token(call, challenge)
-            return slot.token.value
-
-    def _fetch_token(self, call: _Call, challenge: Challenge) -> _Token:
-        """A new token from the realm: `GET` with the user name and password (or none), or,
-        with an identity token, an OAuth2 `POST` with a `refresh_token` grant and no password.
-        """
-        split = urlsplit(challenge.realm)
-        host = split.netloc.rpartition("@")[2]
-        if split.scheme not in ("http", "https") or not host:
-            raise RegistryError(
-                f"checking {call.image}: {call.domain} names an invalid token server "
-                f"{challenge.realm!r}"
-            )
-        who = f"the token server {host} of {call.domain}"
-        identity = call.creds.identity_token if call.creds is not None else ""
-        headers: dict[str, str] = {}
-        body: bytes | None = None
-        if identity:
-            # containers/image's getBearerTokenOAuth2: the form in the body, never in the URL.
-            form = {"grant_type": "refresh_token", "refresh_token": identity}
-            if challenge.service:
-                form["service"] = challenge.service
-            form |= {"scope": call.scope, "client_id": OAUTH2_CLIENT_ID}
-            method, url, whose = "POST", challenge.realm, "the identity token"
-            headers["Content-Type"] = "application/x-www-form-urlencoded"
-            body = urlencode(form).encode()
-            # RFC 6749: an unknown or expired refresh token is a 400 `invalid_grant`.
-            refused: tuple[int, ...] = (400, 401, 403)
-        else:
-            params = {"scope": call.scope}
-            if challenge.service:
-                params["service"] = challenge.service
-            if call.creds is not None:
-                params["account"] = call.creds.username
-                headers["Authorization"] = _basic(call.creds)
-            method = "GET"
-            url = challenge.realm + ("&" if split.query else "?") + urlencode(params)
-            whose = "the credentials" if call.creds is not None else "anonymous access"
-            refused = (401, 403)
-        verify = self._tls.settings(host).verify
-        started = self._clock()
-        state = self._host(f"{_TOKEN_HOST}{host}")
-        reply = self._with_retries(
-            call.image,
-            state,
-            lambda: self._transport().exchange(who, method, url, headers, verify, body),
-        )
-        if reply.status in refused:
-            detail = _oauth2_error(reply.body, identity) if identity else ""
-            raise RegistryAuthError(
-                f"checking {call.image}: {who} refused {whose} ({reply.status} {reply.reason}"
-                f"{detail})"
-            )
-        if not 200 <= reply.status < 300:
-            raise RegistryError(
-                f"checking {call.image}: {who} answered {reply.status} {reply.reason}"
-                f"{_attempts(reply)}"
-            )
-        try:
-            doc = json.loads(reply.body)
-        except ValueError as exc:
-            raise RegistryError(f"checking {call.image}: {who} answered no JSON") from exc
-        value = doc.get("token") or doc.get("access_token") if isinstance(doc, dict) else None
-        if not isinstance(value, str) or not value:
-            raise RegistryError(f"checking {call.image}: {who} sent no token")
-        lifetime = doc.get("expires_in")
-        if not isinstance(lifetime, int | float) or lifetime < MIN_TOKEN_LIFETIME:
-            lifetime = MIN_TOKEN_LIFETIME
-        return _Token(value, started + float(lifetime) - TOKEN_EXPIRY_MARGIN)
+            return basic_authorization(call.creds)
+        return self._tokens.authorization(call, challenge)
 
     # -- one request, tried again when that may help --------------------------------------------
 
     def _send(
-        self, call: _Call, state: _HostState, method: str, path: str, auth: str | None
+        self, call: Call, state: HostState, method: str, path: str, auth: str | None
     ) -> Reply:
         """One request to the registry, tried again on transient failures and 5xx/429."""
         headers: dict[str, str] = {"Accept": ACCEPT}
         if auth is not None:
             headers["Authorization"] = auth
+
+        def exchange(method: str, url: str, headers: Mapping[str, str], verify: bool) -> Reply:
+            return self._transport().exchange(call.endpoint, method, url, headers, verify)
+
         return self._with_retries(
-            call.image, state, lambda: self._send_once(call, state, method, path, headers)
+            call.image,
+            state.pacing,
+            lambda: exchange_at(call, state, self._hosts.lock, exchange, method, path, headers),
         )
 
-    def _with_retries(
-        self, image: str, state: _HostState, attempt_once: Callable[[], Reply]
-    ) -> Reply:
-        """`attempt_once()` until it gives an answer worth keeping, at most `attempts` times.
+    def _token_request(self, image: str, request: TokenRequest) -> Reply:
+        """One request to a token server, tried again as registry requests are."""
+        r = request
+        return self._with_retries(
+            image,
+            self._hosts.token_server(r.host),
+            lambda: self._transport().exchange(r.who, r.method, r.url, r.headers, r.verify, r.body),
+        )
 
-        Connection failures and timeouts (`TransientFailure`) and the statuses of `RETRY_STATUSES`
-        are tried again after `backoff_delay`; a 429 after its `Retry-After` (or the backoff
-        when it names none), which every request to the host then waits out too. The last
-        answer is returned whatever its status; the last connection failure is raised.
-        """
-        policy = self._retry
-        with self._lock:
-            unreachable = state.unreachable
-        if unreachable is not None:
-            raise RegistryError(f"checking {image}: {unreachable}")
-        attempt = 1
-        while True:
-            self._wait_turn(state)
-            try:
-                with state.slots:
-                    reply = attempt_once()
-            except TransientFailure as exc:
-                if attempt >= policy.attempts:
-                    reason = exc.message + (f" ({attempt} attempts)" if attempt > 1 else "")
-                    with self._lock:
-                        state.unreachable = reason
-                    raise RegistryError(f"checking {image}: {reason}") from exc.__cause__
-                delay = backoff_delay(attempt, policy, self._rand)
-                log.info("%s; trying again in %.1fs", exc.message, delay)
-                self._sleep(delay)
-                attempt += 1
-                continue
-            reply = Reply(reply.status, reply.reason, reply.headers, reply.body, attempt)
-            if reply.status == TOO_MANY_REQUESTS:
-                asked = parse_retry_after(reply.headers.get("Retry-After"))
-                delay = backoff_delay(attempt, policy, self._rand) if asked is None else asked
-                if attempt >= policy.attempts or delay > policy.max_retry_after:
-                    return reply
-                log.info("rate limited (429); trying again in %.1fs", delay)
-                with self._lock:
-                    state.not_before = max(state.not_before, time.monotonic() + delay)
-                attempt += 1
-                continue
-            if reply.status in RETRY_STATUSES and attempt < policy.attempts:
-                delay = backoff_delay(attempt, policy, self._rand)
-                log.info("answer %d %s; trying again in %.1fs", reply.status, reply.reason, delay)
-                self._sleep(delay)
-                attempt += 1
-                continue
-            return reply
-
-    def _wait_turn(self, state: _HostState) -> None:
-        """Wait until the host's `Retry-After` (if any) has passed."""
-        while True:
-            with self._lock:
-                delay = state.not_before - time.monotonic()
-            if delay <= 0:
-                return
-            self._sleep(delay)
-
-    def _send_once(
-        self, call: _Call, state: _HostState, method: str, path: str, headers: dict[str, str]
-    ) -> Reply:
-        """One attempt, over the scheme the registry speaks (trying HTTPS, then HTTP, at first).
-
-        Raises:
-            TransientFailure: the connection failed or timed out.
-            RegistryError: anything else that went wrong (TLS, a broken URL, too big a body).
-        """
-        with self._lock:
-            known, hinted = state.scheme, state.scheme_hinted
-        if not call.tls.allow_http:
-            schemes = ["https"]
-        elif known is not None:
-            schemes = [known]
-        else:
-            schemes = ["https", "http"]
-        https_failure: ExchangeFailure | None = None
-        for scheme in schemes:
-            url = f"{scheme}://{call.endpoint}{path}"
-            try:
-                reply = self._transport().exchange(
-                    call.endpoint, method, url, headers, call.tls.verify
-                )
-                if hinted and scheme == "http" and reply.status == 400:
-                    # What a TLS server answers to plain HTTP: the registry moved to TLS.
-                    raise TLSFailure("plain HTTP refused", "plain HTTP refused")
-            except (TransientFailure, TLSFailure) as exc:
-                if hinted and call.tls.allow_http and len(schemes) == 1:
-                    # An earlier run's scheme no longer works: try both, as without hints.
-                    log.debug("%s over %s failed (%s)", call.endpoint, scheme, exc.message)
-                    with self._lock:
-                        if state.scheme == scheme and state.scheme_hinted:
-                            state.scheme, state.scheme_hinted = None, False
-                    return self._send_once(call, state, method, path, headers)
-                if scheme == "https" and len(schemes) > 1:
-                    # containers/image does the same for an insecure registry.
-                    log.debug("HTTPS to %s failed (%s); trying HTTP", call.endpoint, exc.message)
-                    https_failure = exc
-                    continue
-                if isinstance(exc, TLSFailure):
-                    raise RegistryError(f"checking {call.image}: {exc.message}") from exc.__cause__
-                if https_failure is not None:
-                    raise TransientFailure(
-                        f"cannot connect to {call.endpoint} over HTTPS ({https_failure.reason}) "
-                        f"nor over HTTP ({exc.reason})"
-                    ) from exc.__cause__
-                raise
-            except ExchangeFailure as exc:
-                raise RegistryError(f"checking {call.image}: {exc.message}") from exc.__cause__
-            with self._lock:
-                state.scheme, state.scheme_hinted = scheme, False
-            return reply
-        raise AssertionError("unreachable: the last scheme returns or raises")  # pragma: no cover
-
-    @staticmethod
-    def _check_status(call: _Call, reply: Reply) -> None:
-        status = reply.status
-        if 200 <= status < 300:
-            return
-        detail = _error_detail(reply.headers, reply.body)
-        if status in (401, 403):
-            who = "the credentials" if call.creds is not None else "anonymous access"
-            raise RegistryAuthError(
-                f"checking {call.image}: {call.domain} refused {who} ({status} {reply.reason})"
-                f"{detail}"
-            )
-        if status == 404:
-            raise RegistryError(f"checking {call.image}: manifest unknown to {call.domain}{detail}")
-        if status == TOO_MANY_REQUESTS:
-            after = reply.headers.get("Retry-After")
-            raise RegistryError(
-                f"checking {call.image}: {call.domain} is rate limiting "
-                f"({status} {reply.reason}{f', Retry-After: {after}' if after else ''})"
-                f"{_attempts(reply)}{detail}"
-            )
-        raise RegistryError(
-            f"checking {call.image}: {call.domain} answered {status} {reply.reason}"
-            f"{_attempts(reply)}{detail}"
+    def _with_retries(self, image: str, pacing: HostPacing, once: Callable[[], Reply]) -> Reply:
+        return with_retries(
+            once, pacing, self._retry, image=image, sleep=self._sleep, rand=self._rand
         )
 
 
-_OAUTH2_ERROR_CODE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-
-
-def _oauth2_error(body: bytes, secret: str) -> str:
-    """`: code` from an OAuth2 error answer (`{"error": "invalid_grant"}`), or "".
-
-    Only the error code (a short word, never the secret): its description is free text.
-    """
-    try:
-        code = json.loads(body).get("error")
-    except (ValueError, AttributeError):
-        return ""
-    if not isinstance(code, str) or not _OAUTH2_ERROR_CODE.match(code) or secret in code:
-        return ""
-    return f": {code}"
-
-
-#: The prefix of the `_hosts` keys of token servers (the others are registries).
-_TOKEN_HOST = "token "
-
-
-def _challenge_of(hint: hints.Hint) -> Challenge | None:
-    if hint.auth == "basic":
-        return Challenge("basic")
-    if hint.auth == "bearer" and hint.realm:
-        return Challenge("bearer", hint.realm, hint.service)
-    return None
-
-
-def _hint_of(state: _HostState) -> hints.Hint:
-    assert state.scheme is not None
-    challenge = state.challenge
-    if challenge is None:
-        return hints.Hint(state.scheme)
-    return hints.Hint(state.scheme, challenge.scheme, challenge.realm, challenge.service)
+def _all_failed(image: str, failures: Sequence[tuple[Source, UpdockError]]) -> UpdockError:
+    """The registry's own failure (the last place asked), naming what the mirrors said too."""
+    _, primary = failures[-1]
+    prefix = f"checking {image}: "
+    mirrors = "; ".join(
+        f"[{source.name}: {str(exc).removeprefix(prefix)}]" for source, exc in failures[:-1]
+    )
+    return type(primary)(f"{primary} (mirrors also failed: {mirrors})")
 
 
 def _import_transport() -> None:
     import updock.registry.transport  # noqa: F401 (imported for its side effect: it is loaded)
-
-
-def _attempts(reply: Reply) -> str:
-    return f" (after {reply.attempts} attempts)" if reply.attempts > 1 else ""
-
-
-def _error_detail(headers: Mapping[str, str], body: bytes) -> str:
-    """`: message` from a registry's JSON error body (distribution's format), or ""."""
-    if not body or "json" not in headers.get("Content-Type", ""):
-        return ""
-    try:
-        doc = json.loads(body)
-        message = doc["errors"][0]["message"]
-    except (ValueError, KeyError, IndexError, TypeError):
-        return ""
-    return f": {message}" if isinstance(message, str) and message else ""

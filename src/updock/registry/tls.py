@@ -3,25 +3,21 @@ and client certificate to use.
 
 Sources, as containers/image reads them:
 
-- registries.conf (`$CONTAINERS_REGISTRIES_CONF`, else `$HOME/.config/containers/registries.conf`
-  for non-root when it exists, else `/etc/containers/registries.conf`; then the drop-ins
-  `/etc/containers/registries.conf.d/*.conf`, and `$HOME/.config/containers/registries.conf.d`
-  for non-root, in name order, a later entry for the same prefix replacing an earlier one):
-  `[[registry]]` tables with `location`/`prefix` and `insecure`, and the v1 form
-  `[registries.insecure] registries = [...]`. The entry with the longest prefix matching
-  `host/repository` applies (`*.example.com` matches sub-domains).
+- registries.conf (`registries_conf.py`): a place marked `insecure` is tried over HTTPS without
+  verification first, then over plain HTTP. `--tls-verify` overrides it either way.
 - certs.d: the first of `$HOME/.config/containers/certs.d/<host[:port]>`,
   `/etc/containers/certs.d/<host[:port]>`, `/etc/docker/certs.d/<host[:port]>` that exists.
   `*.crt` files are CAs trusted on top of the system's; a `NAME.cert` with its `NAME.key` is the
   client certificate.
 
-An insecure registry is tried over HTTPS without verification first, then over plain HTTP.
+Certificates are verified as podman's Go verifier (crypto/x509) does, not as the running
+Python's defaults would (see `verifying_context`), so that updock reaches exactly the registries
+podman reaches, on every Python updock supports.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,14 +25,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from updock.errors import ConfigError
+from updock.registry.registries_conf import (
+    RegistriesConf,
+    default_registries_conf,
+    default_registries_conf_dirs,
+    user_config_dir,
+)
 
 if TYPE_CHECKING:  # ssl itself is imported when the first context is made (start-up time)
     import ssl
 
 log = logging.getLogger(__name__)
 
-SYSTEM_REGISTRIES_CONF = Path("/etc/containers/registries.conf")
-SYSTEM_REGISTRIES_CONF_D = Path("/etc/containers/registries.conf.d")
 SYSTEM_CERTS_DIRS = (Path("/etc/containers/certs.d"), Path("/etc/docker/certs.d"))
 
 
@@ -53,116 +53,9 @@ class TLSSettings:
     allow_http: bool
 
 
-def _home() -> Path:
-    return Path(os.environ.get("HOME") or Path.home())
-
-
-def _user_config() -> Path:
-    return Path(os.environ.get("XDG_CONFIG_HOME") or _home() / ".config")
-
-
-def default_registries_conf() -> Path:
-    """The main registries.conf file podman reads."""
-    env = os.environ.get("CONTAINERS_REGISTRIES_CONF")
-    if env:
-        return Path(env)
-    if os.geteuid() != 0:
-        user = _user_config() / "containers" / "registries.conf"
-        if user.exists():
-            return user
-    return SYSTEM_REGISTRIES_CONF
-
-
-def default_registries_conf_dirs() -> list[Path]:
-    """The drop-in folders for registries.conf, read after the main file."""
-    dirs = [SYSTEM_REGISTRIES_CONF_D]
-    if os.geteuid() != 0:
-        dirs.append(_user_config() / "containers" / "registries.conf.d")
-    return dirs
-
-
 def default_certs_dirs() -> list[Path]:
     """The certs.d roots, searched in this order for a `<host[:port]>` folder."""
-    return [_user_config() / "containers" / "certs.d", *SYSTEM_CERTS_DIRS]
-
-
-def _prefix_match(ref: str, prefix: str) -> int:
-    """Length of `prefix` when it matches `ref` (containers/image's rule), else -1."""
-    if prefix.startswith("*."):
-        index = ref.find(prefix[1:])
-        if index == -1 or "/" in ref[:index]:
-            return -1
-        end = index + len(prefix) - 1
-        return end if end == len(ref) or ref[end] in ":/@" else -1
-    if ref == prefix:
-        return len(prefix)
-    if ref.startswith(prefix) and ref[len(prefix)] in ":/@":
-        return len(prefix)
-    return -1
-
-
-class RegistriesConf:
-    """The `insecure` settings of registries.conf and its drop-ins.
-
-    Args:
-        path: the main file; a missing file counts as empty.
-        dropin_dirs: folders whose `*.conf` files are read after it, in name order.
-
-    Raises:
-        ConfigError: a file is not valid TOML or has a malformed registry entry.
-    """
-
-    def __init__(self, path: Path, dropin_dirs: Sequence[Path] = ()) -> None:
-        self._insecure: dict[str, bool] = {}
-        files = [path]
-        for folder in dropin_dirs:
-            if folder.is_dir():
-                files.extend(sorted(folder.glob("*.conf")))
-        for file in files:
-            self._load(file)
-
-    def _load(self, file: Path) -> None:
-        import tomllib  # when the first registry is checked, not at start-up
-
-        try:
-            with file.open("rb") as f:
-                doc = tomllib.load(f)
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            raise ConfigError(f"cannot read {file}: {exc.strerror}") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{file} is not valid TOML: {exc}") from exc
-        v1 = doc.get("registries", {})
-        if isinstance(v1, dict):
-            insecure_v1 = v1.get("insecure", {})
-            hosts = insecure_v1.get("registries", []) if isinstance(insecure_v1, dict) else []
-            for host in hosts if isinstance(hosts, list) else []:
-                if isinstance(host, str):
-                    self._insecure[host] = True
-        entries = doc.get("registry", [])
-        if not isinstance(entries, list):
-            raise ConfigError(f"{file}: [[registry]] must be an array of tables")
-        for entry in entries:
-            if not isinstance(entry, dict):
-                raise ConfigError(f"{file}: [[registry]] must be an array of tables")
-            prefix = entry.get("prefix") or entry.get("location")
-            insecure = entry.get("insecure", False)
-            if not isinstance(prefix, str) or not prefix:
-                raise ConfigError(f"{file}: a [[registry]] entry has neither prefix nor location")
-            if not isinstance(insecure, bool):
-                raise ConfigError(f"{file}: insecure of {prefix!r} is not a boolean")
-            self._insecure[prefix] = insecure
-
-    def insecure(self, domain: str, repository: str) -> bool:
-        """Whether the entry that applies to `domain/repository` says `insecure = true`."""
-        ref = f"{domain}/{repository}" if repository else domain
-        best, result = -1, False
-        for prefix, insecure in self._insecure.items():
-            length = _prefix_match(ref, prefix)
-            if length > best:
-                best, result = length, insecure
-        return result
+    return [user_config_dir() / "containers" / "certs.d", *SYSTEM_CERTS_DIRS]
 
 
 @dataclass(frozen=True)
@@ -206,6 +99,29 @@ def find_cert_files(host: str, certs_dirs: Sequence[Path]) -> CertFiles:
     return CertFiles()
 
 
+def verifying_context() -> ssl.SSLContext:
+    """A client context that verifies certificates as Go's crypto/x509 does (what podman uses).
+
+    From `ssl.create_default_context()` (system CAs, TLS 1.2 at least, host names checked),
+    with three changes, whatever the Python version's defaults:
+
+    - no `VERIFY_X509_STRICT` (Python 3.13 sets it): Go does not refuse a CA without a
+      keyUsage extension, nor certificates without key identifiers, which OpenSSL's strict
+      mode does. A CA whose keyUsage lacks keyCertSign, an expired certificate or an unknown
+      CA are still refused, as Go refuses them;
+    - `VERIFY_X509_PARTIAL_CHAIN` (Python 3.13 sets it too): every certificate of a certs.d
+      file is a trust anchor, as in Go's root pool, so an intermediate CA alone is enough;
+    - no host name check against the subject's common name: Go matches only the subject
+      alternative names (since Go 1.15).
+    """
+    import ssl
+
+    ctx = ssl.create_default_context()
+    ctx.verify_flags = (ctx.verify_flags & ~ssl.VERIFY_X509_STRICT) | ssl.VERIFY_X509_PARTIAL_CHAIN
+    ctx.hostname_checks_common_name = False
+    return ctx
+
+
 class TLSConfig:
     """TLS settings of every registry, read lazily once and kept for the object's life.
 
@@ -234,7 +150,12 @@ class TLSConfig:
         self._contexts: dict[tuple[str, bool], ssl.SSLContext] = {}
         self._lock = threading.Lock()
 
-    def _registries_conf(self) -> RegistriesConf:
+    def registries_conf(self) -> RegistriesConf:
+        """registries.conf, read on the first call.
+
+        Raises:
+            ConfigError: it is malformed.
+        """
         with self._lock:
             if self._conf is None:
                 path = self._registries_conf_path or default_registries_conf()
@@ -250,9 +171,24 @@ class TLSConfig:
         Raises:
             ConfigError: registries.conf is malformed (only read when `tls_verify` is None).
         """
-        insecure = not self.tls_verify
         if self.tls_verify is None:
-            insecure = self._registries_conf().insecure(domain, repository)
+            return self.for_insecure(self.registries_conf().insecure(domain, repository))
+        return self.for_insecure(False)
+
+    def may_send_credentials(self, scheme: str, host: str) -> bool:
+        """Whether credentials may go to `host` over `scheme`: over HTTPS, or to a host that
+        registries.conf (or `--tls-verify=false`) marks insecure.
+
+        (A registry itself is spoken to over plain HTTP only when it is insecure, so its Basic
+        credentials never need this check; a token server may be any host its registry names.)
+        """
+        return scheme == "https" or self.settings(host).allow_http
+
+    def for_insecure(self, insecure: bool) -> TLSSettings:
+        """How to connect to a place registries.conf marks `insecure` (or not): as it says, unless
+        `tls_verify` decides for every place."""
+        if self.tls_verify is not None:
+            insecure = not self.tls_verify
         return TLSSettings(verify=not insecure, allow_http=insecure)
 
     def ssl_context(self, host: str, verify: bool) -> ssl.SSLContext:
@@ -270,7 +206,7 @@ class TLSConfig:
 
         files = find_cert_files(host, self._certs_dirs)
         if verify:
-            ctx = ssl.create_default_context()
+            ctx = verifying_context()
         else:
             # No CA is consulted: do not spend the time to load the system's.
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
