@@ -1,12 +1,16 @@
 """updock's state on the host: the journal of unfinished updates, and the run lock.
 
 Before a unit changes, its intent (unit, containers, previous and new images, phase) is written
-to `state.json` in the state folder (atomically: a temporary file, fsync, rename), and cleared
-when the update is verified or rolled back. A run killed at any point leaves the entry behind;
-the next run finds it and completes or rolls back that update before anything else.
+to `state.json` in the state folder, and cleared when the update is verified or rolled back. A
+run killed at any point leaves the entry behind; the next run finds it and completes or rolls
+back that update before anything else.
 
 The lock (`flock` on `lock` in the same folder) keeps a timer run and a manual run from updating
 the same host at once.
+
+Every file here is read and written through `updock.statefolder`: the folder must belong to the
+effective user and be writable by nobody else, files are never opened through a symbolic link,
+and each is replaced atomically through a new file with a unique name.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from updock.errors import ConfigError, UpdockError
+from updock.statefolder import NotARegularFile, StateFolder
 
 #: Phases of a journaled unit, in order.
 PULLING = "pulling"  # previous images kept, new ones being pulled and tagged; unit untouched
@@ -97,13 +102,14 @@ class StateStore:
 
         Raises:
             LockTimeout: another run still holds it after `wait` seconds (0: do not wait).
-            ConfigError: the state folder cannot be made or the lock file opened.
+            ConfigError: the state folder is unsafe (`statefolder.UnsafeStateFolder`) or cannot
+                be made, or the lock file cannot be opened.
         """
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.folder / "lock", os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise ConfigError(f"cannot open the lock in {self.folder}: {exc}") from exc
+        with StateFolder(self.folder) as folder:
+            try:
+                fd = folder.open("lock", os.O_RDWR | os.O_CREAT)
+            except OSError as exc:
+                raise ConfigError(f"cannot open the lock {self.folder / 'lock'}: {exc}") from exc
         deadline = time.monotonic() + wait
         waited = False
         try:
@@ -134,13 +140,23 @@ class StateStore:
         """The unfinished updates, by unit.
 
         Raises:
-            ConfigError: the state file exists but cannot be read or parsed.
+            ConfigError: the state folder is unsafe, or the state file exists but cannot be
+                read or parsed.
         """
         try:
-            raw = json.loads(self.path.read_text())
+            with StateFolder(self.folder, create=False) as folder:
+                data = folder.read(self.path.name)
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError) as exc:
+        except NotARegularFile as exc:
+            raise ConfigError(f"updock's state file {exc.filename} {exc.strerror}") from exc
+        except OSError as exc:
+            raise ConfigError(f"cannot read updock's state file {self.path}: {exc}") from exc
+        if data is None:
+            return {}
+        try:
+            raw = json.loads(data)
+        except ValueError as exc:
             raise ConfigError(f"cannot read updock's state file {self.path}: {exc}") from exc
         try:
             return {
@@ -169,18 +185,8 @@ class StateStore:
                 for unit, e in entries.items()
             },
         }
-        tmp = self.path.with_suffix(".tmp")
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            with tmp.open("w") as f:
-                json.dump(data, f, indent=2)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-            dir_fd = os.open(self.folder, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            with StateFolder(self.folder) as folder:
+                folder.write(self.path.name, json.dumps(data, indent=2).encode())
         except OSError as exc:
             raise ConfigError(f"cannot write updock's state file {self.path}: {exc}") from exc

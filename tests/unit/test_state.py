@@ -1,0 +1,142 @@
+"""`updock.state`: the journal's store and the run lock, against real files and processes."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from updock.errors import ConfigError
+from updock.state import JournalEntry, JournalTask, LockTimeout, StateStore
+from updock.statefolder import UnsafeStateFolder
+
+_HOLDER = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from updock.state import StateStore
+
+    with StateStore(Path(sys.argv[1])).locked(0):
+        print("held", flush=True)
+        sys.stdin.readline()
+    print("released", flush=True)
+    sys.stdin.readline()
+    """
+)
+
+
+@pytest.fixture
+def holder(tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
+    """Another process that holds the lock of `tmp_path / "state"` until told to let go (a
+    line on its standard input), then lives on until a second line."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(tmp_path / "state")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    try:
+        assert proc.stdout.readline() == "held\n"
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def _tell(proc: subprocess.Popen[str]) -> None:
+    assert proc.stdin is not None
+    proc.stdin.write("\n")
+    proc.stdin.flush()
+
+
+def test_a_lock_held_elsewhere_times_out_naming_the_holder(
+    tmp_path: Path, holder: subprocess.Popen[str]
+) -> None:
+    store = StateStore(tmp_path / "state")
+    started = time.monotonic()
+    with pytest.raises(LockTimeout) as caught, store.locked(0.5):
+        pass
+    assert time.monotonic() - started >= 0.5
+    assert f"(pid {holder.pid})" in str(caught.value)
+    assert "--lock-wait" in str(caught.value)
+    with pytest.raises(LockTimeout), store.locked(0):
+        pass
+
+
+def test_a_second_run_waits_until_the_lock_is_released_on_close(
+    tmp_path: Path, holder: subprocess.Popen[str]
+) -> None:
+    store = StateStore(tmp_path / "state")
+    threading.Timer(0.5, _tell, (holder,)).start()
+    started = time.monotonic()
+    with store.locked(30) as waited:
+        assert waited
+        assert time.monotonic() - started >= 0.4
+        assert holder.poll() is None  # still alive: released by closing, not by exiting
+        assert (tmp_path / "state" / "lock").read_text() == f"{os.getpid()}\n"
+    _tell(holder)
+    assert holder.wait(10) == 0
+    with store.locked(0) as waited:  # and ours is released on leaving the block
+        assert not waited
+
+
+def test_an_uncontended_lock_does_not_wait(tmp_path: Path) -> None:
+    with StateStore(tmp_path / "state").locked(0) as waited:
+        assert not waited
+
+
+def _entry() -> JournalEntry:
+    return JournalEntry(
+        "web.service",
+        phase="restarting",
+        tasks=[JournalTask("web", "c" * 64, "reg.example/web:1", "a" * 64, "b" * 64)],
+        pid=42,
+        started=1.5,
+    )
+
+
+def test_a_world_writable_state_folder_is_refused_by_name(tmp_path: Path) -> None:
+    folder = tmp_path / "state"
+    folder.mkdir()
+    folder.chmod(0o777)
+    store = StateStore(folder)
+    for attempt in (lambda: store.locked(0).__enter__(), store.load, lambda: store.save({})):
+        with pytest.raises(UnsafeStateFolder) as caught:
+            attempt()
+        assert f"updock's state folder {folder} is writable by others" in str(caught.value)
+    assert list(folder.iterdir()) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_a_state_folder_of_another_user_is_refused_by_name(tmp_path: Path) -> None:
+    folder = tmp_path / "state"
+    StateStore(folder).save({"web.service": _entry()})
+    os.chown(folder, pwd.getpwnam("nobody").pw_uid, -1)
+    store = StateStore(folder)
+    with pytest.raises(UnsafeStateFolder) as caught:
+        store.load()
+    assert str(folder) in str(caught.value)
+    with pytest.raises(UnsafeStateFolder), store.locked(0):
+        pass
+
+
+def test_a_symlinked_lock_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "state"
+    folder.mkdir(mode=0o700)
+    target = tmp_path / "elsewhere"
+    target.write_text("keep\n")
+    (folder / "lock").symlink_to(target)
+    with pytest.raises(ConfigError) as caught, StateStore(folder).locked(0):
+        pass
+    assert str(folder / "lock") in str(caught.value)
+    assert target.read_text() == "keep\n"
