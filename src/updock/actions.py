@@ -5,11 +5,13 @@ Safety rules kept here (issue 5):
   cannot remove them) and the intent is journaled (`state.StateStore`);
 - an update counts only once `verify.verify_unit` saw the unit healthy on the new images;
 - `recover` completes or rolls back whatever a killed run left in the journal, before anything
-  else happens.
+  else happens (what to do is decided by `core.recovery`); a repair that fails stays journaled
+  and is tried again by the next run.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
@@ -18,20 +20,26 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from updock.core.model import Task
+from updock.core.model import Phase, Task
 from updock.core.plan import (
     Action,
     Check,
     CheckResult,
+    Defer,
     Finish,
     Journal,
     Outcome,
     Pull,
     Restart,
     Retag,
+    SetPhase,
     Tag,
+    TagImage,
     Verify,
+    VerifyImages,
+    drive,
 )
+from updock.core.recovery import recover_unit
 from updock.core.reference import validate_auto_update_reference
 from updock.engines import Engine
 from updock.errors import EngineError, UpdockError
@@ -50,6 +58,8 @@ from updock.verify import (
     last_log_lines,
     verify_unit,
 )
+
+log = logging.getLogger(__name__)
 
 #: Test seam: `UPDOCK_TEST_CRASH_AT=pull|restart|verify` kills this process with SIGKILL at that
 #: point, so the integration tests can prove that the next run repairs the state.
@@ -98,7 +108,12 @@ class JournalBook:
             self._store.save(self._entries)
             return True
 
-    def set_phase(self, unit: str, phase: str, only_from: str | None = None) -> None:
+    def entries(self) -> list[JournalEntry]:
+        """The entries now journaled (copies of the list; the entries are shared)."""
+        with self._lock:
+            return list(self._entries.values())
+
+    def set_phase(self, unit: str, phase: Phase, only_from: Phase | None = None) -> None:
         """Move the unit's entry to `phase` (only from `only_from`, if given)."""
         with self._lock:
             entry = self._entries.get(unit)
@@ -115,6 +130,17 @@ class JournalBook:
             if journaled is not None:
                 journaled.new_image = image_id
                 self._store.save(self._entries)
+
+    def defer(self, unit: str, phase: Phase, error: str) -> None:
+        """Keep the unit's entry for the next run's repair, at `phase`, noting the attempt."""
+        with self._lock:
+            entry = self._entries.get(unit)
+            if entry is None:
+                return
+            entry.phase = phase
+            entry.repair_attempts += 1
+            entry.repair_error = error
+            self._store.save(self._entries)
 
     def finish(self, unit: str) -> JournalEntry | None:
         """Clear the unit's entry; return it."""
@@ -177,6 +203,14 @@ class ActionHandler:
             self.verify(action.unit, action.tasks)
         elif isinstance(action, Finish):
             self._finish(action)
+        elif isinstance(action, VerifyImages):
+            self._verify_images(action)
+        elif isinstance(action, TagImage):
+            self._engine.tag(action.image_id, action.name)
+        elif isinstance(action, SetPhase):
+            self._journal_book.set_phase(action.unit, action.phase)
+        elif isinstance(action, Defer):
+            self._journal_book.defer(action.unit, action.phase, action.error)
         else:
             raise TypeError(f"unknown action {action!r}")
         return None
@@ -219,18 +253,30 @@ class ActionHandler:
                 raise EngineError(f"no image is tagged {task.raw_image_name}")
             expect.append(Expectation(task.container.name, image_id, task.container.labels))
         try:
-            verify_unit(
-                unit,
-                expect,
-                self._engine,
-                self._services.get(),
-                settle=self._safety.settle,
-                timeout=self._safety.verify_timeout,
-            )
+            self._verify_unit(unit, expect)
         except UpdockError as exc:
             # A rollback that works is no error (podman compatible), but what was seen matters.
             print(f"updock: {exc}", file=sys.stderr)
             raise
+
+    def _verify_images(self, action: VerifyImages) -> None:
+        labels = {c.name: c.labels for c in self._engine.running_containers()}
+        expect = [Expectation(name, image, labels.get(name, {})) for name, image in action.images]
+        try:
+            self._verify_unit(action.unit, expect)
+        except UpdockError as exc:
+            log.warning("%s", exc)
+            raise
+
+    def _verify_unit(self, unit: str, expect: Sequence[Expectation]) -> None:
+        verify_unit(
+            unit,
+            expect,
+            self._engine,
+            self._services.get(),
+            settle=self._safety.settle,
+            timeout=self._safety.verify_timeout,
+        )
 
 
 @dataclass
@@ -241,70 +287,26 @@ class RecoveryReport:
     errors: list[UpdockError] = field(default_factory=list)
 
 
+def _no_check(action: Check) -> CheckResult:
+    raise UpdockError("a repair checks no registry")
+
+
 def recover(
     engine: Engine, services: ServiceConnection, store: StateStore, safety: SafetyOptions
 ) -> RecoveryReport:
-    """Complete or roll back every update a killed run left in the journal.
+    """Complete or roll back every update a killed run left in the journal (`core.recovery`).
 
-    - phase `pulling` (the unit was not restarted): the previous images get their names back;
-    - phase `restarting`: if the unit verifies on the new images, the update is complete;
-      otherwise it is rolled back;
-    - phase `rolling back`: the rollback is done again.
-    Either way no container is left on an unverified image and no unit stopped.
+    A repair that works clears its entry; one that fails leaves it, with the attempt noted, for
+    the next run, and is one of the report's errors.
     """
     report = RecoveryReport()
-    entries = store.load()
-    for unit, entry in list(entries.items()):
-        outcome = _recover_unit(engine, services, entry, safety)
+    book = JournalBook(store)
+    handler = ActionHandler(engine, services, book, safety, check=_no_check, tls_verify=None)
+    for entry in book.entries():
+        outcome = drive(recover_unit(entry.interrupted()), handler)
         if isinstance(outcome, UpdockError):
             report.errors.append(outcome)
-            report.lines.append(f"unit {unit}: could not be repaired")
+            report.lines.append(f"unit {entry.unit}: could not be repaired")
         else:
-            report.lines.append(f"unit {unit}: {outcome}")
-        del entries[unit]
-        store.save(entries)
+            report.lines.append(f"unit {entry.unit}: {outcome}")
     return report
-
-
-def _recover_unit(
-    engine: Engine, services: ServiceConnection, entry: JournalEntry, safety: SafetyOptions
-) -> str | UpdockError:
-    manager = services.get()
-
-    def verify_on(images: dict[str, str]) -> None:
-        labels = {c.name: c.labels for c in engine.running_containers()}
-        expect = [
-            Expectation(t.container, images[t.container], labels.get(t.container, {}))
-            for t in entry.tasks
-        ]
-        verify_unit(
-            entry.unit,
-            expect,
-            engine,
-            manager,
-            settle=safety.settle,
-            timeout=safety.verify_timeout,
-        )
-
-    previous = {t.container: t.previous_image for t in entry.tasks}
-    try:
-        if entry.phase == RESTARTING and all(t.new_image for t in entry.tasks):
-            try:
-                verify_on({t.container: t.new_image for t in entry.tasks})
-            except UpdockError as exc:
-                print(f"updock: {exc}", file=sys.stderr)
-            else:
-                return "the interrupted update was verified and completed"
-        for t in entry.tasks:
-            engine.tag(t.previous_image, t.raw_image_name)
-        if entry.phase == PULLING and manager.active_state(entry.unit) == "active":
-            try:
-                verify_on(previous)
-                return "the interrupted update was undone before its restart"
-            except UpdockError:
-                pass  # not running as it should: restart it on the previous images below
-        manager.restart(entry.unit)
-        verify_on(previous)
-        return "the interrupted update was rolled back"
-    except UpdockError as exc:
-        return UpdockError(f"repairing the interrupted update of unit {entry.unit}: {exc}")

@@ -26,13 +26,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from updock.core.model import Phase
+from updock.core.recovery import Interrupted, JournaledContainer
 from updock.errors import ConfigError, UpdockError
 from updock.statefolder import NotARegularFile, StateFolder
 
-#: Phases of a journaled unit, in order.
-PULLING = "pulling"  # previous images kept, new ones being pulled and tagged; unit untouched
-RESTARTING = "restarting"  # the unit is being restarted on the new images, or verified
-ROLLING_BACK = "rolling back"  # the previous images are tagged again and the unit restarted
+#: Phases of a journaled unit, in order (see `core.model.Phase`).
+PULLING = Phase.PULLING
+RESTARTING = Phase.RESTARTING
+ROLLING_BACK = Phase.ROLLING_BACK
+
+#: The journal's format; a file of another version is not this updock's to read.
+VERSION = 1
 
 
 class LockTimeout(UpdockError):
@@ -67,17 +72,41 @@ class JournalTask:
 
 @dataclass
 class JournalEntry:
-    """An update of one unit that has begun and not ended."""
+    """An update of one unit that has begun and not ended.
+
+    Attributes:
+        unit: the unit.
+        phase: where it stands.
+        tasks: its containers.
+        pid: the process that began it.
+        started: when it began (seconds since the epoch).
+        repair_attempts: how many repairs of it (`actions.recover`) failed.
+        repair_error: what the last failed repair saw.
+    """
 
     unit: str
-    phase: str = PULLING
+    phase: Phase = PULLING
     tasks: list[JournalTask] = field(default_factory=list)
     pid: int = field(default_factory=os.getpid)
     started: float = field(default_factory=time.time)
+    repair_attempts: int = 0
+    repair_error: str = ""
 
     def task(self, container: str) -> JournalTask | None:
         """The entry's task for `container`, if any."""
         return next((t for t in self.tasks if t.container == container), None)
+
+    def interrupted(self) -> Interrupted:
+        """The entry as the core's crash recovery reads it."""
+        return Interrupted(
+            self.unit,
+            self.phase,
+            tuple(
+                JournaledContainer(t.container, t.raw_image_name, t.previous_image, t.new_image)
+                for t in self.tasks
+            ),
+            attempts=self.repair_attempts,
+        )
 
 
 class StateStore:
@@ -155,21 +184,8 @@ class StateStore:
         if data is None:
             return {}
         try:
-            raw = json.loads(data)
-        except ValueError as exc:
-            raise ConfigError(f"cannot read updock's state file {self.path}: {exc}") from exc
-        try:
-            return {
-                unit: JournalEntry(
-                    unit=unit,
-                    phase=e["phase"],
-                    tasks=[JournalTask(**t) for t in e["tasks"]],
-                    pid=int(e.get("pid", 0)),
-                    started=float(e.get("started", 0)),
-                )
-                for unit, e in raw.get("units", {}).items()
-            }
-        except (KeyError, TypeError, AttributeError) as exc:
+            return _parse_journal(json.loads(data))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ConfigError(f"updock's state file {self.path} is malformed: {exc}") from exc
 
     def save(self, entries: dict[str, JournalEntry]) -> None:
@@ -179,7 +195,7 @@ class StateStore:
             ConfigError: it cannot be written.
         """
         data: dict[str, Any] = {
-            "version": 1,
+            "version": VERSION,
             "units": {
                 unit: {k: v for k, v in asdict(e).items() if k != "unit"}
                 for unit, e in entries.items()
@@ -190,3 +206,48 @@ class StateStore:
                 folder.write(self.path.name, json.dumps(data, indent=2).encode())
         except OSError as exc:
             raise ConfigError(f"cannot write updock's state file {self.path}: {exc}") from exc
+
+
+def _parse_journal(doc: object) -> dict[str, JournalEntry]:
+    """The entries of a journal file's JSON document, checked field by field.
+
+    Raises:
+        ValueError, KeyError, TypeError: it is not a journal of this version.
+    """
+    if not isinstance(doc, dict) or doc.get("version") != VERSION:
+        version = doc.get("version") if isinstance(doc, dict) else None
+        raise ValueError(f"not a journal of version {VERSION} (version {version!r})")
+    units = doc["units"]
+    if not isinstance(units, dict):
+        raise TypeError("units is not an object")
+    entries = {}
+    for unit, e in units.items():
+        tasks = [
+            JournalTask(
+                container=_string(t, "container"),
+                container_id=_string(t, "container_id"),
+                raw_image_name=_string(t, "raw_image_name"),
+                previous_image=_string(t, "previous_image"),
+                new_image=_string(t, "new_image", ""),
+            )
+            for t in e["tasks"]
+        ]
+        if not tasks:
+            raise ValueError(f"unit {unit} has no containers")
+        entries[unit] = JournalEntry(
+            unit=unit,
+            phase=Phase(e["phase"]),
+            tasks=tasks,
+            pid=int(e.get("pid", 0)),
+            started=float(e.get("started", 0)),
+            repair_attempts=int(e.get("repair_attempts", 0)),
+            repair_error=_string(e, "repair_error", ""),
+        )
+    return entries
+
+
+def _string(obj: dict[str, object], key: str, default: str | None = None) -> str:
+    value = obj.get(key, default) if default is not None else obj[key]
+    if not isinstance(value, str) or (default is None and not value):
+        raise TypeError(f"{key} is not a non-empty string: {value!r}")
+    return value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from updock.core.model import Phase
 from updock.errors import ConfigError
 from updock.state import JournalEntry, JournalTask, LockTimeout, StateStore
 from updock.statefolder import UnsafeStateFolder
@@ -98,7 +100,7 @@ def test_an_uncontended_lock_does_not_wait(tmp_path: Path) -> None:
 def _entry() -> JournalEntry:
     return JournalEntry(
         "web.service",
-        phase="restarting",
+        phase=Phase.RESTARTING,
         tasks=[JournalTask("web", "c" * 64, "reg.example/web:1", "a" * 64, "b" * 64)],
         pid=42,
         started=1.5,
@@ -140,3 +142,32 @@ def test_a_symlinked_lock_is_refused(tmp_path: Path) -> None:
         pass
     assert str(folder / "lock") in str(caught.value)
     assert target.read_text() == "keep\n"
+
+
+def test_the_journal_survives_a_save_and_a_load(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state")
+    assert store.load() == {}  # no folder yet
+    deferred = _entry()
+    deferred.unit = "db.service"
+    deferred.phase = Phase.ROLLING_BACK
+    deferred.repair_attempts = 2
+    deferred.repair_error = "verifying unit db.service failed: container db is unhealthy"
+    entries = {"web.service": _entry(), "db.service": deferred}
+    store.save(entries)
+    assert store.load() == entries
+    assert StateStore(tmp_path / "state").load()["db.service"].phase is Phase.ROLLING_BACK
+    store.save({})
+    assert store.load() == {}
+
+
+def test_a_journal_of_an_earlier_updock_is_read(tmp_path: Path) -> None:
+    # As written before repairs were retried: no repair fields.
+    folder = tmp_path / "state"
+    folder.mkdir(mode=0o700)
+    task = {"container": "web", "container_id": "c" * 64, "raw_image_name": "r/w:1",
+            "previous_image": "a" * 64, "new_image": ""}  # fmt: skip
+    doc = {"version": 1, "units": {"web.service": {"phase": "pulling", "tasks": [task]}}}
+    (folder / "state.json").write_text(json.dumps(doc))
+    (entry,) = StateStore(folder).load().values()
+    assert (entry.unit, entry.phase, entry.repair_attempts) == ("web.service", Phase.PULLING, 0)
+    assert entry.tasks == [JournalTask("web", "c" * 64, "r/w:1", "a" * 64)]

@@ -19,7 +19,7 @@ from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from updock.core.model import Policy, ReportRow, Status, Task
+from updock.core.model import Phase, Policy, ReportRow, Status, Task
 from updock.core.policy import go_quote
 from updock.errors import UpdockError
 
@@ -129,7 +129,61 @@ class Tag:
     image_id: str
 
 
-Action = Check | Pull | Restart | Retag | Journal | Verify | Finish | Tag
+@dataclass(frozen=True)
+class VerifyImages:
+    """Check that the unit really runs, as `Verify` does, on images given by ID: each named
+    container on its image (a crash repair, which cannot trust what names the images carry).
+
+    Attributes:
+        unit: the unit.
+        images: (container name, image ID) pairs.
+
+    Outcome: None, or an error that says what was seen.
+    """
+
+    unit: str
+    images: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class TagImage:
+    """Give the image `image_id` the name `name` (moving it from any other image).
+
+    Outcome: None or an error.
+    """
+
+    image_id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class SetPhase:
+    """Record durably that the unit's journaled update is now at `phase`, before acting on it:
+    a run killed from here on leaves the next one to start from there.
+
+    Outcome: None, or an error (then nothing that depends on it may be done).
+    """
+
+    unit: str
+    phase: Phase
+
+
+@dataclass(frozen=True)
+class Defer:
+    """A crash repair failed: keep the unit's journal entry for the next run, which starts it
+    again at `phase`, and note the attempt and what was seen (`error`).
+
+    Outcome: None or an error.
+    """
+
+    unit: str
+    phase: Phase
+    error: str
+
+
+#: The actions only a crash repair (`core.recovery`) yields.
+RepairAction = VerifyImages | TagImage | SetPhase | Defer
+Action = Check | Pull | Restart | Retag | Journal | Verify | Finish | Tag | RepairAction
 Outcome = CheckResult | UpdockError | None
 UnitResult = tuple[list[ReportRow], list[UpdockError]]
 UnitPlan = Generator[Action, Outcome, UnitResult]
