@@ -281,10 +281,12 @@ class ActionHandler:
 
 @dataclass
 class RecoveryReport:
-    """What `recover` did: one line per journaled unit, and the errors."""
+    """What `recover` did: one line per journaled unit, the errors, and the units whose
+    repair failed (still journaled)."""
 
     lines: list[str] = field(default_factory=list)
     errors: list[UpdockError] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)
 
 
 def _no_check(action: Check) -> CheckResult:
@@ -306,6 +308,7 @@ def recover(
         outcome = drive(recover_unit(entry.interrupted()), handler)
         if isinstance(outcome, UpdockError):
             report.errors.append(outcome)
+            report.pending.append(entry.unit)
             report.lines.append(f"unit {entry.unit}: could not be repaired")
         else:
             report.lines.append(f"unit {entry.unit}: {outcome}")

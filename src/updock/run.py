@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from updock.core.plan import Check, CheckResult
     from updock.registry import RegistryClient
     from updock.registry.client import RemoteTag
-    from updock.state import StateStore
+    from updock.state import JournalEntry, StateStore
     from updock.systemd import ServiceConnection, ServiceManager
 
 #: Registry checks that may run at once in all (they are I/O bound: one HEAD each); each
@@ -243,6 +243,7 @@ def run_auto_update(
     engine, connection = _host(engine, services)
     store = StateStore(options.state_dir)
     result = RunResult()
+    blocked: frozenset[str] = frozenset()
     with contextlib.ExitStack() as stack:
         stack.callback(connection.close)
         if not options.dry_run:
@@ -252,16 +253,43 @@ def run_auto_update(
                 from updock.prefetch import take_listing
 
                 take_listing()
-            if store.load():
-                from updock.actions import recover
-
-                recovered = recover(engine, connection, store, options.safety)
-                for line in recovered.lines:
-                    print(f"updock: recovery: {line}", file=sys.stderr)
-                result.errors.extend(recovered.errors)
-        _update(engine, registry, connection, store, options, result, stack)
+            blocked = _recover(engine, connection, store, options, result)
+        _update(engine, registry, connection, store, options, result, stack, blocked)
     result.rows.sort(key=ReportRow.sort_key)
     return result
+
+
+def _journal(store: StateStore, result: RunResult) -> dict[str, JournalEntry]:
+    """The journal; empty, with the error, when it was unreadable and set aside."""
+    from updock.state import StateFileSetAside
+
+    try:
+        return store.load()
+    except StateFileSetAside as exc:
+        result.errors.append(exc)
+        return {}
+
+
+def _recover(
+    engine: Engine,
+    connection: ServiceConnection,
+    store: StateStore,
+    options: Options,
+    result: RunResult,
+) -> frozenset[str]:
+    """Repair what a killed run left in the journal; the units whose repair is still pending
+    (their containers are not updated in this run)."""
+    if not _journal(store, result):
+        return frozenset()
+    from updock.actions import recover
+    from updock.prefetch import take_listing
+
+    recovered = recover(engine, connection, store, options.safety)
+    take_listing()  # listed before the repairs restarted units: list again
+    for line in recovered.lines:
+        print(f"updock: recovery: {line}", file=sys.stderr)
+    result.errors.extend(recovered.errors)
+    return frozenset(recovered.pending)
 
 
 def _update(
@@ -272,6 +300,7 @@ def _update(
     options: Options,
     result: RunResult,
     stack: contextlib.ExitStack,
+    blocked: frozenset[str] = frozenset(),
 ) -> None:
     started: list[_Checks] = []
 
@@ -310,6 +339,7 @@ def _update(
     checks().start((t.raw_image_name, t.authfile) for t in all_tasks if t.policy is Policy.REGISTRY)
     from updock.actions import ActionHandler, JournalBook
     from updock.core.plan import SharedImageState, drive, update_unit
+    from updock.core.recovery import pending_repair_rows
 
     journal = JournalBook(store)
     check = _make_check(engine, checks(), images)
@@ -325,6 +355,9 @@ def _update(
         out = RunResult()
         try:
             for unit in group:
+                if unit in blocked:  # its repair failed: it stays as the repair left it
+                    out.rows.extend(pending_repair_rows(unit, units[unit]))
+                    continue
                 plan = update_unit(
                     unit,
                     units[unit],
@@ -380,6 +413,12 @@ def run_rollback(
     with contextlib.ExitStack() as stack:
         stack.callback(connection.close)
         stack.enter_context(store.locked(options.lock_wait))
+        pending = _journal(store, result).get(unit)
+        if pending is not None:
+            raise UpdockError(
+                f"unit {unit} has an interrupted update to repair first (run `updock "
+                f"auto-update`; its last repair saw: {pending.repair_error or 'none yet'})"
+            )
         units, _ = assemble_tasks(engine.running_containers(), options.authfile)
         tasks = units.get(unit, [])
         if not tasks:

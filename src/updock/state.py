@@ -8,9 +8,22 @@ back that update before anything else.
 The lock (`flock` on `lock` in the same folder) keeps a timer run and a manual run from updating
 the same host at once.
 
+A repair that fails (`actions.recover`) stays in the journal, with its attempt and what was
+seen, and is tried again by the next run; until it succeeds that unit's containers are not
+updated (they are reported `failed`, with the repair's error).
+
 Every file here is read and written through `updock.statefolder`: the folder must belong to the
 effective user and be writable by nobody else, files are never opened through a symbolic link,
 and each is replaced atomically through a new file with a unique name.
+
+A state file this updock cannot read (not JSON, malformed, another version, a symbolic link or
+no regular file) is moved aside, to `<name>.unreadable-<random>` in the same folder, kept for
+inspection; the run's error names both paths (exit status 125). What is safe then:
+- the journal (`state.json`): the run goes on with an empty journal and updates as usual. Every
+  update journals itself afresh before it changes anything, so none is less safe for the lost
+  entries; what the run cannot do is repair the units they named (a unit left on an image it
+  was never verified on is only checked, and left as it is when the registry offers nothing
+  newer), hence the error. A file that cannot be read at all (an I/O error) stops the run.
 """
 
 from __future__ import annotations
@@ -19,17 +32,22 @@ import contextlib
 import errno
 import fcntl
 import json
+import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from updock.core.model import Phase
 from updock.core.recovery import Interrupted, JournaledContainer
 from updock.errors import ConfigError, UpdockError
 from updock.statefolder import NotARegularFile, StateFolder
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 #: Phases of a journaled unit, in order (see `core.model.Phase`).
 PULLING = Phase.PULLING
@@ -42,6 +60,11 @@ VERSION = 1
 
 class LockTimeout(UpdockError):
     """Raised when another updock run holds the lock for longer than the caller waits."""
+
+
+class StateFileSetAside(ConfigError):
+    """Raised when a state file was not one this updock can read (see the module's docstring):
+    it is moved aside under a new name in the same folder, and the message names both."""
 
 
 def default_state_dir() -> Path:
@@ -169,24 +192,51 @@ class StateStore:
         """The unfinished updates, by unit.
 
         Raises:
-            ConfigError: the state folder is unsafe, or the state file exists but cannot be
-                read or parsed.
+            StateFileSetAside: the state file was not a journal this updock can read; it is
+                moved aside now, so the next `load` finds none (see the module's docstring).
+            ConfigError: the state folder is unsafe, or the file cannot be read at all.
         """
+        entries = self._read(
+            self.path.name,
+            _parse_journal,
+            consequence="an interrupted update it recorded is not repaired (the file names the "
+            "units to look at); this run goes on with an empty journal",
+        )
+        return entries if entries is not None else {}
+
+    def _read(self, name: str, parse: Callable[[object], _T], *, consequence: str) -> _T | None:
+        """`parse` of the JSON document in `name`, or None when there is none.
+
+        A file that is no document of this updock's (not JSON, malformed, of another version, a
+        symbolic link or no regular file) is moved aside, and `StateFileSetAside` raised with
+        `consequence` in its message.
+        """
+        path = self.folder / name
         try:
-            with StateFolder(self.folder, create=False) as folder:
-                data = folder.read(self.path.name)
+            folder = StateFolder(self.folder, create=False)
         except FileNotFoundError:
-            return {}
-        except NotARegularFile as exc:
-            raise ConfigError(f"updock's state file {exc.filename} {exc.strerror}") from exc
-        except OSError as exc:
-            raise ConfigError(f"cannot read updock's state file {self.path}: {exc}") from exc
-        if data is None:
-            return {}
-        try:
-            return _parse_journal(json.loads(data))
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ConfigError(f"updock's state file {self.path} is malformed: {exc}") from exc
+            return None
+        with folder:
+            try:
+                data = folder.read(name)
+                return None if data is None else parse(json.loads(data))
+            except NotARegularFile as exc:
+                why = str(exc.strerror)
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                why = f"is not one of this updock's ({exc})"
+            except OSError as exc:
+                raise ConfigError(f"cannot read updock's state file {path}: {exc}") from exc
+            try:
+                aside = folder.move_aside(name, "unreadable")
+            except OSError as exc:
+                raise ConfigError(
+                    f"updock's state file {path} {why}, and moving it aside failed: {exc}"
+                ) from exc
+        log.warning("moved updock's state file %s to %s: it %s", path, aside, why)
+        raise StateFileSetAside(
+            f"updock's state file {path} {why}: moved it to {aside} (kept for inspection); "
+            + consequence
+        )
 
     def save(self, entries: dict[str, JournalEntry]) -> None:
         """Write the journal atomically (and durably) before the caller acts.

@@ -7,7 +7,7 @@ from collections.abc import Collection, Sequence
 
 import pytest
 
-from updock.core.model import Phase
+from updock.core.model import Container, Phase, Policy, Status, Task
 from updock.core.plan import (
     Action,
     Defer,
@@ -25,6 +25,7 @@ from updock.core.recovery import (
     UNDONE,
     Interrupted,
     JournaledContainer,
+    pending_repair_rows,
     recover_unit,
 )
 from updock.errors import ConfigError, EngineError, ServiceError, UpdockError, VerificationError
@@ -290,3 +291,16 @@ def _scripted(
         return _FAILURES[short(action)[0]] if failed else None
 
     return log, drive(recover_unit(interrupted), handler)
+
+
+def test_a_unit_whose_repair_is_pending_is_reported_failed() -> None:
+    tasks = [
+        Task(UNIT, Container(c * 64, name, "0" * 64, f"reg.example/{name}:1"), Policy.REGISTRY,
+             f"reg.example/{name}:1")
+        for c, name in (("1", "web"), ("2", "side"))
+    ]  # fmt: skip
+    rows = pending_repair_rows(UNIT, tasks)
+    assert [(r.unit, r.container_name, r.updated) for r in rows] == [
+        (UNIT, "web", Status.FAILED),
+        (UNIT, "side", Status.FAILED),
+    ]

@@ -17,7 +17,7 @@ import pytest
 
 from updock.core.model import Phase
 from updock.errors import ConfigError
-from updock.state import JournalEntry, JournalTask, LockTimeout, StateStore
+from updock.state import JournalEntry, JournalTask, LockTimeout, StateFileSetAside, StateStore
 from updock.statefolder import UnsafeStateFolder
 
 _HOLDER = textwrap.dedent(
@@ -171,3 +171,72 @@ def test_a_journal_of_an_earlier_updock_is_read(tmp_path: Path) -> None:
     (entry,) = StateStore(folder).load().values()
     assert (entry.unit, entry.phase, entry.repair_attempts) == ("web.service", Phase.PULLING, 0)
     assert entry.tasks == [JournalTask("web", "c" * 64, "r/w:1", "a" * 64)]
+
+
+_TASK = {"container": "web", "container_id": "c" * 64, "raw_image_name": "r/w:1",
+         "previous_image": "a" * 64}  # fmt: skip
+
+
+def _doc(**entry: object) -> str:
+    return json.dumps({"version": 1, "units": {"web.service": entry}})
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        ("{broken", "is not one of this updock's (Expecting"),
+        (b"\xff\xfe".decode("latin-1"), "is not one of this updock's"),
+        ("[]", "not a journal of version 1 (version None)"),
+        (json.dumps({"version": 2, "units": {}}), "not a journal of version 1 (version 2)"),
+        (json.dumps({"units": {}}), "(version None)"),
+        (json.dumps({"version": 1}), "'units'"),
+        (_doc(tasks=[_TASK]), "'phase'"),
+        (_doc(phase="pulling"), "'tasks'"),
+        (_doc(phase="pulling", tasks=[]), "unit web.service has no containers"),
+        (_doc(phase="sleeping", tasks=[_TASK]), "'sleeping' is not a valid Phase"),
+        (_doc(phase="pulling", tasks=[{**_TASK, "previous_image": ""}]), "previous_image"),
+        (_doc(phase="pulling", tasks=[{**_TASK, "raw_image_name": 7}]), "raw_image_name"),
+        (_doc(phase="pulling", tasks=[_TASK], repair_attempts="x"), "invalid literal"),
+        (_doc(phase="pulling", tasks=["web"]), "is not one of this updock's"),
+    ],
+)
+def test_a_journal_it_cannot_read_is_moved_aside_and_named(
+    tmp_path: Path, content: str, why: str
+) -> None:
+    folder = tmp_path / "state"
+    folder.mkdir(mode=0o700)
+    (folder / "state.json").write_text(content)
+    store = StateStore(folder)
+    with pytest.raises(StateFileSetAside) as caught:
+        store.load()
+    (aside,) = folder.glob("state.json.unreadable-*")
+    assert aside.read_text() == content  # kept for inspection
+    message = str(caught.value)
+    assert f"updock's state file {folder / 'state.json'} " in message
+    assert f"moved it to {aside} (kept for inspection)" in message
+    assert why in message
+    assert "this run goes on with an empty journal" in message
+    assert store.load() == {}  # and the next run starts afresh
+    store.save({"web.service": _entry()})
+    assert list(store.load()) == ["web.service"]
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo", "folder"])
+def test_a_journal_that_is_no_regular_file_is_moved_aside_unread(tmp_path: Path, kind: str) -> None:
+    folder = tmp_path / "state"
+    folder.mkdir(mode=0o700)
+    target = tmp_path / "target.json"
+    target.write_text(_doc(phase="pulling", tasks=[_TASK]))  # a valid journal: never read
+    path = folder / "state.json"
+    if kind == "symlink":
+        path.symlink_to(target)
+    elif kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.mkdir()
+    with pytest.raises(StateFileSetAside) as caught:
+        StateStore(folder).load()
+    assert "is a symbolic link" in str(caught.value) or "is not a regular file" in str(caught.value)
+    assert not os.path.lexists(path)
+    assert len(list(folder.glob("state.json.unreadable-*"))) == 1
+    assert target.read_text() == _doc(phase="pulling", tasks=[_TASK])

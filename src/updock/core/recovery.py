@@ -21,10 +21,10 @@ updated (`updock.run`).
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 
-from updock.core.model import Phase
+from updock.core.model import Phase, ReportRow, Status, Task
 from updock.core.plan import (
     Action,
     Defer,
@@ -35,6 +35,7 @@ from updock.core.plan import (
     TagImage,
     VerifyImages,
     _expect_none,
+    _rows,
     _wrap,
 )
 from updock.errors import UpdockError
@@ -143,3 +144,12 @@ def _defer(
     if not_kept is not None:
         error = _wrap(not_kept, f"{error}; and recording the attempt failed")
     return error
+
+
+def pending_repair_rows(unit: str, tasks: Sequence[Task]) -> list[ReportRow]:
+    """The report of a unit whose repair failed: every task `failed`, none updated.
+
+    Rows rather than silence: the report has one row per container that has a policy, a unit
+    left on images it was never verified on is no `false`, and the run's error says why.
+    """
+    return _rows(unit, tasks, dict.fromkeys((t.container.id for t in tasks), Status.FAILED))
