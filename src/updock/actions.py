@@ -17,16 +17,18 @@ import re
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from updock.core.model import Phase, Task
+from updock.core.model import Phase, ReportRow, Status, Task
 from updock.core.plan import (
     Action,
     Check,
     CheckResult,
     Defer,
     Finish,
+    HoldBack,
     Journal,
     Outcome,
     Pull,
@@ -48,6 +50,7 @@ from updock.state import (
     PULLING,
     RESTARTING,
     ROLLING_BACK,
+    Hold,
     JournalEntry,
     JournalTask,
     StateStore,
@@ -91,8 +94,9 @@ class JournalBook:
         self._entries = store.load()
         self._lock = threading.Lock()
 
-    def begin(self, task: Task) -> bool:
-        """Journal `task`'s container with its current image; False if it already was."""
+    def begin(self, task: Task, new_image: str = "") -> bool:
+        """Journal `task`'s container with its current image (and the image it moves to, when
+        known already); False if it already was."""
         with self._lock:
             entry = self._entries.setdefault(task.unit, JournalEntry(task.unit))
             if entry.task(task.container.name) is not None:
@@ -103,6 +107,7 @@ class JournalBook:
                     container_id=task.container.id,
                     raw_image_name=task.raw_image_name,
                     previous_image=task.container.image_id,
+                    new_image=new_image,
                 )
             )
             self._store.save(self._entries)
@@ -150,11 +155,46 @@ class JournalBook:
             return entry
 
 
+class HoldBook:
+    """The image names `updock rollback` held back (`state.Hold`), shared by a run's threads;
+    every change is saved before the caller goes on."""
+
+    def __init__(self, store: StateStore, holds: dict[str, Hold]) -> None:
+        self._store = store
+        self._holds = holds
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> Hold | None:
+        """The hold on `name`, if any."""
+        with self._lock:
+            return self._holds.get(name)
+
+    def hold(self, name: str, image_id: str, digests: Sequence[str], unit: str) -> None:
+        """Hold `name` back from `image_id` (known by `digests`), for `unit`."""
+        with self._lock:
+            old = self._holds.get(name)
+            units = old.units if old is not None and old.image_id == image_id else ()
+            units = units if unit in units else (*units, unit)
+            self._holds[name] = Hold(name, image_id, tuple(digests), units, time.time())
+            self._store.save_holds(self._holds)
+
+    def release_updated(self, rows: Iterable[ReportRow]) -> None:
+        """End the holds on the image names these rows updated (to an image the registry
+        offered instead of the held one)."""
+        updated = {r.image for r in rows if r.updated is Status.UPDATED}
+        with self._lock:
+            ended = [name for name in updated if self._holds.pop(name, None) is not None]
+            if ended:
+                self._store.save_holds(self._holds)
+        for name in ended:
+            log.info("%s was updated: the hold of `updock rollback` on it ended", name)
+
+
 class ActionHandler:
     """Performs the plan's actions (the `handler` of `core.plan.drive`).
 
-    One handler per thread: each has its own service manager connection; the journal is
-    shared.
+    One handler per thread: each has its own service manager connection; the journal and the
+    holds are shared.
     """
 
     def __init__(
@@ -166,6 +206,7 @@ class ActionHandler:
         *,
         check: Callable[[Check], CheckResult],
         tls_verify: bool | None,
+        holds: HoldBook | None = None,
     ) -> None:
         self._engine = engine
         self._services = services
@@ -173,12 +214,13 @@ class ActionHandler:
         self._safety = safety
         self._check = check
         self._tls_verify = tls_verify
+        self._holds = holds
 
     def __call__(self, action: Action) -> Outcome:
         if isinstance(action, Check):
             return self._check(action)
         if isinstance(action, Journal):
-            self._journal(action.task)
+            self._journal(action)
         elif isinstance(action, Pull):
             self._pull(action)
         elif isinstance(action, Restart):
@@ -211,16 +253,28 @@ class ActionHandler:
             self._journal_book.set_phase(action.unit, action.phase)
         elif isinstance(action, Defer):
             self._journal_book.defer(action.unit, action.phase, action.error)
+        elif isinstance(action, HoldBack):
+            self._hold(action)
         else:
             raise TypeError(f"unknown action {action!r}")
         return None
 
     # -- journal ----------------------------------------------------------------------------
 
-    def _journal(self, task: Task) -> None:
-        # Keep the previous image under a name of ours before anything can untag it.
-        self._engine.tag(task.container.image_id, previous_tag(task.container.name))
-        self._journal_book.begin(task)
+    def _journal(self, action: Journal) -> None:
+        task = action.task
+        if action.target is None:
+            # Keep the previous image under a name of ours before anything can untag it.
+            self._engine.tag(task.container.image_id, previous_tag(task.container.name))
+        self._journal_book.begin(task, new_image=action.target or "")
+
+    def _hold(self, action: HoldBack) -> None:
+        if self._holds is None:
+            raise UpdockError("this run keeps no holds")
+        task = action.task
+        image = self._engine.images([action.image_id]).get(action.image_id)
+        digests = image.digests if image is not None else ()
+        self._holds.hold(task.raw_image_name, action.image_id, digests, task.unit)
 
     def _pull(self, action: Pull) -> None:
         task = action.task

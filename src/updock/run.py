@@ -9,10 +9,11 @@ once per distinct (image name, credentials, platform); the plan then reads their
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -31,11 +32,14 @@ if TYPE_CHECKING:
 
     # The shell's heavier parts (D-Bus, verification, the plan) are imported when a unit must
     # change, so that a run with nothing to do starts fast.
+    from updock.actions import HoldBook
     from updock.core.plan import Check, CheckResult
     from updock.registry import RegistryClient
     from updock.registry.client import RemoteTag
-    from updock.state import JournalEntry, StateStore
+    from updock.state import Hold, JournalEntry, StateStore
     from updock.systemd import ServiceConnection, ServiceManager
+
+log = logging.getLogger(__name__)
 
 #: Registry checks that may run at once in all (they are I/O bound: one HEAD each); each
 #: registry also has its own bound, `RegistryClient.concurrency`.
@@ -292,6 +296,49 @@ def _recover(
     return frozenset(recovered.pending)
 
 
+def _holds(store: StateStore, options: Options, result: RunResult) -> tuple[HoldBook, bool]:
+    """The holds of `updock rollback`, and whether they could not be read (then the run only
+    checks: any image name may have been held back; see `updock.state`)."""
+    from updock.actions import HoldBook
+    from updock.errors import ConfigError
+
+    try:
+        return HoldBook(store, store.load_holds(set_aside=not options.dry_run)), False
+    except ConfigError as exc:
+        result.errors.append(exc)
+        return HoldBook(store, {}), True
+
+
+def _honour_holds(
+    check: Callable[[Check], CheckResult], holds: HoldBook, engine: Engine
+) -> Callable[[Check], CheckResult]:
+    """`check`, but an update to the image `updock rollback` held a name back from is none."""
+    from updock.core.plan import CheckResult
+
+    def held_check(action: Check) -> CheckResult:
+        found = check(action)
+        name = action.task.raw_image_name
+        hold = holds.get(name) if found.update_available else None
+        if hold is None:
+            return found
+        if action.task.policy is Policy.LOCAL:
+            held = hold.covers(image_id=engine.image_id(name))
+        else:
+            held = hold.covers(digest=found.digest)
+        if not held:
+            return found
+        log.info(
+            "%s: not updated: `updock rollback` of %s held it back from image %s (`updock "
+            "release` ends the hold)",
+            name,
+            ", ".join(hold.units),
+            hold.image_id[:12],
+        )
+        return CheckResult(update_available=False, digest=found.digest)
+
+    return held_check
+
+
 def _update(
     engine: Engine,
     registry: RegistryClient | None,
@@ -341,15 +388,22 @@ def _update(
     from updock.core.plan import SharedImageState, drive, update_unit
     from updock.core.recovery import pending_repair_rows
 
+    holds, check_only = _holds(store, options, result)
     journal = JournalBook(store)
-    check = _make_check(engine, checks(), images)
+    check = _honour_holds(_make_check(engine, checks(), images), holds, engine)
     groups = unit_groups(units)
 
     def update_group(index: int, group: list[str]) -> RunResult:
         # Each thread has its own D-Bus connection (they are not thread-safe).
         own = connection if index == 0 else type(connection)(connection.connect)
         handler = ActionHandler(
-            engine, own, journal, options.safety, check=check, tls_verify=options.tls_verify
+            engine,
+            own,
+            journal,
+            options.safety,
+            check=check,
+            tls_verify=options.tls_verify,
+            holds=holds,
         )
         state = SharedImageState()
         out = RunResult()
@@ -361,11 +415,12 @@ def _update(
                 plan = update_unit(
                     unit,
                     units[unit],
-                    dry_run=options.dry_run,
+                    dry_run=options.dry_run or check_only,
                     rollback=options.rollback,
                     images_done=state,
                 )
                 rows, errs = drive(plan, handler)
+                holds.release_updated(rows)
                 out.rows.extend(rows)
                 out.errors.extend(errs)
         finally:
@@ -431,7 +486,14 @@ def run_rollback(
                     f"container {task.container.name} of unit {unit}: no previous image kept "
                     f"({previous_tag(task.container.name)} does not exist)"
                 )
+            if kept == task.container.image_id:
+                # Rolled back already: going "back" again would return to the bad image.
+                raise UpdockError(
+                    f"container {task.container.name} of unit {unit} runs its kept previous "
+                    f"image {kept[:12]} already: nothing to roll back to"
+                )
             previous[task.container.id] = kept
+        holds, _ = _holds(store, options, result)
         handler = ActionHandler(
             engine,
             connection,
@@ -439,6 +501,7 @@ def run_rollback(
             options.safety,
             check=_no_check,
             tls_verify=options.tls_verify,
+            holds=holds,
         )
         plan = rollback_unit(unit, tasks, previous)
         rows, errs = drive(plan, handler)
@@ -449,3 +512,37 @@ def run_rollback(
 
 def _no_check(action: Check) -> CheckResult:
     raise UpdockError("a rollback checks no registry")
+
+
+def run_release(targets: Sequence[str], options: Options) -> list[Hold]:
+    """`updock release [UNIT|IMAGE]...`: end holds of `updock rollback`.
+
+    Args:
+        targets: image names (as the report's Image column shows them), or units whose
+            rollback held names back; none: release nothing.
+        options: the state folder and how long to wait for the lock.
+
+    Returns:
+        The holds released; with no target, every hold (none released).
+
+    Raises:
+        UpdockError: a target matches no hold (then none is released).
+    """
+    from updock.state import StateStore
+
+    store = StateStore(options.state_dir)
+    with store.locked(options.lock_wait):
+        holds = store.load_holds()
+        if not targets:
+            return sorted(holds.values(), key=lambda h: h.name)
+        released: dict[str, Hold] = {}
+        for target in targets:
+            found = [h for h in holds.values() if target in (h.name, *h.units)]
+            if not found:
+                held = ", ".join(sorted(holds)) or "nothing"
+                raise UpdockError(f"no image is held back for {target} (held: {held})")
+            released.update((h.name, h) for h in found)
+        for name in released:
+            del holds[name]
+        store.save_holds(holds)
+    return sorted(released.values(), key=lambda h: h.name)

@@ -1,9 +1,14 @@
-"""updock's state on the host: the journal of unfinished updates, and the run lock.
+"""updock's state on the host: the journal of unfinished updates, the rollback holds, the lock.
 
 Before a unit changes, its intent (unit, containers, previous and new images, phase) is written
 to `state.json` in the state folder, and cleared when the update is verified or rolled back. A
 run killed at any point leaves the entry behind; the next run finds it and completes or rolls
 back that update before anything else.
+
+`updock rollback UNIT` holds each image name of the unit back (`holds.json`): the name stays on
+the image it went back to while the registry still offers the image it was rolled back from.
+The hold ends when the name is updated to another image (the registry offers a new one) or
+when the user releases it (`updock release`).
 
 The lock (`flock` on `lock` in the same folder) keeps a timer run and a manual run from updating
 the same host at once.
@@ -24,6 +29,10 @@ inspection; the run's error names both paths (exit status 125). What is safe the
   entries; what the run cannot do is repair the units they named (a unit left on an image it
   was never verified on is only checked, and left as it is when the registry offers nothing
   newer), hence the error. A file that cannot be read at all (an I/O error) stops the run.
+- the holds (`holds.json`): the run only checks, as `--dry-run` does (rows `pending`, nothing
+  changed), since any image name may have been held back by `updock rollback`; the error says
+  so, so that the user can roll back again where needed. The next run starts without holds.
+  A dry run leaves an unreadable file where it is (it takes no lock), with the same error.
 """
 
 from __future__ import annotations
@@ -54,8 +63,10 @@ PULLING = Phase.PULLING
 RESTARTING = Phase.RESTARTING
 ROLLING_BACK = Phase.ROLLING_BACK
 
-#: The journal's format; a file of another version is not this updock's to read.
+#: The journal's and the holds' format; a file of another version is not this updock's to read.
 VERSION = 1
+
+HOLDS_FILE = "holds.json"
 
 
 class LockTimeout(UpdockError):
@@ -132,11 +143,35 @@ class JournalEntry:
         )
 
 
+@dataclass(frozen=True)
+class Hold:
+    """An image name held back by `updock rollback`.
+
+    Attributes:
+        name: the raw image name.
+        image_id: the image it was rolled back from.
+        digests: that image's manifest digests: a registry that still offers one of them offers
+            nothing new.
+        units: the units rolled back.
+        since: when (seconds since the epoch).
+    """
+
+    name: str
+    image_id: str
+    digests: tuple[str, ...]
+    units: tuple[str, ...]
+    since: float
+
+    def covers(self, *, digest: str | None = None, image_id: str | None = None) -> bool:
+        """Whether an update to `digest` (registry) or `image_id` (local) is held back."""
+        return (digest is not None and digest in self.digests) or image_id == self.image_id
+
+
 class StateStore:
-    """The state folder: journal and lock.
+    """The state folder: journal, holds and lock.
 
     Args:
-        folder: where `state.json` and `lock` live; made if missing.
+        folder: where `state.json`, `holds.json` and `lock` live; made if missing.
     """
 
     def __init__(self, folder: Path | None = None) -> None:
@@ -204,12 +239,19 @@ class StateStore:
         )
         return entries if entries is not None else {}
 
-    def _read(self, name: str, parse: Callable[[object], _T], *, consequence: str) -> _T | None:
+    def _read(
+        self,
+        name: str,
+        parse: Callable[[object], _T],
+        *,
+        consequence: str,
+        set_aside: bool = True,
+    ) -> _T | None:
         """`parse` of the JSON document in `name`, or None when there is none.
 
         A file that is no document of this updock's (not JSON, malformed, of another version, a
         symbolic link or no regular file) is moved aside, and `StateFileSetAside` raised with
-        `consequence` in its message.
+        `consequence` in its message (without `set_aside`: left, and a `ConfigError` raised).
         """
         path = self.folder / name
         try:
@@ -226,6 +268,10 @@ class StateStore:
                 why = f"is not one of this updock's ({exc})"
             except OSError as exc:
                 raise ConfigError(f"cannot read updock's state file {path}: {exc}") from exc
+            if not set_aside:
+                raise ConfigError(
+                    f"updock's state file {path} {why} (a real run moves it aside); " + consequence
+                )
             try:
                 aside = folder.move_aside(name, "unreadable")
             except OSError as exc:
@@ -237,6 +283,41 @@ class StateStore:
             f"updock's state file {path} {why}: moved it to {aside} (kept for inspection); "
             + consequence
         )
+
+    def load_holds(self, *, set_aside: bool = True) -> dict[str, Hold]:
+        """The rollback holds, by image name.
+
+        Args:
+            set_aside: move an unreadable file aside (only under the lock).
+
+        Raises:
+            StateFileSetAside: the holds file was unreadable (see the module's docstring).
+            ConfigError: the state folder is unsafe, or the file cannot be read at all, or it is
+                unreadable and `set_aside` is False.
+        """
+        holds = self._read(
+            HOLDS_FILE,
+            _parse_holds,
+            consequence="the images `updock rollback` held back are not known: this run only "
+            "checks, as --dry-run (roll back again where needed); the next one updates as usual",
+            set_aside=set_aside,
+        )
+        return holds if holds is not None else {}
+
+    def save_holds(self, holds: dict[str, Hold]) -> None:
+        """Write the holds atomically and durably.
+
+        Raises:
+            ConfigError: they cannot be written.
+        """
+        doc = {
+            "version": VERSION,
+            "holds": {
+                name: {k: v for k, v in asdict(h).items() if k != "name"}
+                for name, h in holds.items()
+            },
+        }
+        self._write(HOLDS_FILE, doc)
 
     def save(self, entries: dict[str, JournalEntry]) -> None:
         """Write the journal atomically (and durably) before the caller acts.
@@ -251,11 +332,15 @@ class StateStore:
                 for unit, e in entries.items()
             },
         }
+        self._write(self.path.name, data)
+
+    def _write(self, name: str, doc: dict[str, Any]) -> None:
         try:
             with StateFolder(self.folder) as folder:
-                folder.write(self.path.name, json.dumps(data, indent=2).encode())
+                folder.write(name, json.dumps(doc, indent=2).encode())
         except OSError as exc:
-            raise ConfigError(f"cannot write updock's state file {self.path}: {exc}") from exc
+            path = self.folder / name
+            raise ConfigError(f"cannot write updock's state file {path}: {exc}") from exc
 
 
 def _parse_journal(doc: object) -> dict[str, JournalEntry]:
@@ -294,6 +379,28 @@ def _parse_journal(doc: object) -> dict[str, JournalEntry]:
             repair_error=_string(e, "repair_error", ""),
         )
     return entries
+
+
+def _parse_holds(doc: object) -> dict[str, Hold]:
+    """The holds of a holds file's JSON document, checked field by field.
+
+    Raises:
+        ValueError, KeyError, TypeError: it is not a holds file of this version.
+    """
+    if not isinstance(doc, dict) or doc.get("version") != VERSION:
+        version = doc.get("version") if isinstance(doc, dict) else None
+        raise ValueError(f"not a holds file of version {VERSION} (version {version!r})")
+    holds = {}
+    for name, h in doc["holds"].items():
+        digests, units = h["digests"], h["units"]
+        if not isinstance(digests, list) or not all(isinstance(d, str) for d in digests):
+            raise TypeError(f"digests of {name} are not a list of strings")
+        if not isinstance(units, list) or not all(isinstance(u, str) for u in units):
+            raise TypeError(f"units of {name} are not a list of strings")
+        holds[name] = Hold(
+            name, _string(h, "image_id"), tuple(digests), tuple(units), float(h["since"])
+        )
+    return holds
 
 
 def _string(obj: dict[str, object], key: str, default: str | None = None) -> str:

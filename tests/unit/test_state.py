@@ -240,3 +240,25 @@ def test_a_journal_that_is_no_regular_file_is_moved_aside_unread(tmp_path: Path,
     assert not os.path.lexists(path)
     assert len(list(folder.glob("state.json.unreadable-*"))) == 1
     assert target.read_text() == _doc(phase="pulling", tasks=[_TASK])
+
+
+def test_unreadable_holds_are_moved_aside_by_a_real_run_only(tmp_path: Path) -> None:
+    folder = tmp_path / "state"
+    folder.mkdir(mode=0o700)
+    holds = folder / "holds.json"
+    holds.write_text(json.dumps({"version": 1, "holds": {"r/w:1": {"image_id": "a" * 64}}}))
+    store = StateStore(folder)
+    with pytest.raises(ConfigError) as left:
+        store.load_holds(set_aside=False)  # a dry run: no lock, nothing moved
+    assert not isinstance(left.value, StateFileSetAside)
+    assert holds.exists()
+    assert "(a real run moves it aside)" in str(left.value)
+    with pytest.raises(StateFileSetAside) as caught:
+        store.load_holds()
+    (aside,) = folder.glob("holds.json.unreadable-*")
+    assert f"updock's state file {holds} is not one of this updock's ('digests')" in str(
+        caught.value
+    )
+    assert f"moved it to {aside}" in str(caught.value)
+    assert "this run only checks, as --dry-run" in str(caught.value)
+    assert store.load_holds() == {}
