@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -290,3 +293,24 @@ def test_an_unreadable_journal_is_moved_aside_and_the_run_goes_on(lab: Lab) -> N
     assert lab.unit_state(unit) == "active"
     again = run_updock(lab, "--format", "json")
     assert (again.returncode, again.statuses()) == (0, {"aside": "false"}), again.stderr
+
+
+@pytest.mark.parametrize("problem", ["world-writable", "another user's"])
+def test_an_unsafe_state_folder_is_refused_by_name_and_nothing_changes(
+    lab: Lab, problem: str
+) -> None:
+    unit = _service(lab, "unsafe", ImageKind.HEALTHY)
+    folder = Path(tempfile.mkdtemp(prefix="state.", dir=lab.root))  # mode 0700
+    if problem == "world-writable":
+        folder.chmod(0o777)
+    else:
+        os.chown(folder, pwd.getpwnam("nobody").pw_uid, -1)
+
+    res = run_updock(lab, "--format", "json", env={"UPDOCK_STATE_DIR": str(folder)})
+
+    assert res.returncode == 125
+    assert f"Error: updock's state folder {folder} " in res.stderr
+    assert "refusing to use it" in res.stderr
+    assert lab.unit_starts(unit) == 1  # never restarted
+    assert lab.container_version("unsafe") == "v1"
+    assert list(folder.iterdir()) == []
