@@ -41,7 +41,6 @@ import contextlib
 import errno
 import fcntl
 import json
-import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -53,8 +52,6 @@ from updock.core.model import Phase
 from updock.core.recovery import Interrupted, JournaledContainer
 from updock.errors import ConfigError, UpdockError
 from updock.statefolder import NotARegularFile, StateFolder
-
-log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
@@ -278,7 +275,6 @@ class StateStore:
                 raise ConfigError(
                     f"updock's state file {path} {why}, and moving it aside failed: {exc}"
                 ) from exc
-        log.warning("moved updock's state file %s to %s: it %s", path, aside, why)
         raise StateFileSetAside(
             f"updock's state file {path} {why}: moved it to {aside} (kept for inspection); "
             + consequence
