@@ -11,6 +11,8 @@ Layers, and who may import whom (an import that goes upwards is a bug):
     systemd/          service managers (systemd over D-Bus): restart a unit, wait for its job
     core/             pure decisions and values: no I/O, imports nothing above it
     errors.py         the exception tree, importable from every layer
+    statefolder.py    the state folder's files read and written safely; imports only errors.py,
+                      importable from every layer but the core
     prefetch.py       that `podman ps`, and whether a run has anything to do, decided before the
                       rest is imported; a leaf (imports nothing of updock), importable from every
                       layer but the core

@@ -5,7 +5,8 @@ Safety rules kept here (issue 5):
   cannot remove them) and the intent is journaled (`state.StateStore`);
 - an update counts only once `verify.verify_unit` saw the unit healthy on the new images;
 - `recover` completes or rolls back whatever a killed run left in the journal, before anything
-  else happens.
+  else happens (what to do is decided by `core.recovery`); a repair that fails stays journaled
+  and is tried again by the next run.
 """
 
 from __future__ import annotations
@@ -14,24 +15,32 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from updock.core.model import Task
+from updock.core.model import Phase, ReportRow, Status, Task
 from updock.core.plan import (
     Action,
     Check,
     CheckResult,
+    Defer,
     Finish,
+    HoldBack,
     Journal,
     Outcome,
     Pull,
     Restart,
     Retag,
+    SetPhase,
     Tag,
+    TagImage,
     Verify,
+    VerifyImages,
+    drive,
 )
-from updock.core.reference import parse_image_name, previous_tag
+from updock.core.recovery import recover_unit
+from updock.core.reference import previous_tag
 from updock.engines import Engine
 from updock.errors import EngineError, UpdockError
 from updock.options import SafetyOptions
@@ -39,6 +48,7 @@ from updock.state import (
     PULLING,
     RESTARTING,
     ROLLING_BACK,
+    Hold,
     JournalEntry,
     JournalTask,
     StateStore,
@@ -77,8 +87,9 @@ class JournalBook:
         self._entries = store.load()
         self._lock = threading.Lock()
 
-    def begin(self, task: Task) -> bool:
-        """Journal `task`'s container with its current image; False if it already was."""
+    def begin(self, task: Task, new_image: str = "") -> bool:
+        """Journal `task`'s container with its current image (and the image it moves to, when
+        known already); False if it already was."""
         with self._lock:
             entry = self._entries.setdefault(task.unit, JournalEntry(task.unit))
             if entry.task(task.container.name) is not None:
@@ -89,12 +100,18 @@ class JournalBook:
                     container_id=task.container.id,
                     raw_image_name=task.image.raw,
                     previous_image=task.container.image_id,
+                    new_image=new_image,
                 )
             )
             self._store.save(self._entries)
             return True
 
-    def set_phase(self, unit: str, phase: str, only_from: str | None = None) -> None:
+    def entries(self) -> list[JournalEntry]:
+        """The entries now journaled (copies of the list; the entries are shared)."""
+        with self._lock:
+            return list(self._entries.values())
+
+    def set_phase(self, unit: str, phase: Phase, only_from: Phase | None = None) -> None:
         """Move the unit's entry to `phase` (only from `only_from`, if given)."""
         with self._lock:
             entry = self._entries.get(unit)
@@ -112,6 +129,17 @@ class JournalBook:
                 journaled.new_image = image_id
                 self._store.save(self._entries)
 
+    def defer(self, unit: str, phase: Phase, error: str) -> None:
+        """Keep the unit's entry for the next run's repair, at `phase`, noting the attempt."""
+        with self._lock:
+            entry = self._entries.get(unit)
+            if entry is None:
+                return
+            entry.phase = phase
+            entry.repair_attempts += 1
+            entry.repair_error = error
+            self._store.save(self._entries)
+
     def finish(self, unit: str) -> JournalEntry | None:
         """Clear the unit's entry; return it."""
         with self._lock:
@@ -120,11 +148,46 @@ class JournalBook:
             return entry
 
 
+class HoldBook:
+    """The image names `updock rollback` held back (`state.Hold`), shared by a run's threads;
+    every change is saved before the caller goes on."""
+
+    def __init__(self, store: StateStore, holds: dict[str, Hold]) -> None:
+        self._store = store
+        self._holds = holds
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> Hold | None:
+        """The hold on `name`, if any."""
+        with self._lock:
+            return self._holds.get(name)
+
+    def hold(self, name: str, image_id: str, digests: Sequence[str], unit: str) -> None:
+        """Hold `name` back from `image_id` (known by `digests`), for `unit`."""
+        with self._lock:
+            old = self._holds.get(name)
+            units = old.units if old is not None and old.image_id == image_id else ()
+            units = units if unit in units else (*units, unit)
+            self._holds[name] = Hold(name, image_id, tuple(digests), units, time.time())
+            self._store.save_holds(self._holds)
+
+    def release_updated(self, rows: Iterable[ReportRow]) -> None:
+        """End the holds on the image names these rows updated (to an image the registry
+        offered instead of the held one)."""
+        updated = {r.image for r in rows if r.updated is Status.UPDATED}
+        with self._lock:
+            ended = [name for name in updated if self._holds.pop(name, None) is not None]
+            if ended:
+                self._store.save_holds(self._holds)
+        for name in ended:
+            log.info("%s was updated: the hold of `updock rollback` on it ended", name)
+
+
 class ActionHandler:
     """Performs the plan's actions (the `handler` of `core.plan.drive`).
 
-    One handler per thread: each has its own service manager connection; the journal is
-    shared.
+    One handler per thread: each has its own service manager connection; the journal and the
+    holds are shared.
     """
 
     def __init__(
@@ -137,6 +200,7 @@ class ActionHandler:
         check: Callable[[Check], CheckResult],
         tls_verify: bool | None,
         stop: StopRequest | None = None,
+        holds: HoldBook | None = None,
     ) -> None:
         self._stop = stop
         self._engine = engine
@@ -145,6 +209,7 @@ class ActionHandler:
         self._safety = safety
         self._check = check
         self._tls_verify = tls_verify
+        self._holds = holds
 
     def __call__(self, action: Action) -> Outcome:
         if self._stop is not None and self._stop.requested:
@@ -156,7 +221,7 @@ class ActionHandler:
         if isinstance(action, Check):
             return self._check(action)
         if isinstance(action, Journal):
-            self._journal(action.task)
+            self._journal(action)
         elif isinstance(action, Pull):
             self._pull(action)
         elif isinstance(action, Restart):
@@ -178,16 +243,36 @@ class ActionHandler:
             self.verify(action.unit, action.tasks)
         elif isinstance(action, Finish):
             self._finish(action)
+        elif isinstance(action, VerifyImages):
+            self._verify_images(action)
+        elif isinstance(action, TagImage):
+            self._engine.tag(action.image_id, action.name)
+        elif isinstance(action, SetPhase):
+            self._journal_book.set_phase(action.unit, action.phase)
+        elif isinstance(action, Defer):
+            self._journal_book.defer(action.unit, action.phase, action.error)
+        elif isinstance(action, HoldBack):
+            self._hold(action)
         else:
             raise TypeError(f"unknown action {action!r}")
         return None
 
     # -- journal ----------------------------------------------------------------------------
 
-    def _journal(self, task: Task) -> None:
-        # Keep the previous image under a name of ours before anything can untag it.
-        self._engine.tag(task.container.image_id, previous_tag(task.container.name))
-        self._journal_book.begin(task)
+    def _journal(self, action: Journal) -> None:
+        task = action.task
+        if action.target is None:
+            # Keep the previous image under a name of ours before anything can untag it.
+            self._engine.tag(task.container.image_id, previous_tag(task.container.name))
+        self._journal_book.begin(task, new_image=action.target or "")
+
+    def _hold(self, action: HoldBack) -> None:
+        if self._holds is None:
+            raise UpdockError("this run keeps no holds")
+        task = action.task
+        image = self._engine.images([action.image_id]).get(action.image_id)
+        digests = image.digests if image is not None else ()
+        self._holds.hold(task.image.raw, action.image_id, digests, task.unit)
 
     def _pull(self, action: Pull) -> None:
         task = action.task
@@ -218,95 +303,65 @@ class ActionHandler:
                 raise EngineError(f"no image is tagged {task.image}")
             expect.append(Expectation(task.container.name, image_id, task.container.labels))
         try:
-            verify_unit(
-                unit,
-                expect,
-                self._engine,
-                self._services.get(),
-                settle=self._safety.settle,
-                timeout=self._safety.verify_timeout,
-                read_logs=last_log_lines,
-            )
+            self._verify_unit(unit, expect)
         except UpdockError as exc:
             # A rollback that works is no error in the report (as podman), but the update did
             # fail, and what was seen matters: an error at the default level.
             log.error("%s", exc)
             raise
 
+    def _verify_images(self, action: VerifyImages) -> None:
+        labels = {c.name: c.labels for c in self._engine.running_containers()}
+        expect = [Expectation(name, image, labels.get(name, {})) for name, image in action.images]
+        try:
+            self._verify_unit(action.unit, expect)
+        except UpdockError as exc:
+            log.warning("%s", exc)
+            raise
+
+    def _verify_unit(self, unit: str, expect: Sequence[Expectation]) -> None:
+        verify_unit(
+            unit,
+            expect,
+            self._engine,
+            self._services.get(),
+            settle=self._safety.settle,
+            timeout=self._safety.verify_timeout,
+            read_logs=last_log_lines,
+        )
+
 
 @dataclass
 class RecoveryReport:
-    """What `recover` did: one line per journaled unit, and the errors."""
+    """What `recover` did: one line per journaled unit, the errors, and the units whose
+    repair failed (still journaled)."""
 
     lines: list[str] = field(default_factory=list)
     errors: list[UpdockError] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)
+
+
+def _no_check(action: Check) -> CheckResult:
+    raise UpdockError("a repair checks no registry")
 
 
 def recover(
     engine: Engine, services: ServiceConnection, store: StateStore, safety: SafetyOptions
 ) -> RecoveryReport:
-    """Complete or roll back every update a killed run left in the journal.
+    """Complete or roll back every update a killed run left in the journal (`core.recovery`).
 
-    - phase `pulling` (the unit was not restarted): the previous images get their names back;
-    - phase `restarting`: if the unit verifies on the new images, the update is complete;
-      otherwise it is rolled back;
-    - phase `rolling back`: the rollback is done again.
-    Either way no container is left on an unverified image and no unit stopped.
+    A repair that works clears its entry; one that fails leaves it, with the attempt noted, for
+    the next run, and is one of the report's errors.
     """
     report = RecoveryReport()
-    entries = store.load()
-    for unit, entry in list(entries.items()):
-        outcome = _recover_unit(engine, services, entry, safety)
+    book = JournalBook(store)
+    handler = ActionHandler(engine, services, book, safety, check=_no_check, tls_verify=None)
+    for entry in book.entries():
+        outcome = drive(recover_unit(entry.interrupted()), handler)
         if isinstance(outcome, UpdockError):
             report.errors.append(outcome)
-            report.lines.append(f"unit {unit}: could not be repaired")
+            report.pending.append(entry.unit)
+            report.lines.append(f"unit {entry.unit}: could not be repaired")
         else:
-            report.lines.append(f"unit {unit}: {outcome}")
-        del entries[unit]
-        store.save(entries)
+            report.lines.append(f"unit {entry.unit}: {outcome}")
     return report
-
-
-def _recover_unit(
-    engine: Engine, services: ServiceConnection, entry: JournalEntry, safety: SafetyOptions
-) -> str | UpdockError:
-    manager = services.get()
-
-    def verify_on(images: dict[str, str]) -> None:
-        labels = {c.name: c.labels for c in engine.running_containers()}
-        expect = [
-            Expectation(t.container, images[t.container], labels.get(t.container, {}))
-            for t in entry.tasks
-        ]
-        verify_unit(
-            entry.unit,
-            expect,
-            engine,
-            manager,
-            settle=safety.settle,
-            timeout=safety.verify_timeout,
-            read_logs=last_log_lines,
-        )
-
-    previous = {t.container: t.previous_image for t in entry.tasks}
-    try:
-        if entry.phase == RESTARTING and all(t.new_image for t in entry.tasks):
-            try:
-                verify_on({t.container: t.new_image for t in entry.tasks})
-            except UpdockError as exc:
-                log.error("%s", exc)  # then rolled back, below
-            else:
-                return "the interrupted update was verified and completed"
-        for t in entry.tasks:
-            engine.tag(t.previous_image, parse_image_name(t.raw_image_name).reference)
-        if entry.phase == PULLING and manager.active_state(entry.unit) == "active":
-            try:
-                verify_on(previous)
-                return "the interrupted update was undone before its restart"
-            except UpdockError:
-                pass  # not running as it should: restart it on the previous images below
-        manager.restart(entry.unit)
-        verify_on(previous)
-        return "the interrupted update was rolled back"
-    except UpdockError as exc:
-        return UpdockError(f"repairing the interrupted update of unit {entry.unit}: {exc}")

@@ -318,13 +318,24 @@ def _rollback(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int:
 
     def run() -> RunResult:
         logs.configure(ns.log_level)
+        import logging
+
         from updock.run import Options, run_rollback
         from updock.stopping import StopRequest
 
         safety = _safety(ns.settle_time, defaults.VERIFY_TIMEOUT, True)
         stop = StopRequest()
         with stop.on_signals():
-            return run_rollback(ns.unit, Options(safety=safety), stop=stop)
+            result = run_rollback(ns.unit, Options(safety=safety), stop=stop)
+        for name in sorted({r.image for r in result.rows if r.updated == "rolled back"}):
+            logging.getLogger(__name__).warning(
+                "%s is held on its previous image: auto-update leaves it there until the "
+                "registry offers another image than the one rolled back from (`updock release "
+                "%s` ends the hold)",
+                name,
+                ns.unit,
+            )
+        return result
 
     return _report(run, ns.fmt)
 
@@ -353,6 +364,28 @@ def _previous(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int:
         for k in kept
     ]
     sys.stdout.write(tabwrite("\n".join(lines) + "\n", minwidth=TAB_MINWIDTH, padding=TAB_PADDING))
+    return 0
+
+
+def _release(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int:
+    import time
+
+    from updock.run import Options, run_release
+
+    try:
+        holds = run_release(ns.targets, Options())
+    except UpdockError as exc:
+        sys.stderr.write(f"Error: {exc}\n")
+        return EXIT_ERROR
+    for hold in holds:
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(hold.since))
+        what = (
+            f"{hold.name}: held back from image {hold.image_id[:12]} by `updock rollback` of "
+            f"{', '.join(hold.units)} since {since}"
+        )
+        print(f"released {what}" if ns.targets else what)
+    if not holds:
+        print("no image is held back")
     return 0
 
 
@@ -521,9 +554,12 @@ def _rollback_parser(commands: _Subparsers[_Parser]) -> _Parser:
         help="Put a unit's containers back on the images they ran before their last update.",
         description="Put UNIT's containers back on the images they ran before their last "
         "update. updock keeps each container's previous image (tagged "
-        "localhost/updock-previous/<name>-<hash>, see `updock previous`) after an update; this "
-        "re-tags it under the "
-        "container's image name, restarts the unit and verifies it. Prints the report "
+        "localhost/updock-previous/<name>-<hash>, see `updock previous`) after an update; "
+        "this re-tags it under the container's image name, restarts the unit and verifies it. "
+        "The rollback sticks: "
+        "auto-update leaves each of these image names on its previous image while the "
+        "registry still offers the image rolled back from (see `updock release`). Rolling "
+        "back a unit that runs its previous images already is an error. Prints the report "
         '(UPDATED is "rolled back", or "failed"); exits 125 on error.',
     )
     back.add_argument("unit", metavar="UNIT")
@@ -544,6 +580,23 @@ def _previous_parser(commands: _Subparsers[_Parser]) -> _Parser:
     _format_option(prev, "'table' (the default) or 'json'.")
     prev.set_defaults(handler=_previous)
     return prev
+
+
+def _release_parser(commands: _Subparsers[_Parser]) -> _Parser:
+    release: _Parser = commands.add_parser(
+        "release",
+        help="Let auto-update update image names that `updock rollback` held back.",
+        description="`updock rollback UNIT` holds each image name of UNIT back: auto-update "
+        "leaves it on the image it went back to (reported false) while the registry still "
+        "offers the image it was rolled back from, and updates it again once the registry "
+        "offers another one. This ends such holds at once, for the image names given (as the "
+        "report's IMAGE column shows them) or for every name held back by rolling back a "
+        "UNIT given. Without an argument, lists the holds. Exits 125 when an argument matches "
+        "no hold (then none is released).",
+    )
+    release.add_argument("targets", nargs="*", metavar="UNIT|IMAGE")
+    release.set_defaults(handler=_release)
+    return release
 
 
 def _install_units_parser(commands: _Subparsers[_Parser]) -> _Parser:
@@ -576,6 +629,7 @@ _COMMANDS: dict[str, Callable[[_Subparsers[_Parser]], _Parser]] = {
     "auto-update": _auto_update_parser,
     "rollback": _rollback_parser,
     "previous": _previous_parser,
+    "release": _release_parser,
     "install-units": _install_units_parser,
 }
 

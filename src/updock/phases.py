@@ -26,14 +26,18 @@ from updock.core.plan import (
     Action,
     Check,
     CheckResult,
+    Defer,
     Finish,
     Journal,
     Outcome,
     Pull,
     Restart,
     Retag,
+    SetPhase,
     Tag,
+    TagImage,
     Verify,
+    VerifyImages,
 )
 from updock.errors import UpdockError
 
@@ -43,8 +47,10 @@ Handler = Callable[[Action], Outcome]
 
 
 def _unit_of(action: Action) -> str:
-    if isinstance(action, Restart | Verify | Finish):
+    if isinstance(action, Restart | Verify | Finish | VerifyImages | SetPhase | Defer):
         return action.unit
+    if isinstance(action, TagImage):
+        return ""
     return action.task.unit
 
 

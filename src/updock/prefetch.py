@@ -186,12 +186,31 @@ def state_dir() -> str:
 
 
 def _other_run_or_journal(folder: str) -> bool:
-    """Whether another run holds the lock, or an unfinished update is journaled (or the state
-    cannot be read: the full run reports that)."""
+    """Whether another run holds the lock, or an unfinished update is journaled, or the state
+    folder or its files are not as `updock.statefolder` accepts them (the full run reports it).
+
+    The same rules as the full run's, with less: the folder must belong to this user and be
+    writable by nobody else, files are opened without following symbolic links, and a journal
+    this version cannot read counts as one to repair.
+    """
     import fcntl
+    import stat
 
     try:
-        fd = os.open(os.path.join(folder, "lock"), os.O_RDONLY)
+        st = os.stat(folder)
+    except FileNotFoundError:
+        return False  # no folder: no lock held, nothing journaled
+    except OSError:
+        return True
+    if (
+        not stat.S_ISDIR(st.st_mode)
+        or st.st_uid != os.geteuid()
+        or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    ):
+        return True
+    nofollow = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(os.path.join(folder, "lock"), nofollow)
     except FileNotFoundError:
         pass
     except OSError:
@@ -204,17 +223,26 @@ def _other_run_or_journal(folder: str) -> bool:
         finally:
             os.close(fd)  # and the probe's shared lock with it
     try:
-        with open(os.path.join(folder, "state.json"), "rb") as f:
-            raw = f.read()
+        fd = os.open(os.path.join(folder, "state.json"), nofollow)
     except FileNotFoundError:
         return False
     except OSError:
         return True
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return True
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            raw = f.read()
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
     import json
 
     try:
         doc = json.loads(raw)
-        return bool(doc["units"])
+        return doc["version"] != 1 or bool(doc["units"])
     except (ValueError, KeyError, TypeError):
         return True
 

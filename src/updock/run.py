@@ -12,7 +12,7 @@ import contextlib
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -31,10 +31,11 @@ if TYPE_CHECKING:
 
     # The shell's heavier parts (D-Bus, verification, the plan) are imported when a unit must
     # change, so that a run with nothing to do starts fast.
+    from updock.actions import HoldBook
     from updock.core.plan import Check, CheckResult
     from updock.registry import RegistryClient
     from updock.registry.client import RemoteTag
-    from updock.state import StateStore
+    from updock.state import Hold, JournalEntry, StateStore
     from updock.stopping import StopRequest
     from updock.systemd import ServiceConnection, ServiceManager
 
@@ -267,6 +268,7 @@ def run_auto_update(
     engine, connection = _host(engine, services, options, stop)
     store = StateStore(options.state_dir)
     result = RunResult()
+    blocked: frozenset[str] = frozenset()
     with contextlib.ExitStack() as stack:
         stack.callback(connection.close)
         if not options.dry_run:
@@ -276,17 +278,87 @@ def run_auto_update(
                 from updock.prefetch import take_listing
 
                 take_listing()
-            if store.load():
-                from updock.actions import recover
-
-                recovered = recover(engine, connection, store, options.safety)
-                for line in recovered.lines:
-                    # A killed run is a failure to see at the default level, even once repaired.
-                    log.error("recovery: %s", line)
-                result.errors.extend(recovered.errors)
-        _update(engine, registry, connection, store, options, result, stack, stop)
+            blocked = _recover(engine, connection, store, options, result)
+        _update(engine, registry, connection, store, options, result, stack, stop, blocked)
     result.rows.sort(key=ReportRow.sort_key)
     return result
+
+
+def _journal(store: StateStore, result: RunResult) -> dict[str, JournalEntry]:
+    """The journal; empty, with the error, when it was unreadable and set aside."""
+    from updock.state import StateFileSetAside
+
+    try:
+        return store.load()
+    except StateFileSetAside as exc:
+        result.errors.append(exc)
+        return {}
+
+
+def _recover(
+    engine: Engine,
+    connection: ServiceConnection,
+    store: StateStore,
+    options: Options,
+    result: RunResult,
+) -> frozenset[str]:
+    """Repair what a killed run left in the journal; the units whose repair is still pending
+    (their containers are not updated in this run)."""
+    if not _journal(store, result):
+        return frozenset()
+    from updock.actions import recover
+    from updock.prefetch import take_listing
+
+    recovered = recover(engine, connection, store, options.safety)
+    take_listing()  # listed before the repairs restarted units: list again
+    for line in recovered.lines:
+        # A killed run is a failure to see at the default level, even once repaired.
+        log.error("recovery: %s", line)
+    result.errors.extend(recovered.errors)
+    return frozenset(recovered.pending)
+
+
+def _holds(store: StateStore, options: Options, result: RunResult) -> tuple[HoldBook, bool]:
+    """The holds of `updock rollback`, and whether they could not be read (then the run only
+    checks: any image name may have been held back; see `updock.state`)."""
+    from updock.actions import HoldBook
+    from updock.errors import ConfigError
+
+    try:
+        return HoldBook(store, store.load_holds(set_aside=not options.dry_run)), False
+    except ConfigError as exc:
+        result.errors.append(exc)
+        return HoldBook(store, {}), True
+
+
+def _honour_holds(
+    check: Callable[[Check], CheckResult], holds: HoldBook, engine: Engine
+) -> Callable[[Check], CheckResult]:
+    """`check`, but an update to the image `updock rollback` held a name back from is none."""
+    from updock.core.plan import CheckResult
+
+    def held_check(action: Check) -> CheckResult:
+        found = check(action)
+        name = action.task.image.raw  # as the report shows it, and `updock release` takes it
+        hold = holds.get(name) if found.update_available else None
+        if hold is None:
+            return found
+        if action.task.policy is Policy.LOCAL:
+            held = hold.covers(image_id=engine.image_id(action.task.image.reference))
+        else:
+            held = hold.covers(digest=found.digest)
+        if not held:
+            return found
+        log.info(
+            "%s: not updated: `updock rollback` of %s held it back from image %s (`updock "
+            "release` ends the hold)",
+            name,
+            ", ".join(hold.units),
+            hold.image_id[:12],
+        )
+        return CheckResult(update_available=False, digest=found.digest)
+
+    return held_check
 
 
 def _update(
@@ -298,6 +370,7 @@ def _update(
     result: RunResult,
     stack: contextlib.ExitStack,
     stop: StopRequest | None,
+    blocked: frozenset[str] = frozenset(),
 ) -> None:
     started: list[_Checks] = []
 
@@ -338,10 +411,12 @@ def _update(
     )
     from updock.actions import ActionHandler, JournalBook
     from updock.core.plan import SharedImageState, drive, update_unit
+    from updock.core.recovery import pending_repair_rows
     from updock.phases import PhaseLog
 
+    holds, check_only = _holds(store, options, result)
     journal = JournalBook(store)
-    check = _make_check(engine, checks(), images)
+    check = _honour_holds(_make_check(engine, checks(), images), holds, engine)
     groups = unit_groups(units)
 
     def update_group(index: int, group: list[str]) -> RunResult:
@@ -355,6 +430,7 @@ def _update(
             check=check,
             tls_verify=options.tls_verify,
             stop=stop,
+            holds=holds,
         )
         state = SharedImageState()
         out = RunResult()
@@ -363,14 +439,18 @@ def _update(
                 if stop is not None and stop.requested:
                     not_begun.append(unit)
                     continue
+                if unit in blocked:  # its repair failed: it stays as the repair left it
+                    out.rows.extend(pending_repair_rows(unit, units[unit]))
+                    continue
                 plan = update_unit(
                     unit,
                     units[unit],
-                    dry_run=options.dry_run,
+                    dry_run=options.dry_run or check_only,
                     rollback=options.rollback,
                     images_done=state,
                 )
                 rows, errs = drive(plan, PhaseLog(handler))
+                holds.release_updated(rows)
                 out.rows.extend(rows)
                 out.errors.extend(errs)
         finally:
@@ -425,6 +505,12 @@ def run_rollback(
     with contextlib.ExitStack() as stack:
         stack.callback(connection.close)
         stack.enter_context(store.locked(options.lock_wait))
+        pending = _journal(store, result).get(unit)
+        if pending is not None:
+            raise UpdockError(
+                f"unit {unit} has an interrupted update to repair first (run `updock "
+                f"auto-update`; its last repair saw: {pending.repair_error or 'none yet'})"
+            )
         units, _ = assemble_tasks(engine.running_containers(), options.authfile)
         tasks = units.get(unit, [])
         if not tasks:
@@ -437,7 +523,14 @@ def run_rollback(
                     f"container {task.container.name} of unit {unit}: no previous image kept "
                     f"({previous_tag(task.container.name)} does not exist)"
                 )
+            if kept == task.container.image_id:
+                # Rolled back already: going "back" again would return to the bad image.
+                raise UpdockError(
+                    f"container {task.container.name} of unit {unit} runs its kept previous "
+                    f"image {kept[:12]} already: nothing to roll back to"
+                )
             previous[task.container.id] = kept
+        holds, _ = _holds(store, options, result)
         handler = ActionHandler(
             engine,
             connection,
@@ -446,6 +539,7 @@ def run_rollback(
             check=_no_check,
             tls_verify=options.tls_verify,
             stop=stop,
+            holds=holds,
         )
         plan = rollback_unit(unit, tasks, previous)
         rows, errs = drive(plan, PhaseLog(handler))
@@ -510,3 +604,37 @@ def list_previous(options: Options, *, engine: Engine | None = None) -> list[Kep
 
 def _no_check(action: Check) -> CheckResult:
     raise UpdockError("a rollback checks no registry")
+
+
+def run_release(targets: Sequence[str], options: Options) -> list[Hold]:
+    """`updock release [UNIT|IMAGE]...`: end holds of `updock rollback`.
+
+    Args:
+        targets: image names (as the report's Image column shows them), or units whose
+            rollback held names back; none: release nothing.
+        options: the state folder and how long to wait for the lock.
+
+    Returns:
+        The holds released; with no target, every hold (none released).
+
+    Raises:
+        UpdockError: a target matches no hold (then none is released).
+    """
+    from updock.state import StateStore
+
+    store = StateStore(options.state_dir)
+    with store.locked(options.lock_wait):
+        holds = store.load_holds()
+        if not targets:
+            return sorted(holds.values(), key=lambda h: h.name)
+        released: dict[str, Hold] = {}
+        for target in targets:
+            found = [h for h in holds.values() if target in (h.name, *h.units)]
+            if not found:
+                held = ", ".join(sorted(holds)) or "nothing"
+                raise UpdockError(f"no image is held back for {target} (held: {held})")
+            released.update((h.name, h) for h in found)
+        for name in released:
+            del holds[name]
+        store.save_holds(holds)
+    return sorted(released.values(), key=lambda h: h.name)

@@ -1,12 +1,38 @@
-"""updock's state on the host: the journal of unfinished updates, and the run lock.
+"""updock's state on the host: the journal of unfinished updates, the rollback holds, the lock.
 
 Before a unit changes, its intent (unit, containers, previous and new images, phase) is written
-to `state.json` in the state folder (atomically: a temporary file, fsync, rename), and cleared
-when the update is verified or rolled back. A run killed at any point leaves the entry behind;
-the next run finds it and completes or rolls back that update before anything else.
+to `state.json` in the state folder, and cleared when the update is verified or rolled back. A
+run killed at any point leaves the entry behind; the next run finds it and completes or rolls
+back that update before anything else.
+
+`updock rollback UNIT` holds each image name of the unit back (`holds.json`): the name stays on
+the image it went back to while the registry still offers the image it was rolled back from.
+The hold ends when the name is updated to another image (the registry offers a new one) or
+when the user releases it (`updock release`).
 
 The lock (`flock` on `lock` in the same folder) keeps a timer run and a manual run from updating
 the same host at once.
+
+A repair that fails (`actions.recover`) stays in the journal, with its attempt and what was
+seen, and is tried again by the next run; until it succeeds that unit's containers are not
+updated (they are reported `failed`, with the repair's error).
+
+Every file here is read and written through `updock.statefolder`: the folder must belong to the
+effective user and be writable by nobody else, files are never opened through a symbolic link,
+and each is replaced atomically through a new file with a unique name.
+
+A state file this updock cannot read (not JSON, malformed, another version, a symbolic link or
+no regular file) is moved aside, to `<name>.unreadable-<random>` in the same folder, kept for
+inspection; the run's error names both paths (exit status 125). What is safe then:
+- the journal (`state.json`): the run goes on with an empty journal and updates as usual. Every
+  update journals itself afresh before it changes anything, so none is less safe for the lost
+  entries; what the run cannot do is repair the units they named (a unit left on an image it
+  was never verified on is only checked, and left as it is when the registry offers nothing
+  newer), hence the error. A file that cannot be read at all (an I/O error) stops the run.
+- the holds (`holds.json`): the run only checks, as `--dry-run` does (rows `pending`, nothing
+  changed), since any image name may have been held back by `updock rollback`; the error says
+  so, so that the user can roll back again where needed. The next run starts without holds.
+  A dry run leaves an unreadable file where it is (it takes no lock), with the same error.
 """
 
 from __future__ import annotations
@@ -17,21 +43,36 @@ import fcntl
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from updock.core.model import Phase
+from updock.core.recovery import Interrupted, JournaledContainer
 from updock.errors import ConfigError, UpdockError
+from updock.statefolder import NotARegularFile, StateFolder
 
-#: Phases of a journaled unit, in order.
-PULLING = "pulling"  # previous images kept, new ones being pulled and tagged; unit untouched
-RESTARTING = "restarting"  # the unit is being restarted on the new images, or verified
-ROLLING_BACK = "rolling back"  # the previous images are tagged again and the unit restarted
+_T = TypeVar("_T")
+
+#: Phases of a journaled unit, in order (see `core.model.Phase`).
+PULLING = Phase.PULLING
+RESTARTING = Phase.RESTARTING
+ROLLING_BACK = Phase.ROLLING_BACK
+
+#: The journal's and the holds' format; a file of another version is not this updock's to read.
+VERSION = 1
+
+HOLDS_FILE = "holds.json"
 
 
 class LockTimeout(UpdockError):
     """Raised when another updock run holds the lock for longer than the caller waits."""
+
+
+class StateFileSetAside(ConfigError):
+    """Raised when a state file was not one this updock can read (see the module's docstring):
+    it is moved aside under a new name in the same folder, and the message names both."""
 
 
 def default_state_dir() -> Path:
@@ -62,24 +103,72 @@ class JournalTask:
 
 @dataclass
 class JournalEntry:
-    """An update of one unit that has begun and not ended."""
+    """An update of one unit that has begun and not ended.
+
+    Attributes:
+        unit: the unit.
+        phase: where it stands.
+        tasks: its containers.
+        pid: the process that began it.
+        started: when it began (seconds since the epoch).
+        repair_attempts: how many repairs of it (`actions.recover`) failed.
+        repair_error: what the last failed repair saw.
+    """
 
     unit: str
-    phase: str = PULLING
+    phase: Phase = PULLING
     tasks: list[JournalTask] = field(default_factory=list)
     pid: int = field(default_factory=os.getpid)
     started: float = field(default_factory=time.time)
+    repair_attempts: int = 0
+    repair_error: str = ""
 
     def task(self, container: str) -> JournalTask | None:
         """The entry's task for `container`, if any."""
         return next((t for t in self.tasks if t.container == container), None)
 
+    def interrupted(self) -> Interrupted:
+        """The entry as the core's crash recovery reads it."""
+        return Interrupted(
+            self.unit,
+            self.phase,
+            tuple(
+                JournaledContainer(t.container, t.raw_image_name, t.previous_image, t.new_image)
+                for t in self.tasks
+            ),
+            attempts=self.repair_attempts,
+        )
+
+
+@dataclass(frozen=True)
+class Hold:
+    """An image name held back by `updock rollback`.
+
+    Attributes:
+        name: the raw image name.
+        image_id: the image it was rolled back from.
+        digests: that image's manifest digests: a registry that still offers one of them offers
+            nothing new.
+        units: the units rolled back.
+        since: when (seconds since the epoch).
+    """
+
+    name: str
+    image_id: str
+    digests: tuple[str, ...]
+    units: tuple[str, ...]
+    since: float
+
+    def covers(self, *, digest: str | None = None, image_id: str | None = None) -> bool:
+        """Whether an update to `digest` (registry) or `image_id` (local) is held back."""
+        return (digest is not None and digest in self.digests) or image_id == self.image_id
+
 
 class StateStore:
-    """The state folder: journal and lock.
+    """The state folder: journal, holds and lock.
 
     Args:
-        folder: where `state.json` and `lock` live; made if missing.
+        folder: where `state.json`, `holds.json` and `lock` live; made if missing.
     """
 
     def __init__(self, folder: Path | None = None) -> None:
@@ -97,13 +186,14 @@ class StateStore:
 
         Raises:
             LockTimeout: another run still holds it after `wait` seconds (0: do not wait).
-            ConfigError: the state folder cannot be made or the lock file opened.
+            ConfigError: the state folder is unsafe (`statefolder.UnsafeStateFolder`) or cannot
+                be made, or the lock file cannot be opened.
         """
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.folder / "lock", os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise ConfigError(f"cannot open the lock in {self.folder}: {exc}") from exc
+        with StateFolder(self.folder) as folder:
+            try:
+                fd = folder.open("lock", os.O_RDWR | os.O_CREAT)
+            except OSError as exc:
+                raise ConfigError(f"cannot open the lock {self.folder / 'lock'}: {exc}") from exc
         deadline = time.monotonic() + wait
         waited = False
         try:
@@ -134,27 +224,96 @@ class StateStore:
         """The unfinished updates, by unit.
 
         Raises:
-            ConfigError: the state file exists but cannot be read or parsed.
+            StateFileSetAside: the state file was not a journal this updock can read; it is
+                moved aside now, so the next `load` finds none (see the module's docstring).
+            ConfigError: the state folder is unsafe, or the file cannot be read at all.
         """
+        entries = self._read(
+            self.path.name,
+            _parse_journal,
+            consequence="an interrupted update it recorded is not repaired (the file names the "
+            "units to look at); this run goes on with an empty journal",
+        )
+        return entries if entries is not None else {}
+
+    def _read(
+        self,
+        name: str,
+        parse: Callable[[object], _T],
+        *,
+        consequence: str,
+        set_aside: bool = True,
+    ) -> _T | None:
+        """`parse` of the JSON document in `name`, or None when there is none.
+
+        A file that is no document of this updock's (not JSON, malformed, of another version, a
+        symbolic link or no regular file) is moved aside, and `StateFileSetAside` raised with
+        `consequence` in its message (without `set_aside`: left, and a `ConfigError` raised).
+        """
+        path = self.folder / name
         try:
-            raw = json.loads(self.path.read_text())
+            folder = StateFolder(self.folder, create=False)
         except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot read updock's state file {self.path}: {exc}") from exc
-        try:
-            return {
-                unit: JournalEntry(
-                    unit=unit,
-                    phase=e["phase"],
-                    tasks=[JournalTask(**t) for t in e["tasks"]],
-                    pid=int(e.get("pid", 0)),
-                    started=float(e.get("started", 0)),
+            return None
+        with folder:
+            try:
+                data = folder.read(name)
+                return None if data is None else parse(json.loads(data))
+            except NotARegularFile as exc:
+                why = str(exc.strerror)
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                why = f"is not one of this updock's ({exc})"
+            except OSError as exc:
+                raise ConfigError(f"cannot read updock's state file {path}: {exc}") from exc
+            if not set_aside:
+                raise ConfigError(
+                    f"updock's state file {path} {why} (a real run moves it aside); " + consequence
                 )
-                for unit, e in raw.get("units", {}).items()
-            }
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise ConfigError(f"updock's state file {self.path} is malformed: {exc}") from exc
+            try:
+                aside = folder.move_aside(name, "unreadable")
+            except OSError as exc:
+                raise ConfigError(
+                    f"updock's state file {path} {why}, and moving it aside failed: {exc}"
+                ) from exc
+        raise StateFileSetAside(
+            f"updock's state file {path} {why}: moved it to {aside} (kept for inspection); "
+            + consequence
+        )
+
+    def load_holds(self, *, set_aside: bool = True) -> dict[str, Hold]:
+        """The rollback holds, by image name.
+
+        Args:
+            set_aside: move an unreadable file aside (only under the lock).
+
+        Raises:
+            StateFileSetAside: the holds file was unreadable (see the module's docstring).
+            ConfigError: the state folder is unsafe, or the file cannot be read at all, or it is
+                unreadable and `set_aside` is False.
+        """
+        holds = self._read(
+            HOLDS_FILE,
+            _parse_holds,
+            consequence="the images `updock rollback` held back are not known: this run only "
+            "checks, as --dry-run (roll back again where needed); the next one updates as usual",
+            set_aside=set_aside,
+        )
+        return holds if holds is not None else {}
+
+    def save_holds(self, holds: dict[str, Hold]) -> None:
+        """Write the holds atomically and durably.
+
+        Raises:
+            ConfigError: they cannot be written.
+        """
+        doc = {
+            "version": VERSION,
+            "holds": {
+                name: {k: v for k, v in asdict(h).items() if k != "name"}
+                for name, h in holds.items()
+            },
+        }
+        self._write(HOLDS_FILE, doc)
 
     def save(self, entries: dict[str, JournalEntry]) -> None:
         """Write the journal atomically (and durably) before the caller acts.
@@ -163,24 +322,85 @@ class StateStore:
             ConfigError: it cannot be written.
         """
         data: dict[str, Any] = {
-            "version": 1,
+            "version": VERSION,
             "units": {
                 unit: {k: v for k, v in asdict(e).items() if k != "unit"}
                 for unit, e in entries.items()
             },
         }
-        tmp = self.path.with_suffix(".tmp")
+        self._write(self.path.name, data)
+
+    def _write(self, name: str, doc: dict[str, Any]) -> None:
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            with tmp.open("w") as f:
-                json.dump(data, f, indent=2)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-            dir_fd = os.open(self.folder, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            with StateFolder(self.folder) as folder:
+                folder.write(name, json.dumps(doc, indent=2).encode())
         except OSError as exc:
-            raise ConfigError(f"cannot write updock's state file {self.path}: {exc}") from exc
+            path = self.folder / name
+            raise ConfigError(f"cannot write updock's state file {path}: {exc}") from exc
+
+
+def _parse_journal(doc: object) -> dict[str, JournalEntry]:
+    """The entries of a journal file's JSON document, checked field by field.
+
+    Raises:
+        ValueError, KeyError, TypeError: it is not a journal of this version.
+    """
+    if not isinstance(doc, dict) or doc.get("version") != VERSION:
+        version = doc.get("version") if isinstance(doc, dict) else None
+        raise ValueError(f"not a journal of version {VERSION} (version {version!r})")
+    units = doc["units"]
+    if not isinstance(units, dict):
+        raise TypeError("units is not an object")
+    entries = {}
+    for unit, e in units.items():
+        tasks = [
+            JournalTask(
+                container=_string(t, "container"),
+                container_id=_string(t, "container_id"),
+                raw_image_name=_string(t, "raw_image_name"),
+                previous_image=_string(t, "previous_image"),
+                new_image=_string(t, "new_image", ""),
+            )
+            for t in e["tasks"]
+        ]
+        if not tasks:
+            raise ValueError(f"unit {unit} has no containers")
+        entries[unit] = JournalEntry(
+            unit=unit,
+            phase=Phase(e["phase"]),
+            tasks=tasks,
+            pid=int(e.get("pid", 0)),
+            started=float(e.get("started", 0)),
+            repair_attempts=int(e.get("repair_attempts", 0)),
+            repair_error=_string(e, "repair_error", ""),
+        )
+    return entries
+
+
+def _parse_holds(doc: object) -> dict[str, Hold]:
+    """The holds of a holds file's JSON document, checked field by field.
+
+    Raises:
+        ValueError, KeyError, TypeError: it is not a holds file of this version.
+    """
+    if not isinstance(doc, dict) or doc.get("version") != VERSION:
+        version = doc.get("version") if isinstance(doc, dict) else None
+        raise ValueError(f"not a holds file of version {VERSION} (version {version!r})")
+    holds = {}
+    for name, h in doc["holds"].items():
+        digests, units = h["digests"], h["units"]
+        if not isinstance(digests, list) or not all(isinstance(d, str) for d in digests):
+            raise TypeError(f"digests of {name} are not a list of strings")
+        if not isinstance(units, list) or not all(isinstance(u, str) for u in units):
+            raise TypeError(f"units of {name} are not a list of strings")
+        holds[name] = Hold(
+            name, _string(h, "image_id"), tuple(digests), tuple(units), float(h["since"])
+        )
+    return holds
+
+
+def _string(obj: dict[str, object], key: str, default: str | None = None) -> str:
+    value = obj.get(key, default) if default is not None else obj[key]
+    if not isinstance(value, str) or (default is None and not value):
+        raise TypeError(f"{key} is not a non-empty string: {value!r}")
+    return value

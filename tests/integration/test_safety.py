@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -396,3 +399,84 @@ def test_a_signal_finishes_the_unit_in_flight_and_begins_no_other(
     # The next run takes up what was left.
     again = run_updock(lab, "--format", "json")
     assert again.statuses() == {"sig-a": "false", "sig-b": "true", "sig-c": "true"}
+
+
+def test_a_failed_repair_stays_journaled_and_the_next_run_completes_it(lab: Lab) -> None:
+    name = "mend"
+    flags = lab.root / "flags" / name
+    flags.mkdir(parents=True)
+    image = lab.build_image(f"{lab.plain.host}/safe/{name}:latest", version="v1")
+    # Healthy while there is no flag file: the flag makes even the previous image fail.
+    health = ["-v", f"{flags}:/flag:ro", "--health-cmd=test ! -e /flag/bad"]
+    health += ["--health-interval=1s", "--health-retries=1"]
+    unit = lab.create_service(name, image, run_args=health).unit
+    lab.build_image(image, ImageKind.DIES_AFTER_START, version="v2")
+    killed = run_updock(lab, "--format", "json", env={**SETTLE, "UPDOCK_TEST_CRASH_AT": "verify"})
+    assert killed.returncode == -9, killed.stderr
+
+    (flags / "bad").write_text("")
+    time.sleep(1)
+    failed = run_updock(lab, "--format", "json", env=SETTLE)
+    assert failed.returncode == 125
+    assert failed.statuses() == {name: "failed"}  # reported, and not updated
+    assert (
+        f"repairing the interrupted update of unit {unit} failed (attempt 1; it is tried again "
+        "on the next run" in failed.stderr
+    )
+    assert f"container {name} is unhealthy" in failed.stderr  # what was seen
+    journal = _journal(lab)
+    assert list(journal) == [unit]
+    assert isinstance(entry := journal[unit], dict)
+    assert (entry["phase"], entry["repair_attempts"]) == ("rolling back", 1)
+    assert f"container {name} is unhealthy" in entry["repair_error"]
+    assert lab.unit_starts(unit) == 3  # created, killed update, failed repair: no update tried
+
+    (flags / "bad").unlink()
+    res = run_updock(lab, "--format", "json", env=SETTLE)
+    assert f"recovery: unit {unit}: the interrupted update was rolled back" in res.stderr
+    assert res.returncode == 0, res.stderr
+    assert res.statuses() == {name: "rolled back"}  # then updated again: v2 still dies
+    assert _journal(lab) == {}
+    assert lab.unit_state(unit) == "active"
+    assert lab.container_version(name) == "v1"
+
+
+def test_an_unreadable_journal_is_moved_aside_and_the_run_goes_on(lab: Lab) -> None:
+    unit = _service(lab, "aside", ImageKind.HEALTHY)
+    state = lab.root / "updock-state"
+    state.mkdir(mode=0o700, exist_ok=True)
+    (state / "state.json").write_text('{"version": 1, "units": {"gone.service": ')
+
+    res = run_updock(lab, "--format", "json", env={"UPDOCK_SETTLE_TIME": "1"})
+
+    assert res.returncode == 125
+    (aside,) = state.glob("state.json.unreadable-*")
+    assert aside.read_text().endswith('"gone.service": ')  # kept as it was
+    assert f"updock's state file {state / 'state.json'} is not one of this updock's" in res.stderr
+    assert f"moved it to {aside} (kept for inspection)" in res.stderr
+    assert res.statuses() == {"aside": "true"}  # the run went on
+    assert lab.container_version("aside") == "v2"
+    assert lab.unit_state(unit) == "active"
+    again = run_updock(lab, "--format", "json")
+    assert (again.returncode, again.statuses()) == (0, {"aside": "false"}), again.stderr
+
+
+@pytest.mark.parametrize("problem", ["world-writable", "another user's"])
+def test_an_unsafe_state_folder_is_refused_by_name_and_nothing_changes(
+    lab: Lab, problem: str
+) -> None:
+    unit = _service(lab, "unsafe", ImageKind.HEALTHY)
+    folder = Path(tempfile.mkdtemp(prefix="state.", dir=lab.root))  # mode 0700
+    if problem == "world-writable":
+        folder.chmod(0o777)
+    else:
+        os.chown(folder, pwd.getpwnam("nobody").pw_uid, -1)
+
+    res = run_updock(lab, "--format", "json", env={"UPDOCK_STATE_DIR": str(folder)})
+
+    assert res.returncode == 125
+    assert f"Error: updock's state folder {folder} " in res.stderr
+    assert "refusing to use it" in res.stderr
+    assert lab.unit_starts(unit) == 1  # never restarted
+    assert lab.container_version("unsafe") == "v1"
+    assert list(folder.iterdir()) == []

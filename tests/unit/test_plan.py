@@ -87,6 +87,8 @@ class World:
         if isinstance(action, Finish):
             self.journal_log.append(("finish", action.unit, str(action.verified)))
             return None
+        if not isinstance(action, Retag):
+            raise TypeError(f"update_unit yielded {action!r}")
         self.log.append(("retag", action.task.container.name))
         return self.retags.get(action.task.container.name)
 

@@ -153,3 +153,24 @@ def test_a_listing_that_hangs_is_killed_after_its_timeout() -> None:
 def test_a_hanging_listing_is_no_reason_to_end_early() -> None:
     prefetch.start_listing(["sh", "-c", "exec sleep 60"])
     assert not prefetch.nothing_to_do(dry_run=True, timeout=0.3)
+
+
+def test_an_unsafe_state_folder_means_a_full_run(tmp_path: Path) -> None:
+    # The full run refuses it with an error naming the folder: no silent early end.
+    _state(tmp_path).chmod(0o777)
+    _listing([])
+    assert not prefetch.nothing_to_do(dry_run=False)
+
+
+def test_a_symlinked_journal_means_a_full_run(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({"version": 1, "units": {}}))
+    (_state(tmp_path) / "state.json").symlink_to(empty)
+    _listing([])
+    assert not prefetch.nothing_to_do(dry_run=False)
+
+
+def test_a_journal_of_another_version_means_a_full_run(tmp_path: Path) -> None:
+    (_state(tmp_path) / "state.json").write_text(json.dumps({"version": 7, "units": {}}))
+    _listing([])
+    assert not prefetch.nothing_to_do(dry_run=False)

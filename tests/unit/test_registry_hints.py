@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -12,16 +14,51 @@ from updock.registry.hints import MAX_AGE, Hint, load, save
 NOW = 1_800_000_000.0
 
 
-def test_saved_hints_are_loaded(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mask", [0o000, 0o077])
+def test_saved_hints_are_loaded(tmp_path: Path, mask: int) -> None:
     path = tmp_path / "state" / "registry-hints.json"  # the folder is made
     learned = {
         "reg.example.com": Hint("https", "bearer", "https://auth.example.com/token", "reg"),
         "127.0.0.1:5000": Hint("http"),
     }
-    save(path, learned, now=NOW)
+    old = os.umask(mask)
+    try:
+        save(path, learned, now=NOW)
+    finally:
+        os.umask(old)
     assert load(path, now=NOW + 60) == learned
-    assert oct(path.stat().st_mode & 0o777) == "0o644"
-    assert not list(path.parent.glob(".*"))  # no temporary file left
+    # The same modes whatever the umask: the state folder's own.
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left
+
+
+def test_a_symbolic_link_is_neither_read_nor_written_through(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere.json"
+    hosts = {"a:1": {"scheme": "http", "seen": NOW}}
+    target.write_text(json.dumps({"version": 1, "registries": hosts}))
+    state = tmp_path / "state"
+    state.mkdir()
+    path = state / "registry-hints.json"
+    path.symlink_to(target)
+    assert load(path, now=NOW) == {}
+    before = target.read_text()
+    save(path, {"b:1": Hint("https")}, now=NOW)
+    assert target.read_text() == before
+    assert not path.is_symlink()
+    assert load(path, now=NOW) == {"b:1": Hint("https")}
+
+
+def test_an_unsafe_folder_is_neither_read_nor_written(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    path = state / "registry-hints.json"
+    save(path, {"a:1": Hint("http")}, now=NOW)
+    state.chmod(0o777)
+    assert load(path, now=NOW) == {}
+    save(path, {"b:1": Hint("http")}, now=NOW)
+    state.chmod(0o700)
+    assert load(path, now=NOW) == {"a:1": Hint("http")}
 
 
 def test_a_save_keeps_other_hosts_and_replaces_the_same(tmp_path: Path) -> None:

@@ -70,6 +70,17 @@ class Status(StrEnum):
     """The update failed and the previous image is running again."""
 
 
+class Phase(StrEnum):
+    """Where a journaled update of a unit stands (the journal's strings, see `updock.state`)."""
+
+    PULLING = "pulling"
+    """The previous images are kept; new ones are pulled and tagged; the unit is untouched."""
+    RESTARTING = "restarting"
+    """The unit is being restarted on the new images, or verified on them."""
+    ROLLING_BACK = "rolling back"
+    """The previous images are tagged again and the unit restarted on them."""
+
+
 @dataclass(frozen=True)
 class Container:
     """A container as the engine reports it.

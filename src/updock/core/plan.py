@@ -19,8 +19,9 @@ from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from updock.core.model import Policy, ReportRow, Status, Task
+from updock.core.model import Phase, Policy, ReportRow, Status, Task
 from updock.core.policy import go_quote
+from updock.core.reference import ImageReference
 from updock.errors import Interrupted, UpdockError
 
 
@@ -93,9 +94,16 @@ class Journal:
     The shell keeps the task's current (previous) image safe and writes the intent to its state
     file, so that a run killed at any later point can be completed or rolled back by the next.
     Outcome: None, or an error (then the task is not updated).
+
+    Attributes:
+        task: the task.
+        target: the image the task moves to, when known before anything changes (a manual
+            rollback, to the kept previous image): journaled as the new image, and the kept
+            previous image is left as it is (it is the target).
     """
 
     task: Task
+    target: str | None = None
 
 
 @dataclass(frozen=True)
@@ -137,7 +145,73 @@ class Tag:
     image_id: str
 
 
-Action = Check | Pull | Restart | Retag | Journal | Verify | Finish | Tag
+@dataclass(frozen=True)
+class VerifyImages:
+    """Check that the unit really runs, as `Verify` does, on images given by ID: each named
+    container on its image (a crash repair, which cannot trust what names the images carry).
+
+    Attributes:
+        unit: the unit.
+        images: (container name, image ID) pairs.
+
+    Outcome: None, or an error that says what was seen.
+    """
+
+    unit: str
+    images: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class TagImage:
+    """Give the image `image_id` the name `name` (moving it from any other image).
+
+    Outcome: None or an error.
+    """
+
+    image_id: str
+    name: ImageReference
+
+
+@dataclass(frozen=True)
+class SetPhase:
+    """Record durably that the unit's journaled update is now at `phase`, before acting on it:
+    a run killed from here on leaves the next one to start from there.
+
+    Outcome: None, or an error (then nothing that depends on it may be done).
+    """
+
+    unit: str
+    phase: Phase
+
+
+@dataclass(frozen=True)
+class Defer:
+    """A crash repair failed: keep the unit's journal entry for the next run, which starts it
+    again at `phase`, and note the attempt and what was seen (`error`).
+
+    Outcome: None or an error.
+    """
+
+    unit: str
+    phase: Phase
+    error: str
+
+
+@dataclass(frozen=True)
+class HoldBack:
+    """Hold the task's raw image name back from `image_id` (a manual rollback's bad image),
+    durably: later runs leave the name on its image while the registry offers only that one.
+
+    Outcome: None, or an error (then the task is not rolled back).
+    """
+
+    task: Task
+    image_id: str
+
+
+#: The actions only a crash repair (`core.recovery`) yields.
+RepairAction = VerifyImages | TagImage | SetPhase | Defer
+Action = Check | Pull | Restart | Retag | Journal | Verify | Finish | Tag | HoldBack | RepairAction
 Outcome = CheckResult | UpdockError | None
 UnitResult = tuple[list[ReportRow], list[UpdockError]]
 UnitPlan = Generator[Action, Outcome, UnitResult]
@@ -371,6 +445,9 @@ def _restart(
 def rollback_unit(unit: str, tasks: Sequence[Task], previous: Mapping[str, str]) -> UnitPlan:
     """`updock rollback UNIT`: put each task back on its kept previous image, verified.
 
+    Each image name is held back from the image it leaves (`HoldBack`), before anything changes, so
+    that the next run does not apply the same update again.
+
     Args:
         unit: the unit.
         tasks: its tasks.
@@ -383,10 +460,15 @@ def rollback_unit(unit: str, tasks: Sequence[Task], previous: Mapping[str, str])
     errors: list[UpdockError] = []
     status = dict.fromkeys((t.container.id for t in tasks), Status.FAILED)
     moved: list[Task] = []
+    journaled = False
     for task in tasks:
-        if not (yield from _journal(task, errors)):
-            continue
-        failure = _expect_none((yield Tag(task, previous[task.container.id])))
+        target = previous[task.container.id]
+        failure = _expect_none((yield Journal(task, target=target)))
+        if failure is None:
+            journaled = True
+            failure = _expect_none((yield HoldBack(task, task.container.image_id)))
+        if failure is None:
+            failure = _expect_none((yield Tag(task, target)))
         if failure is not None:
             errors.append(_wrap(failure, f"rolling back container {go_quote(task.container.id)}"))
             continue
@@ -404,6 +486,8 @@ def rollback_unit(unit: str, tasks: Sequence[Task], previous: Mapping[str, str])
             if again is not None:
                 errors.append(_wrap(again, f"restoring {_containers(moved)}"))
         yield Finish(unit, tuple(moved), verified=failure is None)
+    elif journaled:  # nothing changed after all: no repair to leave for the next run
+        yield Finish(unit, (), verified=False)
     return _rows(unit, tasks, status), errors
 
 

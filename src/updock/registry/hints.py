@@ -11,19 +11,21 @@ Hints never weaken anything: a scheme is only used where registries.conf (or `--
 allows it anyway, and a hint that no longer holds (the registry moved to TLS, its token server
 moved) is noticed by the request that meets it, which then learns afresh as without hints. The
 file holds no secret: schemes, challenge kinds, token server URLs and service names, which any
-registry tells anyone who asks.
+registry tells anyone who asks. It is read and written through `updock.statefolder` (a folder
+of this user's only, no symbolic links, atomic replacement); in a folder that is unsafe, hints
+are neither read nor written.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
+
+from updock.statefolder import StateFolder, UnsafeStateFolder
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +57,18 @@ def load(path: Path, *, now: float | None = None) -> dict[str, Hint]:
     a cache: the run learns again, and the next save replaces it)."""
     now = time.time() if now is None else now
     try:
-        doc = json.loads(path.read_text())
+        with StateFolder(path.parent, create=False) as folder:
+            data = folder.read(path.name)
+        if data is None:
+            return {}
+        doc = json.loads(data)
         hosts = doc["registries"]
         if doc.get("version") != 1 or not isinstance(hosts, dict):
             raise ValueError("unknown version")
     except FileNotFoundError:
+        return {}
+    except UnsafeStateFolder as exc:
+        log.warning("registry hints not used: %s", exc)
         return {}
     except (OSError, ValueError, KeyError, TypeError) as exc:
         log.debug("ignoring registry hints %s: %s", path, exc)
@@ -87,20 +96,19 @@ def save(path: Path, learned: Mapping[str, Hint], *, now: float | None = None) -
     if not learned:
         return
     now = time.time() if now is None else now
-    hosts: dict[str, object] = {}
     try:
-        old = json.loads(path.read_text())["registries"]
-        hosts = {h: v for h, v in old.items() if now - float(v["seen"]) <= MAX_AGE}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        pass  # nothing (valid) to keep
-    for host, hint in learned.items():
-        hosts[host] = {**hint._asdict(), "seen": now}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps({"version": 1, "registries": hosts}, indent=2, sort_keys=True))
-        os.replace(tmp, path)
+        with StateFolder(path.parent) as folder:
+            hosts: dict[str, object] = {}
+            try:
+                old = json.loads(folder.read(path.name) or b"")["registries"]
+                hosts = {h: v for h, v in old.items() if now - float(v["seen"]) <= MAX_AGE}
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                pass  # nothing (valid) to keep
+            for host, hint in learned.items():
+                hosts[host] = {**hint._asdict(), "seen": now}
+            doc = {"version": 1, "registries": hosts}
+            folder.write(path.name, json.dumps(doc, indent=2, sort_keys=True).encode())
+    except UnsafeStateFolder as exc:
+        log.warning("registry hints not saved: %s", exc)
     except OSError as exc:
         log.debug("cannot save registry hints to %s: %s", path, exc)
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)

@@ -400,7 +400,8 @@ class Lab:
             shutil.rmtree(self.root, ignore_errors=True)
 
     def reset(self) -> None:
-        """Stop and remove every service and container, so the next test starts clean.
+        """Stop and remove every service and container, and clear updock's journal and holds, so
+        the next test starts clean.
 
         Images and the registries' contents stay: tests use names of their own.
         """
@@ -410,6 +411,11 @@ class Lab:
         # Start counts and output are per unit name: a later test may reuse the name.
         for log in (self.root / "logs").glob("*"):
             log.unlink()
+        # updock's journal and holds: a repair left pending would fail every later run.
+        state = Path(self.env["UPDOCK_STATE_DIR"])
+        for name in ("state.json", "state.json.unreadable-*", "holds.json", "holds.json.*"):
+            for path in state.glob(name):
+                path.unlink()
         self.systemctl("daemon-reload")
         self.systemctl("reset-failed", check=False)
         self.run(["podman", "pod", "rm", "-af", "-t", "0"], check=False, timeout=60)

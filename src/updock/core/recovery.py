@@ -1,0 +1,160 @@
+"""Crash recovery decided without I/O: what to do with an update a killed run left unfinished.
+
+Before a unit changes, the shell journals it (`updock.state`): its containers, the image each
+ran before (`previous_image`) and, once pulled, the new one, and the phase. `recover_unit`
+decides, from such an entry alone, how to bring the unit back to a verified state, and yields
+the actions of `core.plan` for the shell to perform (as `update_unit` does):
+
+- `pulling` (the unit was never restarted): the image names go back to the previous images;
+  if the unit runs on those, verified, nothing more is done; otherwise it is restarted on them;
+- `restarting`: if every new image is known and the unit verifies on them, the update is
+  complete; otherwise it is rolled back: names back to the previous images, restart, verify;
+- `rolling back`: the rollback is done again.
+
+Before a step that changes the unit, the phase the next attempt must start from is journaled
+(`SetPhase`): once a rollback has begun, a run killed during it never completes the update.
+
+A repair that fails is not dropped: `Defer` keeps the entry, at the phase to start again from,
+with what was seen; the next run tries again, and until then the unit's containers are not
+updated (`updock.run`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+
+from updock.core.model import Phase, ReportRow, Status, Task
+from updock.core.plan import (
+    Action,
+    Defer,
+    Finish,
+    Outcome,
+    Restart,
+    SetPhase,
+    TagImage,
+    VerifyImages,
+    _expect_none,
+    _rows,
+    _wrap,
+)
+from updock.core.reference import parse_image_name
+from updock.errors import ImageReferenceError, UpdockError
+
+#: What `recover_unit` says of a unit it repaired (the shell prints "unit U: " before it).
+COMPLETED = "the interrupted update was verified and completed"
+UNDONE = "the interrupted update was undone before its restart"
+ROLLED_BACK = "the interrupted update was rolled back"
+
+
+@dataclass(frozen=True)
+class JournaledContainer:
+    """One container of an interrupted update, as journaled.
+
+    Attributes:
+        name: the container's name (stable across restarts of a `--new` unit).
+        raw_image_name: the name that was being moved to the new image.
+        previous_image: ID of the image it ran before the update.
+        new_image: ID of the image it was being moved to, or "" if not known yet.
+    """
+
+    name: str
+    raw_image_name: str
+    previous_image: str
+    new_image: str = ""
+
+
+@dataclass(frozen=True)
+class Interrupted:
+    """An update of one unit that a run began and did not end.
+
+    Attributes:
+        unit: the unit.
+        phase: where it stood.
+        containers: its containers.
+        attempts: how many repairs of it failed already.
+    """
+
+    unit: str
+    phase: Phase
+    containers: tuple[JournaledContainer, ...]
+    attempts: int = 0
+
+
+RepairPlan = Generator[Action, Outcome, str | UpdockError]
+
+
+def recover_unit(entry: Interrupted) -> RepairPlan:
+    """Decide the repair of one interrupted update, yielding the actions to perform.
+
+    Yields:
+        `VerifyImages`, `SetPhase`, `TagImage`, `Restart`, then `Finish` (repaired: the entry
+        is cleared) or `Defer` (failed: the entry stays for the next run).
+
+    Returns:
+        What was done (one of `COMPLETED`, `UNDONE`, `ROLLED_BACK`), or the error of a failed
+        repair, naming the unit and saying what was seen.
+    """
+    unit = entry.unit
+    previous = tuple((c.name, c.previous_image) for c in entry.containers)
+    phase = entry.phase
+    if phase is Phase.RESTARTING and all(c.new_image for c in entry.containers):
+        new = tuple((c.name, c.new_image) for c in entry.containers)
+        if _expect_none((yield VerifyImages(unit, new))) is None:
+            yield Finish(unit, (), verified=True)
+            return COMPLETED
+    if phase is Phase.RESTARTING:
+        # From here on it is a rollback: a run killed during it must not complete the update.
+        failure = _expect_none((yield SetPhase(unit, Phase.ROLLING_BACK)))
+        if failure is not None:
+            return (yield from _defer(entry, phase, failure))
+        phase = Phase.ROLLING_BACK
+    for c in entry.containers:
+        try:
+            name = parse_image_name(c.raw_image_name).reference
+        except ImageReferenceError as exc:  # journaled from a valid name: not expected
+            return (yield from _defer(entry, phase, exc))
+        failure = _expect_none((yield TagImage(c.previous_image, name)))
+        if failure is not None:
+            seen = _wrap(failure, f"tagging {c.raw_image_name} on image {c.previous_image[:12]}")
+            return (yield from _defer(entry, phase, seen))
+    if phase is Phase.PULLING:
+        if _expect_none((yield VerifyImages(unit, previous))) is None:
+            yield Finish(unit, (), verified=False)
+            return UNDONE
+        failure = _expect_none((yield SetPhase(unit, Phase.ROLLING_BACK)))
+        if failure is not None:
+            return (yield from _defer(entry, phase, failure))
+        phase = Phase.ROLLING_BACK
+    failure = _expect_none((yield Restart(unit)))
+    if failure is None:
+        failure = _expect_none((yield VerifyImages(unit, previous)))
+    if failure is None:
+        yield Finish(unit, (), verified=False)
+        return ROLLED_BACK
+    return (yield from _defer(entry, phase, failure))
+
+
+def _defer(
+    entry: Interrupted, phase: Phase, failure: UpdockError
+) -> Generator[Action, Outcome, UpdockError]:
+    """Keep the entry for the next run (to start at `phase`); the error that says so."""
+    error = _wrap(
+        failure,
+        f"repairing the interrupted update of unit {entry.unit} failed (attempt "
+        f"{entry.attempts + 1}; it is tried again on the next run, and the unit's containers are "
+        "not updated until it succeeds)",
+    )
+    not_kept = _expect_none((yield Defer(entry.unit, phase, str(failure))))
+    if not_kept is not None:
+        error = _wrap(not_kept, f"{error}; and recording the attempt failed")
+    return error
+
+
+def pending_repair_rows(unit: str, tasks: Sequence[Task]) -> list[ReportRow]:
+    """The report of a unit whose repair failed: every task `failed`, none updated.
+
+    Rows rather than silence: the report has one row per container that has a policy, a unit
+    left on images it was never verified on is no `false`, and the run's error says why.
+    """
+    return _rows(unit, tasks, dict.fromkeys((t.container.id for t in tasks), Status.FAILED))
