@@ -318,8 +318,6 @@ def _rollback(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int:
 
     def run() -> RunResult:
         logs.configure(ns.log_level)
-        import logging
-
         from updock.run import Options, run_rollback
         from updock.stopping import StopRequest
 
@@ -327,13 +325,12 @@ def _rollback(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int:
         stop = StopRequest()
         with stop.on_signals():
             result = run_rollback(ns.unit, Options(safety=safety), stop=stop)
+        # Part of the command's result, not a diagnostic: shown whatever the log level.
         for name in sorted({r.image for r in result.rows if r.updated == "rolled back"}):
-            logging.getLogger(__name__).warning(
-                "%s is held on its previous image: auto-update leaves it there until the "
-                "registry offers another image than the one rolled back from (`updock release "
-                "%s` ends the hold)",
-                name,
-                ns.unit,
+            sys.stderr.write(
+                f"{name} is held on its previous image: auto-update leaves it there until the "
+                f"registry offers another image than the one rolled back from (`updock release "
+                f"{ns.unit}` ends the hold)\n"
             )
         return result
 

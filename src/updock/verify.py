@@ -126,8 +126,12 @@ def verify_unit(
         waiting = ""
         state = services.active_state(unit)
         if state in ("failed", "inactive", "deactivating"):
-            fail(f"unit {unit} is {state}")
-        if state != "active":
+            # Not yet a verdict while a job of the unit runs: a restart that a killed run began
+            # (its repair verifies while systemd still stops the old container).
+            if not services.job_pending(unit):
+                fail(f"unit {unit} is {state}")
+            waiting = f"unit {unit} is {state}, a job of it is running"
+        elif state != "active":
             waiting = f"unit {unit} is {state}"
         for e in expect if not waiting else ():
             cs = engine.container_state(e.name)

@@ -2,8 +2,8 @@
 
 The lab's systemd socket exists only inside the lab's mount namespace, so test_systemd.py runs
 this file there (`lab.run`). Standard input: `{"timeout": SECONDS, "calls": [[METHOD, UNIT], ...],
-"connections": N}` with METHOD "restart" or "active_state": the calls run on one connection, then
-again on a new one, N times in all (default 1). Standard output: a JSON list, one object per call:
+"connections": N}` with METHOD "restart", "active_state" or "job_pending": the calls run on one
+connection, then again on a new one, N times in all (default 1). Standard output: a JSON list, one object per call:
 `{"value": ..., "seconds": ...}` or `{"error": MESSAGE, "cause": EXCEPTION_TYPE, "seconds": ...}`.
 """
 
@@ -28,6 +28,8 @@ def call(manager: ServiceManager, method: str, unit: str) -> dict[str, Any]:
             outcome = {"value": None}
         elif method == "active_state":
             outcome = {"value": manager.active_state(unit)}
+        elif method == "job_pending":
+            outcome = {"value": manager.job_pending(unit)}
         else:
             raise ValueError(f"unknown method {method!r}")
     except ServiceError as exc:

@@ -165,3 +165,15 @@ def test_without_the_private_socket_the_system_bus_is_used(lab: Lab) -> None:
         for name in ("dbus.service", "dbus.socket"):
             (lab.units / name).unlink(missing_ok=True)
         lab.systemctl("daemon-reload")
+
+
+def test_a_job_of_the_unit_is_seen_while_it_runs(lab: Lab) -> None:
+    svc = healthy_service(lab, "sd-job")
+    assert run_calls(lab, [["job_pending", svc.unit]]) == [{"value": False}]
+    # A restart queued behind a slow stop (podman stop waits out the stop timeout of a `sleep`
+    # PID 1 that ignores SIGTERM): the job is there while the unit is deactivating.
+    lab.systemctl("restart", "--no-block", svc.unit)
+    outcomes = run_calls(lab, [["job_pending", svc.unit], ["active_state", svc.unit]])
+    assert outcomes[0] == {"value": True}
+    lab.systemctl("start", svc.unit, timeout=120)  # waits for the restart job to end
+    assert run_calls(lab, [["job_pending", svc.unit]]) == [{"value": False}]

@@ -39,12 +39,16 @@ class Host:
         "c1", True, 0, IMAGE
     )
     health: Callable[[float], str] = lambda t: "healthy"
+    job: Callable[[float], bool] = lambda t: False
     health_runs: list[float] = field(default_factory=list)
     journal: str = ""
     logs_read: list[str] = field(default_factory=list)
 
     def active_state(self, unit: str) -> str:
         return self.unit(self.clock.now)
+
+    def job_pending(self, unit: str) -> bool:
+        return self.job(self.clock.now)
 
     def describe(self, unit: str) -> str:
         return f"{self.unit(self.clock.now)} (dead), result exit-code, main process exit status 1"
@@ -99,6 +103,23 @@ def test_failed_unit_fails_and_says_what_systemd_says() -> None:
     with pytest.raises(
         VerificationError, match=r"is failed; unit failed \(dead\), result exit-code"
     ):
+        verify(host)
+
+
+def test_a_unit_stopping_under_a_running_job_is_waited_for() -> None:
+    # A repair verifies a unit whose restart a killed run began: systemd still stops the old
+    # container ("deactivating") with the restart job queued. That is no failure yet.
+    host = Host(
+        Clock(),
+        unit=lambda t: "deactivating" if t < 2 else "active",
+        job=lambda t: t < 2,
+    )
+    assert verify(host) >= 2 + 3.0  # waited for the job, then settled
+
+
+def test_a_unit_stopping_without_a_job_fails_at_once() -> None:
+    host = Host(Clock(), unit=lambda t: "active" if t < 1 else "deactivating")
+    with pytest.raises(VerificationError, match="is deactivating"):
         verify(host)
 
 

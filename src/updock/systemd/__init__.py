@@ -52,6 +52,14 @@ class ServiceManager(Protocol):
             ServiceError: the manager could not be asked.
         """
 
+    def job_pending(self, unit: str) -> bool:
+        """Whether a job of the unit (a start, stop or restart) is queued or running.
+
+        Raises:
+            ServiceError: the manager could not be asked.
+        """
+        ...
+
     def describe(self, unit: str) -> str:
         """What the manager says of the unit (states, result, exit status), for messages.
 

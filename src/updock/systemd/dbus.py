@@ -114,6 +114,17 @@ class SystemdManager:
         """
         return str(self._properties(unit, [(UNIT_INTERFACE, "ActiveState")])[0])
 
+    def job_pending(self, unit: str) -> bool:
+        """Whether a job of the unit is queued or running (its `Job` property names one).
+
+        Raises:
+            ServiceError: systemd refused the request, the connection failed, or timed out.
+        """
+        (job,) = self._properties(unit, [(UNIT_INTERFACE, "Job")])
+        if not isinstance(job, tuple) or not job:  # D-Bus `(uo)`: (job id, object path)
+            raise ServiceError(f'systemd unit "{unit}" has a malformed Job property: {job!r}')
+        return int(job[0]) != 0
+
     def describe(self, unit: str) -> str:
         """What systemd says of the unit, for error messages: states, result, main exit status.
 
