@@ -3,8 +3,9 @@
 The lab's systemd socket exists only inside the lab's mount namespace, so test_systemd.py runs
 this file there (`lab.run`). Standard input: `{"timeout": SECONDS, "calls": [[METHOD, UNIT], ...],
 "connections": N}` with METHOD "restart", "active_state" or "job_pending": the calls run on one
-connection, then again on a new one, N times in all (default 1). Standard output: a JSON list, one object per call:
-`{"value": ..., "seconds": ...}` or `{"error": MESSAGE, "cause": EXCEPTION_TYPE, "seconds": ...}`.
+connection, then again on a new one, N times in all (default 1). Standard output: a JSON list,
+one object per call: `{"value": ..., "seconds": ...}` or
+`{"error": MESSAGE, "cause": EXCEPTION_TYPE, "seconds": ...}`.
 """
 
 from __future__ import annotations
