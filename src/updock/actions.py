@@ -11,17 +11,20 @@ Safety rules kept here (issue 5):
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import logging
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from updock.core.model import Phase, ReportRow, Status, Task
 from updock.core.plan import (
     Action,
+    Begin,
     Check,
     CheckResult,
     Defer,
@@ -35,6 +38,7 @@ from updock.core.plan import (
     SetPhase,
     Tag,
     TagImage,
+    Together,
     Verify,
     VerifyImages,
     drive,
@@ -56,6 +60,7 @@ from updock.state import (
 from updock.stopping import StopRequest
 from updock.systemd import ServiceConnection
 from updock.verify import (
+    ContainerProbe,
     Expectation,
     last_log_lines,
     verify_unit,
@@ -186,8 +191,18 @@ class HoldBook:
 class ActionHandler:
     """Performs the plan's actions (the `handler` of `core.plan.drive`).
 
-    One handler per thread: each has its own service manager connection; the journal and the
-    holds are shared.
+    One handler per thread: each has its own service manager connection (`fork` makes one for
+    another thread); the journal, the holds, the restart slots and the container states polled
+    for verification are shared.
+
+    Args:
+        restart_slots: held while a unit restarts: bounds the restarts in flight in a run (each
+            one a podman stop and run, which compete for the CPU and stretch each other's
+            downtime).
+        states: where verification reads container states (a `verify.SharedStates`, so that
+            the units verified side by side cost one podman process per poll); the engine
+            itself when None.
+        wrap: wraps the handler of each plan of a `Together` (the run's phase log).
     """
 
     def __init__(
@@ -201,6 +216,9 @@ class ActionHandler:
         tls_verify: bool | None,
         stop: StopRequest | None = None,
         holds: HoldBook | None = None,
+        restart_slots: threading.Semaphore | None = None,
+        states: ContainerProbe | None = None,
+        wrap: Callable[[Callable[[Action], Outcome]], Callable[[Action], Outcome]] | None = None,
     ) -> None:
         self._stop = stop
         self._engine = engine
@@ -210,6 +228,37 @@ class ActionHandler:
         self._check = check
         self._tls_verify = tls_verify
         self._holds = holds
+        self._restart_slots = restart_slots
+        self._states: ContainerProbe = states if states is not None else engine
+        self._wrap = wrap
+        self._forked = False
+
+    def fork(self) -> ActionHandler:
+        """A handler for another thread: the same run, its own service manager connection."""
+        other = copy.copy(self)
+        other._services = ServiceConnection(self._services.connect)
+        other._forked = True
+        return other
+
+    def close(self) -> None:
+        """Close the connection of a forked handler (the run closes its own)."""
+        if self._forked:
+            self._services.close()
+
+    def _together(self, action: Together) -> tuple[object, ...]:
+        """Drive each plan in a thread of its own, with a forked handler; their results."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def run(plan: Generator[Action, Outcome, object]) -> object:
+            handler = self.fork()
+            try:
+                return drive(plan, self._wrap(handler) if self._wrap else handler)
+            finally:
+                handler.close()
+
+        workers = max(1, len(action.plans))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wave") as pool:
+            return tuple(pool.map(run, action.plans))
 
     def __call__(self, action: Action) -> Outcome:
         if self._stop is not None and self._stop.requested:
@@ -218,17 +267,24 @@ class ActionHandler:
                 raise self._stop.error(f"container {action.task.container.name} not updated")
             if isinstance(action, Restart) and action.interruptible:
                 raise self._stop.error(f"unit {action.unit} not restarted")
+            if isinstance(action, Begin):
+                raise self._stop.error(f"unit {action.unit} not begun")
         if isinstance(action, Check):
             return self._check(action)
+        if isinstance(action, Pull):
+            return self._pull(action)
+        if isinstance(action, Together):
+            return self._together(action)
+        if isinstance(action, Begin):
+            return None
         if isinstance(action, Journal):
             self._journal(action)
-        elif isinstance(action, Pull):
-            self._pull(action)
         elif isinstance(action, Restart):
             self._journal_book.set_phase(action.unit, RESTARTING, only_from=PULLING)
             _crash_point("restart", delay=0.1)
             try:
-                self._services.get().restart(action.unit)
+                with self._restart_slots or contextlib.nullcontext():
+                    self._services.get().restart(action.unit)
             except UpdockError as exc:
                 logs = last_log_lines(action.unit)
                 log.error("%s%s", exc, f"\n  last log lines:\n    {logs}" if logs else "")
@@ -264,7 +320,7 @@ class ActionHandler:
         if action.target is None:
             # Keep the previous image under a name of ours before anything can untag it.
             self._engine.tag(task.container.image_id, previous_tag(task.container.name))
-        self._journal_book.begin(task, new_image=action.target or "")
+        self._journal_book.begin(task, new_image=action.target or action.new_image or "")
 
     def _hold(self, action: HoldBack) -> None:
         if self._holds is None:
@@ -274,7 +330,7 @@ class ActionHandler:
         digests = image.digests if image is not None else ()
         self._holds.hold(task.image.raw, action.image_id, digests, task.unit)
 
-    def _pull(self, action: Pull) -> None:
+    def _pull(self, action: Pull) -> str:
         task = action.task
         # Pinned to the digest that was checked: the tag may move between check and pull.
         target = task.image.with_digest(action.digest) if action.digest else task.image.reference
@@ -282,6 +338,7 @@ class ActionHandler:
         self._journal_book.set_new_image(task, new_id)
         self._engine.tag(new_id, task.image.reference)
         _crash_point("pull")
+        return new_id
 
     def _finish(self, action: Finish) -> None:
         entry = self._journal_book.finish(action.unit)
@@ -323,7 +380,7 @@ class ActionHandler:
         verify_unit(
             unit,
             expect,
-            self._engine,
+            self._states,
             self._services.get(),
             settle=self._safety.settle,
             timeout=self._safety.verify_timeout,

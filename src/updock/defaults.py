@@ -6,6 +6,8 @@ to do (`updock.prefetch`).
 
 from __future__ import annotations
 
+import os
+
 #: Seconds a restarted container must stay up (and healthy) before its update counts.
 SETTLE = 5.0
 #: Seconds a restarted unit has to become verified.
@@ -20,3 +22,8 @@ REGISTRY_CONCURRENCY = 8
 PODMAN_TIMEOUT = 300.0
 #: Seconds a pull may take before it is killed.
 PULL_TIMEOUT = 1800.0
+#: Units restarting at once at most, in a run: each restart is a podman stop and run, which
+#: compete for the CPU and stretch each other's downtime. Two per core.
+RESTART_CONCURRENCY = 2 * (os.cpu_count() or 1)
+#: Units of one image name restarted and verified side by side at most, after their canary.
+WAVE_SIZE = 4 * (os.cpu_count() or 1)

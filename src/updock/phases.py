@@ -24,6 +24,7 @@ from collections.abc import Callable
 from updock.core.model import Task
 from updock.core.plan import (
     Action,
+    Begin,
     Check,
     CheckResult,
     Defer,
@@ -36,6 +37,7 @@ from updock.core.plan import (
     SetPhase,
     Tag,
     TagImage,
+    Together,
     Verify,
     VerifyImages,
 )
@@ -47,9 +49,9 @@ Handler = Callable[[Action], Outcome]
 
 
 def _unit_of(action: Action) -> str:
-    if isinstance(action, Restart | Verify | Finish | VerifyImages | SetPhase | Defer):
+    if isinstance(action, Restart | Verify | Finish | VerifyImages | SetPhase | Defer | Begin):
         return action.unit
-    if isinstance(action, TagImage):
+    if isinstance(action, TagImage | Together):
         return ""
     return action.task.unit
 
@@ -61,8 +63,8 @@ def _container(task: Task) -> str:
 class PhaseLog:
     """Performs actions with `handler`, and logs each one's outcome and duration at info level.
 
-    One per unit (`drive(update_unit(...), PhaseLog(handler))`): it remembers when the unit's
-    update began and whether a rollback has started.
+    It remembers, per unit, when the unit's update began and whether a rollback has started (a
+    plan may act on several units: a group's canaries and waves, `core.waves`).
 
     Args:
         handler: performs one action.
@@ -72,20 +74,21 @@ class PhaseLog:
     def __init__(self, handler: Handler, clock: Callable[[], float] = time.monotonic) -> None:
         self._handler = handler
         self._clock = clock
-        self._began: float | None = None
-        self._rollback_began: float | None = None
-        self._manual = False  # a `Tag`: `updock rollback`
-        self._failed = False  # the last restart or verification failed
+        self._began: dict[str, float] = {}
+        self._rollback_began: dict[str, float] = {}
+        self._manual: set[str] = set()  # a `Tag` without a rollback: `updock rollback`
+        self._failed: dict[str, bool] = {}  # the unit's last restart or verification failed
 
     def __call__(self, action: Action) -> Outcome:
-        if not log.isEnabledFor(logging.INFO):
+        if not log.isEnabledFor(logging.INFO) or isinstance(action, Together):
             return self._handler(action)
         start = self._clock()
-        if self._began is None:
-            self._began = start
-        if isinstance(action, Retag) and self._rollback_began is None:
-            self._rollback_began = start
-        self._manual = self._manual or isinstance(action, Tag)
+        unit = _unit_of(action)
+        self._began.setdefault(unit, start)
+        if isinstance(action, Retag | SetPhase) and unit not in self._rollback_began:
+            self._rollback_began[unit] = start
+        if isinstance(action, Tag) and unit not in self._rollback_began:
+            self._manual.add(unit)
         try:
             outcome = self._handler(action)
         except UpdockError:
@@ -98,10 +101,10 @@ class PhaseLog:
 
     def _log(self, action: Action, took: float, *, failed: bool, outcome: Outcome) -> None:
         seconds = f"{took:.2f}s"
-        previous = " on the previous images" if self._rollback_began is not None else ""
+        previous = " on the previous images" if _unit_of(action) in self._rollback_began else ""
         unit = f"unit {_unit_of(action)}"
         if isinstance(action, Restart | Verify):
-            self._failed = failed
+            self._failed[action.unit] = failed
             done = "restarted" if isinstance(action, Restart) else "verified"
             if failed:
                 what = "restart" if isinstance(action, Restart) else "verification"
@@ -145,18 +148,20 @@ class PhaseLog:
 
     def _finish(self, action: Finish, unit: str) -> None:
         now = self._clock()
-        total = f"{now - (self._began if self._began is not None else now):.2f}s"
+        total = f"{now - self._began.get(action.unit, now):.2f}s"
+        manual = action.unit in self._manual
+        rollback_began = self._rollback_began.get(action.unit)
         if action.verified:
-            log.info("%s: %s in %s", unit, "rolled back" if self._manual else "updated", total)
-        elif self._manual:
+            log.info("%s: %s in %s", unit, "rolled back" if manual else "updated", total)
+        elif manual:
             log.info("%s: rollback failed after %s", unit, total)
-        elif self._rollback_began is None:
+        elif rollback_began is None:
             log.info("%s: update failed after %s, left as it is (no rollback)", unit, total)
         else:
             log.info(
                 "%s: %s after %s (the rollback took %.2fs)",
                 unit,
-                "rollback failed" if self._failed else "rolled back",
+                "rollback failed" if self._failed.get(action.unit) else "rolled back",
                 total,
-                now - self._rollback_began,
+                now - rollback_began,
             )

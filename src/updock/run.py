@@ -64,6 +64,9 @@ class Options:
         registry_concurrency: requests in flight per registry.
         podman_timeout: seconds a podman command (but a pull) may take.
         pull_timeout: seconds a pull may take.
+        restart_concurrency: units restarting at once at most, in all.
+        wave_size: units of one image name restarted and verified side by side at most, once
+            a canary verified the name's new image (`core.waves`).
     """
 
     authfile: str | None = None
@@ -76,6 +79,8 @@ class Options:
     registry_concurrency: int = defaults.REGISTRY_CONCURRENCY
     podman_timeout: float = defaults.PODMAN_TIMEOUT
     pull_timeout: float = defaults.PULL_TIMEOUT
+    restart_concurrency: int = defaults.RESTART_CONCURRENCY
+    wave_size: int = defaults.WAVE_SIZE
 
 
 @dataclass
@@ -211,7 +216,9 @@ def _make_check(
             local_id = engine.image_id(task.image.reference)
             if local_id is None:
                 raise EngineError(f"{task.image}: image not known")
-            return CheckResult(update_available=local_id != task.container.image_id)
+            return CheckResult(
+                update_available=local_id != task.container.image_id, image_id=local_id
+            )
         return checks.check(task, images[task.container.image_id], fresh=action.fresh)
 
     return check
@@ -410,16 +417,23 @@ def _update(
         (t.image.reference, t.authfile) for t in all_tasks if t.policy is Policy.REGISTRY
     )
     from updock.actions import ActionHandler, JournalBook
-    from updock.core.plan import SharedImageState, drive, update_unit
+    from updock.core.plan import SharedImageState, drive
     from updock.core.recovery import pending_repair_rows
+    from updock.core.waves import update_group
     from updock.phases import PhaseLog
+    from updock.verify import SharedStates
 
     holds, check_only = _holds(store, options, result)
     journal = JournalBook(store)
     check = _honour_holds(_make_check(engine, checks(), images), holds, engine)
+    for unit in blocked & units.keys():  # its repair failed: it stays as the repair left it
+        result.rows.extend(pending_repair_rows(unit, units.pop(unit)))
     groups = unit_groups(units)
+    not_begun: list[str] = []  # units skipped once a stop was requested (list.append is atomic)
+    restart_slots = threading.BoundedSemaphore(options.restart_concurrency)
+    states = SharedStates(engine)
 
-    def update_group(index: int, group: list[str]) -> RunResult:
+    def run_group(index: int, group: list[str]) -> RunResult:
         # Each thread has its own D-Bus connection (they are not thread-safe).
         own = connection if index == 0 else type(connection)(connection.connect)
         handler = ActionHandler(
@@ -431,39 +445,32 @@ def _update(
             tls_verify=options.tls_verify,
             stop=stop,
             holds=holds,
+            restart_slots=restart_slots,
+            states=states,
+            wrap=PhaseLog,
         )
-        state = SharedImageState()
-        out = RunResult()
+        plan = update_group(
+            {unit: units[unit] for unit in group},
+            dry_run=options.dry_run or check_only,
+            rollback=options.rollback,
+            images_done=SharedImageState(),
+            wave_size=options.wave_size,
+        )
         try:
-            for unit in group:
-                if stop is not None and stop.requested:
-                    not_begun.append(unit)
-                    continue
-                if unit in blocked:  # its repair failed: it stays as the repair left it
-                    out.rows.extend(pending_repair_rows(unit, units[unit]))
-                    continue
-                plan = update_unit(
-                    unit,
-                    units[unit],
-                    dry_run=options.dry_run or check_only,
-                    rollback=options.rollback,
-                    images_done=state,
-                )
-                rows, errs = drive(plan, PhaseLog(handler))
-                holds.release_updated(rows)
-                out.rows.extend(rows)
-                out.errors.extend(errs)
+            rows, errors = drive(plan, PhaseLog(handler))
         finally:
             if own is not connection:
                 own.close()
-        return out
+        begun = {r.unit for r in rows}
+        not_begun.extend(u for u in group if u not in begun and stop is not None)
+        holds.release_updated(rows)
+        return RunResult(rows, errors)
 
-    not_begun: list[str] = []  # units skipped once a stop was requested (list.append is atomic)
     workers = max(1, min(UNIT_CONCURRENCY, len(groups)))
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="unit") as pool:
-        futures = [pool.submit(update_group, i, g) for i, g in enumerate(groups)]
+        futures = [pool.submit(run_group, i, g) for i, g in enumerate(groups)]
     for future in futures:  # in group order, so errors come in a stable order
         done = future.result()
         result.rows.extend(done.rows)

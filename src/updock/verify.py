@@ -10,22 +10,104 @@ time, and passes its health check when it has one.
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import NoReturn, Protocol
 
 from updock import defaults
-from updock.core.model import LABEL_SETTLE, LABEL_VERIFY_TIMEOUT, label_seconds
+from updock.core.model import LABEL_SETTLE, LABEL_VERIFY_TIMEOUT, ContainerState, label_seconds
 from updock.engines import Engine
-from updock.errors import UpdockError, VerificationError
+from updock.errors import EngineError, UpdockError, VerificationError
 from updock.systemd import ServiceManager
+
+log = logging.getLogger(__name__)
 
 DEFAULT_SETTLE = defaults.SETTLE
 DEFAULT_TIMEOUT = defaults.VERIFY_TIMEOUT
 POLL = 0.25
+
+
+class ContainerProbe(Protocol):
+    """What verification asks of the engine: an `Engine`, or `SharedStates` in front of one."""
+
+    def container_state(self, name: str) -> ContainerState | None:
+        """The state of the container `name`, None when there is none."""
+        ...
+
+    def run_healthcheck(self, name: str) -> str:
+        """Run the container's health check once: "healthy", "unhealthy" or "starting"."""
+        ...
+
+
+class SharedStates:
+    """Container states for verifications that run side by side, one podman process per poll.
+
+    Each verification polls its containers every `POLL` seconds. Units verified side by side (a
+    wave of units, and groups of units that share no image name) would each start a podman
+    process per container and poll, which on a small host competes with the restarts for the
+    CPU. Here the first caller after a snapshot grew older than `max_age` inspects every
+    container asked for lately in one `podman container inspect`, and the other callers wait
+    for that snapshot.
+
+    Args:
+        engine: the engine (its `container_states` answers for many containers at once).
+        max_age: seconds a snapshot answers for.
+        forget_after: seconds after which a container nobody asks for is inspected no more.
+        clock: seconds, monotonic (for tests).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        max_age: float = POLL * 0.8,
+        forget_after: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._engine = engine
+        self._max_age = max_age
+        self._forget_after = forget_after
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._asked: dict[str, float] = {}
+        self._snapshot: dict[str, ContainerState | None] = {}
+        self._taken = float("-inf")
+        self._refreshing = False
+
+    def container_state(self, name: str) -> ContainerState | None:
+        """The state of `name`, from a snapshot at most `max_age` old."""
+        with self._cond:
+            while True:
+                now = self._clock()
+                self._asked[name] = now
+                if name in self._snapshot and now - self._taken <= self._max_age:
+                    return self._snapshot[name]
+                if not self._refreshing:
+                    self._refreshing = True
+                    names = [n for n, t in self._asked.items() if now - t <= self._forget_after]
+                    break
+                self._cond.wait()
+        states: dict[str, ContainerState | None] = dict.fromkeys(names)
+        try:
+            states = self._engine.container_states(names)
+        except EngineError as exc:  # as for one container: nothing seen this time
+            log.warning("%s", exc)
+        finally:
+            with self._cond:
+                self._snapshot = states
+                self._taken = self._clock()
+                self._refreshing = False
+                self._cond.notify_all()
+        return states.get(name)
+
+    def run_healthcheck(self, name: str) -> str:
+        """Run the container's health check (not shared: each one runs its own)."""
+        return self._engine.run_healthcheck(name)
 
 
 @dataclass(frozen=True)
@@ -80,7 +162,7 @@ def last_log_lines(unit: str, lines: int = 10) -> str:
 def verify_unit(
     unit: str,
     expect: Sequence[Expectation],
-    engine: Engine,
+    engine: ContainerProbe,
     services: ServiceManager,
     *,
     settle: float = DEFAULT_SETTLE,

@@ -28,6 +28,7 @@ from updock.errors import EngineError, Interrupted, RegistryError, ServiceError,
 
 IMAGE = "quay.io/app/web:latest"
 DIGEST = "sha256:" + "ab" * 32
+NEW_IMAGE = "f" * 64  # the ID of what a Pull pulled
 
 
 def make_task(
@@ -72,7 +73,7 @@ class World:
             return self.checks.get(action.task.container.name, CheckResult(True, DIGEST))
         if isinstance(action, Pull):
             self.log.append(("pull", action.task.container.name, str(action.digest)))
-            return self.pulls.get(action.task.container.name)
+            return self.pulls.get(action.task.container.name, NEW_IMAGE)
         if isinstance(action, Restart):
             self.log.append(("restart", action.unit))
             return self.restarts.pop(0) if self.restarts else None
@@ -379,7 +380,7 @@ def test_local_policy() -> None:
 
 def test_local_policy_never_takes_the_shortcut() -> None:
     images = SharedImageState()
-    images.record_pull(IMAGE)
+    images.record_pull(IMAGE, NEW_IMAGE)
     world = World(checks={"web": CheckResult(False)})
     rows, _ = run([make_task("web", policy=Policy.LOCAL)], world, images=images)
     assert statuses(rows) == [Status.NOT_UPDATED]
@@ -413,6 +414,8 @@ def test_handler_exceptions_are_failures() -> None:
     def world(action: Action) -> Outcome:
         if isinstance(action, Restart):
             raise restart_error("unit not found")
+        if isinstance(action, Pull):
+            return NEW_IMAGE
         return CheckResult(True, None) if isinstance(action, Check) else None
 
     rows, errors = run([make_task("web")], world, rollback=False)
@@ -440,7 +443,7 @@ def test_driven_by_hand() -> None:
     assert plan.send(CheckResult(True, DIGEST)) == Journal(task)
     assert plan.send(None) == Pull(task, DIGEST)
     # The update's restart may be answered `Interrupted`; the rollback's is always performed.
-    assert plan.send(None) == Restart("web.service", interruptible=True)
+    assert plan.send(NEW_IMAGE) == Restart("web.service", interruptible=True)
     assert plan.send(ServiceError("failed")) == Retag(task)
     assert plan.send(None) == Restart("web.service", interruptible=False)
     assert plan.send(None) == Verify("web.service", (task,))
@@ -455,12 +458,12 @@ def test_driven_by_hand() -> None:
 def test_shared_image_state() -> None:
     images = SharedImageState()
     assert not images.is_pulled("a")
-    images.record_pull("a")
+    images.record_pull("a", NEW_IMAGE)
     assert images.is_pulled("a")
     images.record_rollback("a")
     assert not images.is_pulled("a")
     assert images.was_rolled_back("a")
-    images.record_pull("a")
+    images.record_pull("a", NEW_IMAGE)
     assert images.is_pulled("a")
     assert not images.was_rolled_back("a")
 
@@ -544,10 +547,10 @@ def test_a_stop_before_the_restart_puts_the_names_back_and_restarts_nothing() ->
     assert next(plan) == Check(web)
     assert plan.send(CheckResult(True, DIGEST)) == Journal(web)
     assert plan.send(None) == Pull(web, DIGEST)
-    assert plan.send(None) == Check(api)
+    assert plan.send(NEW_IMAGE) == Check(api)
     assert plan.send(CheckResult(True, DIGEST)) == Journal(api)
     assert plan.send(None) == Pull(api, DIGEST)
-    assert plan.send(None) == Restart("web.service", interruptible=True)
+    assert plan.send(NEW_IMAGE) == Restart("web.service", interruptible=True)
     stopped = Interrupted("stopped by SIGINT: unit web.service not restarted", 130)
     assert plan.send(stopped) == Retag(web)
     assert plan.send(None) == Retag(api)

@@ -71,7 +71,7 @@ def verify(
     verify_unit(
         "app.service",
         [Expectation("app", IMAGE, labels or {})],
-        host,  # type: ignore[arg-type]
+        host,
         host,  # type: ignore[arg-type]
         settle=settle,
         timeout=timeout,

@@ -34,10 +34,12 @@ class CheckResult:
             different image under the raw image name.
         digest: for the registry policy, the manifest digest found, so that the pull fetches
             exactly what was checked; None if unknown or for the local policy.
+        image_id: for the local policy, the ID of the image now under the name (the new one).
     """
 
     update_available: bool
     digest: str | None = None
+    image_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,10 @@ class Check:
 
 @dataclass(frozen=True)
 class Pull:
-    """Pull the task's raw image name, at `digest` if given. Outcome: None or an error."""
+    """Pull the task's image name, at `digest` if given, and tag the pulled image with the name.
+
+    Outcome: the pulled image's ID, or an error.
+    """
 
     task: Task
     digest: str | None
@@ -100,10 +105,13 @@ class Journal:
         target: the image the task moves to, when known before anything changes (a manual
             rollback, to the kept previous image): journaled as the new image, and the kept
             previous image is left as it is (it is the target).
+        new_image: the image an update moves the task to, when known already (another unit
+            pulled the name in this run): journaled, so that a repair can complete the update.
     """
 
     task: Task
     target: str | None = None
+    new_image: str | None = None
 
 
 @dataclass(frozen=True)
@@ -211,8 +219,36 @@ class HoldBack:
 
 #: The actions only a crash repair (`core.recovery`) yields.
 RepairAction = VerifyImages | TagImage | SetPhase | Defer
-Action = Check | Pull | Restart | Retag | Journal | Verify | Finish | Tag | HoldBack | RepairAction
-Outcome = CheckResult | UpdockError | None
+
+
+@dataclass(frozen=True)
+class Begin:
+    """A unit's update is about to begin (before its first check).
+
+    Outcome: None; or `Interrupted` when the run was asked to stop: then the unit is not begun
+    at all (no rows: the run reports it among the units not begun).
+    """
+
+    unit: str
+
+
+@dataclass(frozen=True)
+class Together:
+    """Perform these plans side by side, each driven as `drive` does (a unit's restart and
+    verification in a wave, `core.waves`). Outcome: their results, in order.
+
+    Attributes:
+        plans: generators of actions; each returns its own result.
+    """
+
+    plans: tuple[Generator[Action, Outcome, object], ...]
+
+
+Action = (
+    Check | Pull | Restart | Retag | Journal | Verify | Finish | Tag | HoldBack | Begin
+    | Together | RepairAction
+)  # fmt: skip
+Outcome = CheckResult | str | tuple[object, ...] | UpdockError | None
 UnitResult = tuple[list[ReportRow], list[UpdockError]]
 UnitPlan = Generator[Action, Outcome, UnitResult]
 _R = TypeVar("_R")
@@ -227,21 +263,26 @@ class SharedImageState:
     """
 
     def __init__(self) -> None:
-        self._pulled: set[str] = set()
+        self._pulled: dict[str, str] = {}
         self._rolled_back: set[str] = set()
 
     def is_pulled(self, name: str) -> bool:
         """Whether `name` was pulled in this run and not rolled back since."""
         return name in self._pulled
 
-    def record_pull(self, name: str) -> None:
-        """Remember that `name` was pulled."""
-        self._pulled.add(name)
+    def pulled_image(self, name: str) -> str | None:
+        """The ID of the image `name` was pulled to in this run (and not rolled back since)."""
+        return self._pulled.get(name)
+
+    def record_pull(self, name: str, image_id: str) -> None:
+        """Remember that `name` was pulled to the image `image_id` (for the local policy: that
+        the local store has `image_id` under it, the new image)."""
+        self._pulled[name] = image_id
         self._rolled_back.discard(name)
 
     def record_rollback(self, name: str) -> None:
         """Forget the pull of `name`: its new image failed and was rolled back."""
-        self._pulled.discard(name)
+        self._pulled.pop(name, None)
         self._rolled_back.add(name)
 
     def was_rolled_back(self, name: str) -> bool:
@@ -310,15 +351,14 @@ def update_unit(
         name = task.image.key
         if task.policy is Policy.REGISTRY and images_done.is_pulled(name):
             # Another container's check found and pulled a newer image under this name already.
-            if (yield from _journal(task, errors)):
+            if (yield from _journal(task, errors, images_done.pulled_image(name))):
                 updated.append(task)
             continue
 
         outcome = yield Check(task, fresh=images_done.was_rolled_back(name))
         if isinstance(outcome, UpdockError):
-            errors.append(
-                _wrap(outcome, f"{_policy_prefix(task)}: image check for {go_quote(name)} failed")
-            )
+            what = f"image check for {go_quote(task.image.raw)} failed"
+            errors.append(_wrap(outcome, f"{_policy_prefix(task)}: {what}"))
             continue
         if not isinstance(outcome, CheckResult):
             raise TypeError(f"expected a CheckResult or an UpdockError, got {outcome!r}")
@@ -333,12 +373,16 @@ def update_unit(
             continue
         journaled = True
         if task.policy is Policy.REGISTRY:
-            failure = _expect_none((yield Pull(task, outcome.digest)))
-            if failure is not None:
+            pulled = yield Pull(task, outcome.digest)
+            if isinstance(pulled, UpdockError):
                 what = f"image update for {go_quote(task.image.raw)} failed"
-                errors.append(_wrap(failure, f"{_policy_prefix(task)}: {what}"))
+                errors.append(_wrap(pulled, f"{_policy_prefix(task)}: {what}"))
                 continue
-            images_done.record_pull(name)
+            if not isinstance(pulled, str):
+                raise TypeError(f"expected an image ID or an UpdockError, got {pulled!r}")
+            images_done.record_pull(name, pulled)
+        elif outcome.image_id is not None:
+            images_done.record_pull(name, outcome.image_id)
         updated.append(task)
 
     if updated:
@@ -349,9 +393,11 @@ def update_unit(
     return _rows(unit, tasks, status), errors
 
 
-def _journal(task: Task, errors: list[UpdockError]) -> Generator[Action, Outcome, bool]:
+def _journal(
+    task: Task, errors: list[UpdockError], new_image: str | None = None
+) -> Generator[Action, Outcome, bool]:
     """Yield `Journal(task)`; False (and an error) when the intent could not be recorded."""
-    failure = _expect_none((yield Journal(task)))
+    failure = _expect_none((yield Journal(task, new_image=new_image)))
     if failure is None:
         return True
     errors.append(

@@ -51,6 +51,11 @@ class Engine(Protocol):
         """The state of the container `name`, or None when there is no such container."""
         ...
 
+    def container_states(self, names: Iterable[str]) -> dict[str, ContainerState | None]:
+        """The states of these containers by name (None for those that do not exist), in one
+        call of the engine."""
+        ...
+
     def run_healthcheck(self, name: str) -> str:
         """Run the container's health check once: "healthy", "unhealthy" or "starting"."""
         ...

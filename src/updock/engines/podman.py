@@ -130,6 +130,24 @@ def _container(inspected: Mapping[str, Any] | None, listed: Mapping[str, Any]) -
     )
 
 
+def _state(c: Mapping[str, Any]) -> ContainerState:
+    """A container's state from its `podman container inspect` entry (podman 4 and 5)."""
+    state = c.get("State") or {}
+    config = (c.get("Config") or {}).get("Healthcheck") or {}
+    health = state.get("Health") or state.get("Healthcheck") or {}
+    has_check = bool(config.get("Test")) and config.get("Test") != ["NONE"]
+    return ContainerState(
+        id=c["Id"],
+        running=bool(state.get("Running")),
+        exit_code=int(state.get("ExitCode") or 0),
+        image_id=c.get("Image", ""),
+        health=(health.get("Status") or "starting") if has_check else "",
+        health_interval=(config.get("Interval") or 30_000_000_000) / 1e9 if has_check else 0.0,
+        health_retries=int(config.get("Retries") or 3) if has_check else 0,
+        health_start_period=(config.get("StartPeriod") or 0) / 1e9 if has_check else 0.0,
+    )
+
+
 def _parse_images(inspected: Iterable[Mapping[str, Any]]) -> dict[str, Image]:
     out = {}
     for i in inspected:
@@ -196,13 +214,19 @@ class Podman:
             "(is another podman holding the storage lock?)"
         )
 
-    def _run(
+    def _exec(
         self,
         *args: str,
         stderr_to_user: bool = False,
         timeout: float | None = None,
         abandon_on_stop: bool = False,
-    ) -> str:
+    ) -> tuple[int, str, str]:
+        """Run podman with `args`: its exit status, standard output and standard error.
+
+        Raises:
+            EngineError: podman could not be run, or did not end within the timeout.
+            Interrupted: `abandon_on_stop` and the run was asked to stop meanwhile.
+        """
         cmd = [*self._command, *args]
         limit = self._timeout if timeout is None else timeout
         try:
@@ -233,11 +257,23 @@ class Podman:
             raise self._timed_out(args, limit) from exc
         finally:
             unregister()
-        if proc.returncode != 0:
-            if abandon_on_stop and self._stop is not None and self._stop.requested:
-                raise self._stop.error(f"podman {args[0]} stopped")
-            detail = (err or "").strip().removeprefix("Error: ")
-            raise EngineError(f"podman {args[0]} failed: {detail or f'exit {proc.returncode}'}")
+        if proc.returncode != 0 and abandon_on_stop and self._stop and self._stop.requested:
+            raise self._stop.error(f"podman {args[0]} stopped")
+        return proc.returncode, out, err or ""
+
+    def _run(
+        self,
+        *args: str,
+        stderr_to_user: bool = False,
+        timeout: float | None = None,
+        abandon_on_stop: bool = False,
+    ) -> str:
+        code, out, err = self._exec(
+            *args, stderr_to_user=stderr_to_user, timeout=timeout, abandon_on_stop=abandon_on_stop
+        )
+        if code != 0:
+            detail = err.strip().removeprefix("Error: ")
+            raise EngineError(f"podman {args[0]} failed: {detail or f'exit {code}'}")
         return out
 
     def _json(self, *args: str) -> Any:
@@ -416,28 +452,36 @@ class Podman:
         self._run("untag", self.image_id(name) or str(name), str(name))
 
     def container_state(self, name: str) -> ContainerState | None:
-        """State of the container `name`, None when it does not exist."""
+        """State of the container `name`, None when it does not exist (or podman failed: a
+        verification waits for it then, within its own timeout)."""
         try:
-            found = self._json("container", "inspect", name)
-        except EngineError:
+            return self.container_states([name]).get(name)
+        except EngineError as exc:
+            log.warning("%s", exc)
             return None
-        if not found:
-            return None
-        c = found[0]
-        state = c.get("State") or {}
-        config = (c.get("Config") or {}).get("Healthcheck") or {}
-        health = state.get("Health") or state.get("Healthcheck") or {}
-        has_check = bool(config.get("Test")) and config.get("Test") != ["NONE"]
-        return ContainerState(
-            id=c["Id"],
-            running=bool(state.get("Running")),
-            exit_code=int(state.get("ExitCode") or 0),
-            image_id=c.get("Image", ""),
-            health=(health.get("Status") or "starting") if has_check else "",
-            health_interval=(config.get("Interval") or 30_000_000_000) / 1e9 if has_check else 0.0,
-            health_retries=int(config.get("Retries") or 3) if has_check else 0,
-            health_start_period=(config.get("StartPeriod") or 0) / 1e9 if has_check else 0.0,
-        )
+
+    def container_states(self, names: Iterable[str]) -> dict[str, ContainerState | None]:
+        """The states of these containers, by name (None for those that do not exist), from one
+        `podman container inspect` for all of them.
+
+        Raises:
+            EngineError: podman failed otherwise than on missing containers (or timed out).
+        """
+        wanted = sorted(set(names))
+        if not wanted:
+            return {}
+        code, out, err = self._exec("container", "inspect", *wanted)
+        # A missing container makes podman exit 125, but it still prints the others.
+        try:
+            found = json.loads(out) if out.strip() else []
+        except json.JSONDecodeError as exc:
+            raise EngineError(f"podman container inspect printed invalid JSON: {exc}") from exc
+        if code != 0 and not found and "no such" not in err:
+            raise EngineError(f"podman container inspect failed: {err.strip() or code}")
+        states: dict[str, ContainerState | None] = dict.fromkeys(wanted)
+        for c in found:
+            states[str(c.get("Name", "")).lstrip("/")] = _state(c)
+        return states
 
     def run_healthcheck(self, name: str) -> str:
         """Run the health check of `name` once; return the container's health status after it.
