@@ -68,8 +68,9 @@ from updock.verify import (
 
 log = logging.getLogger(__name__)
 
-#: Test seam: `UPDOCK_TEST_CRASH_AT=pull|restart|verify` kills this process with SIGKILL at that
-#: point, so the integration tests can prove that the next run repairs the state.
+#: Test seam: `UPDOCK_TEST_CRASH_AT=pull|restart|verify|wave` kills this process with SIGKILL at
+#: that point (`wave`: a second into a wave of units), so the integration tests can prove that
+#: the next run repairs the state.
 CRASH_ENV = "UPDOCK_TEST_CRASH_AT"
 
 
@@ -257,6 +258,8 @@ class ActionHandler:
                 handler.close()
 
         workers = max(1, len(action.plans))
+        if workers > 1:
+            _crash_point("wave", delay=1.0)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wave") as pool:
             return tuple(pool.map(run, action.plans))
 

@@ -255,6 +255,15 @@ def fill_from_environment(parser: argparse.ArgumentParser, ns: argparse.Namespac
     _env_default(
         parser,
         ns,
+        "restart_concurrency",
+        "UPDOCK_RESTART_CONCURRENCY",
+        _count,
+        defaults.RESTART_CONCURRENCY,
+    )
+    _env_default(parser, ns, "wave_size", "UPDOCK_WAVE_SIZE", _count, defaults.WAVE_SIZE)
+    _env_default(
+        parser,
+        ns,
         "registry_concurrency",
         "UPDOCK_REGISTRY_CONCURRENCY",
         _count,
@@ -297,6 +306,8 @@ def _auto_update(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int
             registry_concurrency=ns.registry_concurrency,
             podman_timeout=ns.podman_timeout,
             pull_timeout=ns.pull_timeout,
+            restart_concurrency=ns.restart_concurrency,
+            wave_size=ns.wave_size,
         )
         from updock.stopping import StopRequest
 
@@ -532,6 +543,22 @@ def _auto_update_parser(commands: _Subparsers[_Parser]) -> _Parser:
         metavar="SECONDS",
         help="How long a pull may take before it is stopped and counts as failed. "
         f"[env: UPDOCK_PULL_TIMEOUT; default: {defaults.PULL_TIMEOUT:g}]",
+    )
+    auto.add_argument(
+        "--restart-concurrency",
+        type=_count,
+        metavar="N",
+        help="Units restarting at once at most (each restart stops and starts containers, "
+        "which compete for the CPU). "
+        f"[env: UPDOCK_RESTART_CONCURRENCY; default: 2 per core, {defaults.RESTART_CONCURRENCY}]",
+    )
+    auto.add_argument(
+        "--wave-size",
+        type=_count,
+        metavar="N",
+        help="Units of one image name restarted and verified side by side at most, once a first "
+        "unit (the canary) verified the new image; each that fails is rolled back on its own. "
+        f"[env: UPDOCK_WAVE_SIZE; default: 4 per core, {defaults.WAVE_SIZE}]",
     )
     auto.add_argument(
         "--registry-concurrency",

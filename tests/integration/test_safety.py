@@ -480,3 +480,89 @@ def test_an_unsafe_state_folder_is_refused_by_name_and_nothing_changes(
     assert lab.unit_starts(unit) == 1  # never restarted
     assert lab.container_version("unsafe") == "v1"
     assert list(folder.iterdir()) == []
+
+
+# -- many units of one image name: a canary, then waves (issue 13) ------------------------------
+
+
+def _shared_units(
+    lab: Lab, repo: str, names: list[str], fragile: frozenset[str] = frozenset()
+) -> str:
+    """Units on v1 of one image; v2 pushed. A fragile unit runs a command only v1 has, so it
+    cannot start on v2 (a failure of that unit alone). Returns the image name."""
+    image = lab.build_image(f"{lab.plain.host}/safe/{repo}:latest", version="v1")
+    for name in names:
+        lab.create_service(name, image, command=["/bin/only-v1"] if name in fragile else ())
+    lab.build_image(image, version="v2")
+    return image
+
+
+def test_a_failing_canary_is_never_followed_by_a_wave_onto_the_same_image(lab: Lab) -> None:
+    names = ["can-a", "can-b", "can-c"]
+    image = lab.build_image(f"{lab.plain.host}/safe/canary:latest", version="v1")
+    for name in names:
+        lab.create_service(name, image)
+    lab.build_image(image, ImageKind.MISSING_ENTRYPOINT, version="v2")  # broken for everyone
+
+    res = run_updock(lab, "--format", "json", env={"UPDOCK_SETTLE_TIME": "2"})
+
+    assert res.returncode == 0, res.stderr
+    assert res.statuses() == dict.fromkeys(names, "rolled back")
+    assert {n: lab.container_version(n) for n in names} == dict.fromkeys(names, "v1")
+    # One at a time, each a canary of its own: a unit's update begins only once the unit
+    # before it was rolled back (created, updated, rolled back: three starts each).
+    starts = {n: lab.unit_start_times(f"container-{n}.service") for n in names}
+    assert [len(s) for s in starts.values()] == [3, 3, 3]
+    assert starts["can-a"][2] < starts["can-b"][1]
+    assert starts["can-b"][2] < starts["can-c"][1]
+    # ... each checking and pulling the name again (the spec's point 6).
+    assert res.stderr.count("Trying to pull") == 3
+
+
+def test_a_failure_in_a_later_wave_rolls_back_that_unit_only(lab: Lab) -> None:
+    names = [f"wav-{c}" for c in "abcdef"]
+    image = _shared_units(lab, "waves", names, fragile={"wav-e"})
+
+    res = run_updock(
+        lab, "--format", "json", env={"UPDOCK_SETTLE_TIME": "2", "UPDOCK_WAVE_SIZE": "2"}
+    )
+
+    assert res.returncode == 0, res.stderr
+    assert res.statuses() == {n: "rolled back" if n == "wav-e" else "true" for n in names}
+    assert {n: lab.container_version(n) for n in names} == {
+        n: "v1" if n == "wav-e" else "v2" for n in names
+    }
+    assert {lab.unit_state(f"container-{n}.service") for n in names} == {"active"}
+    # A canary (a), then waves of two: b and c side by side, then d and e, then f.
+    first_update = {n: lab.unit_start_times(f"container-{n}.service")[1] for n in names}
+    assert first_update["wav-a"] < min(first_update[n] for n in names[1:])
+    assert abs(first_update["wav-b"] - first_update["wav-c"]) < 2.0
+    assert abs(first_update["wav-d"] - first_update["wav-e"]) < 2.0
+    assert first_update["wav-f"] > max(first_update["wav-d"], first_update["wav-e"])
+    # The others verified v2: the name points at it again after e's rollback.
+    assert lab.image_id(image) == lab.container_image("wav-d")
+    assert res.stderr.count("Trying to pull") == 1
+    assert _journal(lab) == {}
+
+
+def test_a_run_killed_during_a_wave_is_repaired_for_every_unit_of_it(lab: Lab) -> None:
+    names = [f"kw-{c}" for c in "abcd"]
+    _shared_units(lab, "killwave", names)
+
+    killed = run_updock(
+        lab, "--format", "json", env={"UPDOCK_SETTLE_TIME": "3", "UPDOCK_TEST_CRASH_AT": "wave"}
+    )
+    assert killed.returncode == -9, killed.stderr
+    journaled = _journal(lab)
+    assert sorted(journaled) == [f"container-kw-{c}.service" for c in "bcd"]  # the wave
+
+    time.sleep(1)
+    res = run_updock(lab, "--format", "json", env={"UPDOCK_SETTLE_TIME": "3"})
+    assert res.returncode == 0, res.stderr
+    for unit in journaled:
+        assert f"recovery: unit {unit}: the interrupted update was" in res.stderr
+    assert _journal(lab) == {}
+    assert {lab.unit_state(f"container-{n}.service") for n in names} == {"active"}
+    # Completed or rolled back, every unit runs a verified image, and the run then updated
+    # whatever was rolled back: all on v2 in the end.
+    assert {n: lab.container_version(n) for n in names} == dict.fromkeys(names, "v2")

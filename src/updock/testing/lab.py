@@ -827,7 +827,7 @@ Environment=PODMAN_SYSTEMD_UNIT=%n
 Restart=no
 TimeoutStopSec=70
 ExecStartPre=/bin/rm -f %t/%n.ctr-id
-ExecStartPre=/bin/sh -c 'echo start >> {self.root}/logs/{unit}.starts'
+ExecStartPre=/bin/sh -c 'echo start $(date +%%s.%%N) >> {self.root}/logs/{unit}.starts'
 ExecStart=/usr/bin/podman run \\
 \t--cidfile=%t/%n.ctr-id \\
 \t--cgroups=no-conmon \\
@@ -864,6 +864,13 @@ WantedBy=default.target
         """How many times the unit was started (restarts included)."""
         path = self.root / "logs" / f"{unit}.starts"
         return path.read_text().count("start") if path.exists() else 0
+
+    def unit_start_times(self, unit: str) -> list[float]:
+        """When the unit was started (restarts included), in seconds since the epoch."""
+        path = self.root / "logs" / f"{unit}.starts"
+        if not path.exists():
+            return []
+        return [float(line.split()[1]) for line in path.read_text().splitlines() if line]
 
     def unit_state(self, unit: str) -> str:
         """`ActiveState` of a unit: active, failed, inactive, activating..."""
