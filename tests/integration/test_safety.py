@@ -521,7 +521,7 @@ def test_a_failing_canary_is_never_followed_by_a_wave_onto_the_same_image(lab: L
 
 def test_a_failure_in_a_later_wave_rolls_back_that_unit_only(lab: Lab) -> None:
     names = [f"wav-{c}" for c in "abcdef"]
-    image = _shared_units(lab, "waves", names, fragile={"wav-e"})
+    image = _shared_units(lab, "waves", names, fragile=frozenset({"wav-e"}))
 
     res = run_updock(
         lab, "--format", "json", env={"UPDOCK_SETTLE_TIME": "2", "UPDOCK_WAVE_SIZE": "2"}
