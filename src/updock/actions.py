@@ -44,7 +44,7 @@ from updock.core.plan import (
     drive,
 )
 from updock.core.recovery import recover_unit
-from updock.core.reference import previous_tag
+from updock.core.reference import ImageReference, previous_tag
 from updock.engines import Engine
 from updock.errors import EngineError, UpdockError
 from updock.options import SafetyOptions
@@ -82,6 +82,61 @@ def _crash_point(name: str, delay: float = 0.0) -> None:
     timer = threading.Timer(delay, os.kill, (os.getpid(), signal.SIGKILL))
     timer.daemon = True
     timer.start()
+
+
+class PreviousKeeper:
+    """Tags previous images under updock's names, one podman process for many units.
+
+    The units of a wave (and the canaries of groups that start together) are journaled within
+    moments of each other; each would start a `podman tag` of its own. The first caller waits
+    `window` seconds for the others, then tags every image once with all the names asked for.
+    Each caller returns once its own tag exists (or raises what podman said).
+    """
+
+    def __init__(self, engine: Engine, window: float = 0.05) -> None:
+        self._engine = engine
+        self._window = window
+        self._lock = threading.Lock()
+        self._pending: list[tuple[str, ImageReference, _Waiter]] = []
+        self._leading = False
+
+    def keep(self, image_id: str, name: ImageReference) -> None:
+        """Tag `image_id` as `name` (with whatever others ask at about the same time).
+
+        Raises:
+            EngineError: podman could not tag it.
+        """
+        waiter = _Waiter()
+        with self._lock:
+            self._pending.append((image_id, name, waiter))
+            lead = not self._leading
+            self._leading = True
+        if lead:
+            time.sleep(self._window)
+            with self._lock:
+                batch, self._pending, self._leading = self._pending, [], False
+            by_image: dict[str, list[tuple[ImageReference, _Waiter]]] = {}
+            for image, ref, w in batch:
+                by_image.setdefault(image, []).append((ref, w))
+            for image, items in by_image.items():
+                refs = list(dict.fromkeys(ref for ref, _ in items))
+                error: EngineError | None = None
+                try:
+                    self._engine.tag(image, *refs)
+                except EngineError as exc:
+                    error = exc
+                for _, w in items:
+                    w.error = error
+                    w.done.set()
+        waiter.done.wait()
+        if waiter.error is not None:
+            raise waiter.error
+
+
+@dataclass
+class _Waiter:
+    done: threading.Event = field(default_factory=threading.Event)
+    error: EngineError | None = None
 
 
 class JournalBook:
@@ -204,6 +259,8 @@ class ActionHandler:
             the units verified side by side cost one podman process per poll); the engine
             itself when None.
         wrap: wraps the handler of each plan of a `Together` (the run's phase log).
+        keeper: tags previous images (one for the run, so that units journaled together share
+            a podman process).
     """
 
     def __init__(
@@ -220,6 +277,7 @@ class ActionHandler:
         restart_slots: threading.Semaphore | None = None,
         states: ContainerProbe | None = None,
         wrap: Callable[[Callable[[Action], Outcome]], Callable[[Action], Outcome]] | None = None,
+        keeper: PreviousKeeper | None = None,
     ) -> None:
         self._stop = stop
         self._engine = engine
@@ -231,6 +289,7 @@ class ActionHandler:
         self._holds = holds
         self._restart_slots = restart_slots
         self._states: ContainerProbe = states if states is not None else engine
+        self._keeper = keeper if keeper is not None else PreviousKeeper(engine)
         self._wrap = wrap
         self._forked = False
 
@@ -322,7 +381,7 @@ class ActionHandler:
         task = action.task
         if action.target is None:
             # Keep the previous image under a name of ours before anything can untag it.
-            self._engine.tag(task.container.image_id, previous_tag(task.container.name))
+            self._keeper.keep(task.container.image_id, previous_tag(task.container.name))
         self._journal_book.begin(task, new_image=action.target or action.new_image or "")
 
     def _hold(self, action: HoldBack) -> None:

@@ -550,7 +550,7 @@ def _auto_update_parser(commands: _Subparsers[_Parser]) -> _Parser:
         metavar="N",
         help="Units restarting at once at most (each restart stops and starts containers, "
         "which compete for the CPU). "
-        f"[env: UPDOCK_RESTART_CONCURRENCY; default: 2 per core, {defaults.RESTART_CONCURRENCY}]",
+        f"[env: UPDOCK_RESTART_CONCURRENCY; default: 1 per core, {defaults.RESTART_CONCURRENCY}]",
     )
     auto.add_argument(
         "--wave-size",

@@ -23,7 +23,9 @@ PODMAN_TIMEOUT = 300.0
 #: Seconds a pull may take before it is killed.
 PULL_TIMEOUT = 1800.0
 #: Units restarting at once at most, in a run: each restart is a podman stop and run, which
-#: compete for the CPU and stretch each other's downtime. Two per core.
-RESTART_CONCURRENCY = 2 * (os.cpu_count() or 1)
+#: compete for the CPU and stretch each other's downtime. One per core: measured on 2 cores
+#: (bench/update.py, 40 units), 1 restart at a time gave 2.5 restarts a second, 2 gave 3.7,
+#: 4 gave 3.4 with twice the downtime.
+RESTART_CONCURRENCY = os.cpu_count() or 1
 #: Units of one image name restarted and verified side by side at most, after their canary.
 WAVE_SIZE = 4 * (os.cpu_count() or 1)

@@ -416,7 +416,7 @@ def _update(
     checks().start(
         (t.image.reference, t.authfile) for t in all_tasks if t.policy is Policy.REGISTRY
     )
-    from updock.actions import ActionHandler, JournalBook
+    from updock.actions import ActionHandler, JournalBook, PreviousKeeper
     from updock.core.plan import SharedImageState, drive
     from updock.core.recovery import pending_repair_rows
     from updock.core.waves import update_group
@@ -432,6 +432,7 @@ def _update(
     not_begun: list[str] = []  # units skipped once a stop was requested (list.append is atomic)
     restart_slots = threading.BoundedSemaphore(options.restart_concurrency)
     states = SharedStates(engine)
+    keeper = PreviousKeeper(engine)
 
     def run_group(index: int, group: list[str]) -> RunResult:
         # Each thread has its own D-Bus connection (they are not thread-safe).
@@ -448,6 +449,7 @@ def _update(
             restart_slots=restart_slots,
             states=states,
             wrap=PhaseLog,
+            keeper=keeper,
         )
         plan = update_group(
             {unit: units[unit] for unit in group},

@@ -39,8 +39,9 @@ class Engine(Protocol):
         """Pull `reference` (name@digest) and return the pulled image's ID."""
         ...
 
-    def tag(self, image_id: str, name: ImageReference) -> None:
-        """Give the image `image_id` the name `name` (moving it from any other image)."""
+    def tag(self, image_id: str, name: ImageReference, *more: ImageReference) -> None:
+        """Give the image `image_id` the name `name` and each of `more` (moving them from any
+        other image)."""
         ...
 
     def untag(self, name: ImageReference) -> None:

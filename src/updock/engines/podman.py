@@ -207,6 +207,9 @@ class Podman:
         self._timeout = timeout
         self._pull_timeout = pull_timeout
         self._images: dict[str, Image] = {}
+        # Names this engine tagged in this run, and on which image: a verification asks for
+        # them right after, once per unit, and need not start a podman process for each.
+        self._tagged: dict[str, str] = {}
 
     def _timed_out(self, args: Sequence[str], timeout: float) -> EngineError:
         return EngineError(
@@ -416,6 +419,9 @@ class Podman:
 
     def image_id(self, name: ImageReference) -> str | None:
         """ID of the local image under `name` (short names resolved as podman does)."""
+        tagged = self._tagged.get(str(name))
+        if tagged is not None:
+            return tagged
         try:
             return self._run("image", "inspect", "--format", "{{.Id}}", str(name)).strip() or None
         except EngineError:
@@ -442,14 +448,21 @@ class Podman:
             raise EngineError(f"podman pull {reference} printed no image ID")
         return lines[-1]
 
-    def tag(self, image_id: str, name: ImageReference) -> None:
-        """Tag `image_id` as `name`."""
-        self._run("tag", image_id, str(name))
+    def tag(self, image_id: str, name: ImageReference, *more: ImageReference) -> None:
+        """Tag `image_id` as `name` (and as each of `more`), with one podman process."""
+        names = [str(n) for n in (name, *more)]
+        for n in names:
+            self._tagged.pop(n, None)
+        self._run("tag", image_id, *names)
+        for n in names:
+            self._tagged[n] = image_id
         self._images.pop(image_id, None)  # its names changed
 
     def untag(self, name: ImageReference) -> None:
         """Remove `name` from its image."""
-        self._run("untag", self.image_id(name) or str(name), str(name))
+        image_id = self.image_id(name)
+        self._tagged.pop(str(name), None)
+        self._run("untag", image_id or str(name), str(name))
 
     def container_state(self, name: str) -> ContainerState | None:
         """State of the container `name`, None when it does not exist (or podman failed: a
