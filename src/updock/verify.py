@@ -37,8 +37,14 @@ SETTLE_POLL = 1.0
 class ContainerProbe(Protocol):
     """What verification asks of the engine: an `Engine`, or `SharedStates` in front of one."""
 
-    def container_state(self, name: str) -> ContainerState | None:
-        """The state of the container `name`, None when there is none."""
+    def container_state(self, name: str, since: float = float("-inf")) -> ContainerState | None:
+        """The state of the container `name`, None when there is none.
+
+        Args:
+            name: the container.
+            since: a `time.monotonic()` value: the state must have been read after it (a
+                verification must not see the container its restart replaced).
+        """
         ...
 
     def run_healthcheck(self, name: str) -> str:
@@ -81,13 +87,14 @@ class SharedStates:
         self._taken = float("-inf")
         self._refreshing = False
 
-    def container_state(self, name: str) -> ContainerState | None:
-        """The state of `name`, from a snapshot at most `max_age` old."""
+    def container_state(self, name: str, since: float = float("-inf")) -> ContainerState | None:
+        """The state of `name`, from a snapshot at most `max_age` old and taken after `since`."""
         with self._cond:
             while True:
                 now = self._clock()
                 self._asked[name] = now
-                if name in self._snapshot and now - self._taken <= self._max_age:
+                fresh = now - self._taken <= self._max_age and self._taken >= since
+                if name in self._snapshot and fresh:
                     return self._snapshot[name]
                 if not self._refreshing:
                     self._refreshing = True
@@ -95,6 +102,7 @@ class SharedStates:
                     break
                 self._cond.wait()
         states: dict[str, ContainerState | None] = dict.fromkeys(names)
+        taken = self._clock()  # before podman reads anything: what it reads is newer
         try:
             states = self._engine.container_states(names)
         except EngineError as exc:  # as for one container: nothing seen this time
@@ -102,7 +110,7 @@ class SharedStates:
         finally:
             with self._cond:
                 self._snapshot = states
-                self._taken = self._clock()
+                self._taken = taken
                 self._refreshing = False
                 self._cond.notify_all()
         return states.get(name)
@@ -218,7 +226,7 @@ def verify_unit(
         elif state != "active":
             waiting = f"unit {unit} is {state}"
         for e in expect if not waiting else ():
-            cs = engine.container_state(e.name)
+            cs = engine.container_state(e.name, since=start)
             if cs is None:
                 waiting = f"container {e.name} does not exist"
                 break

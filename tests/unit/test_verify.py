@@ -6,14 +6,15 @@ clock: no host command runs.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
 
 from updock.core.model import ContainerState
-from updock.errors import VerificationError
-from updock.verify import Expectation, verify_unit
+from updock.errors import EngineError, VerificationError
+from updock.verify import Expectation, SharedStates, verify_unit
 
 IMAGE = "i" * 64
 
@@ -53,7 +54,7 @@ class Host:
     def describe(self, unit: str) -> str:
         return f"{self.unit(self.clock.now)} (dead), result exit-code, main process exit status 1"
 
-    def container_state(self, name: str) -> ContainerState | None:
+    def container_state(self, name: str, since: float = float("-inf")) -> ContainerState | None:
         return self.container(self.clock.now)
 
     def run_healthcheck(self, name: str) -> str:
@@ -217,3 +218,104 @@ def test_a_verified_unit_reads_no_logs() -> None:
     host = Host(Clock(), journal="something")
     verify(host)
     assert host.logs_read == []
+
+
+# -- SharedStates: one podman process per poll for every verification ---------------------------
+
+
+class CountingEngine:
+    """`container_states` that records each call; states per name from a dict."""
+
+    def __init__(self, states: dict[str, ContainerState | None]) -> None:
+        self.states = states
+        self.calls: list[list[str]] = []
+        self.fail = False
+
+    def container_states(self, names: list[str]) -> dict[str, ContainerState | None]:
+        self.calls.append(sorted(names))
+        if self.fail:
+            raise EngineError("podman container inspect failed: storage is locked")
+        return {n: self.states.get(n) for n in names}
+
+    def run_healthcheck(self, name: str) -> str:
+        return "healthy"
+
+
+def _shared(engine: CountingEngine, clock: Clock) -> SharedStates:
+    return SharedStates(engine, max_age=0.5, clock=lambda: clock.now)  # type: ignore[arg-type]
+
+
+def test_shared_states_answer_every_asker_from_one_inspect() -> None:
+    a, b = ContainerState("a1", True, 0, IMAGE), ContainerState("b1", True, 0, IMAGE)
+    engine, clock = CountingEngine({"a": a, "b": b}), Clock()
+    states = _shared(engine, clock)
+    assert states.container_state("a") == a
+    assert states.container_state("b") == b  # b was not known yet: one more inspect, of both
+    clock.now += 0.2
+    assert states.container_state("a") == a  # fresh enough: no podman process
+    assert engine.calls == [["a"], ["a", "b"]]
+    clock.now += 0.6
+    assert states.container_state("b") == b
+    assert engine.calls[-1] == ["a", "b"]  # both asked lately: both inspected again
+
+
+def test_a_snapshot_from_before_a_verification_began_is_not_used() -> None:
+    # The container a restart replaced must not be seen by the verification that follows.
+    engine, clock = CountingEngine({"a": ContainerState("old", False, 1, IMAGE)}), Clock()
+    states = _shared(engine, clock)
+    assert states.container_state("a") is not None
+    clock.now += 0.1
+    engine.states["a"] = ContainerState("new", True, 0, IMAGE)
+    state = states.container_state("a", since=clock.now)
+    assert state is not None
+    assert state.id == "new"
+    assert len(engine.calls) == 2
+
+
+def test_containers_nobody_asks_for_are_forgotten() -> None:
+    engine, clock = CountingEngine({}), Clock()
+    states = _shared(engine, clock)
+    states.container_state("a")
+    clock.now += 10
+    states.container_state("b")
+    assert engine.calls[-1] == ["b"]
+
+
+def test_a_failed_inspect_is_no_state_this_time() -> None:
+    engine, clock = CountingEngine({"a": ContainerState("a1", True, 0, IMAGE)}), Clock()
+    engine.fail = True
+    states = _shared(engine, clock)
+    assert states.container_state("a") is None  # verification waits, within its timeout
+    engine.fail = False
+    clock.now += 1
+    assert states.container_state("a") is not None
+
+
+def test_concurrent_askers_share_one_inspect() -> None:
+    import threading
+
+    gate = threading.Event()
+
+    class SlowEngine(CountingEngine):
+        def container_states(self, names: list[str]) -> dict[str, ContainerState | None]:
+            gate.wait(5)
+            return super().container_states(names)
+
+    engine = SlowEngine({n: ContainerState(n, True, 0, IMAGE) for n in "abc"})
+    states = SharedStates(engine, max_age=60)  # type: ignore[arg-type]
+    states.container_state("a")  # knows a
+    engine.calls.clear()
+    results: dict[str, ContainerState | None] = {}
+    threads = [
+        threading.Thread(target=lambda n=n: results.__setitem__(n, states.container_state(n)))
+        for n in "abc"
+    ]
+    gate.clear()
+    for t in threads:
+        t.start()
+    time.sleep(0.2)
+    gate.set()
+    for t in threads:
+        t.join(5)
+    assert set(results) == set("abc")
+    assert len(engine.calls) <= 2  # one leader's inspect, and at most one more for late askers

@@ -48,7 +48,7 @@ class Engine(Protocol):
         """Remove the name `name` from its image (the image stays if it has other names)."""
         ...
 
-    def container_state(self, name: str) -> ContainerState | None:
+    def container_state(self, name: str, since: float = float("-inf")) -> ContainerState | None:
         """The state of the container `name`, or None when there is no such container."""
         ...
 

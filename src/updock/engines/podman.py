@@ -464,9 +464,10 @@ class Podman:
         self._tagged.pop(str(name), None)
         self._run("untag", image_id or str(name), str(name))
 
-    def container_state(self, name: str) -> ContainerState | None:
+    def container_state(self, name: str, since: float = float("-inf")) -> ContainerState | None:
         """State of the container `name`, None when it does not exist (or podman failed: a
-        verification waits for it then, within its own timeout)."""
+        verification waits for it then, within its own timeout). Always read now (`since` is
+        for callers that cache)."""
         try:
             return self.container_states([name]).get(name)
         except EngineError as exc:
