@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,8 @@ def run_calls(
         hide_private_socket: mount an empty /run/systemd first (in a mount namespace of its own),
             so that `connect` has to fall back to the system bus.
     """
-    args = [sys.executable, str(OPS)]
+    # The script's text, not its path: a rootfs flavour's Python does not see the host's files.
+    args = [*lab.python, "-c", OPS.read_text()]
     if hide_private_socket:
         hide = 'mount -t tmpfs none /run/systemd && exec "$0" "$@"'
         args = ["unshare", "--mount", "--propagation", "private", "sh", "-c", hide, *args]

@@ -1,0 +1,438 @@
+"""Debian root filesystems for the lab's flavours: a given podman, whatever the host runs.
+
+`ensure_rootfs(suite)` debootstraps Debian `suite` (bookworm: podman 4.3.1, trixie: podman
+5.4.2) with systemd, podman and Python, once: the result is cached under
+`/var/tmp/updock-rootfs/<suite>-<hash of the recipe>` and shared, read-only, by every lab (each
+mounts it as the lower layer of an overlayfs of its own). See LAB-NOTES.md, "podman 5.4 in a
+Debian 13 rootfs".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import updock
+from updock.testing.lab import Lab, LabError
+
+#: Debian packages of every rootfs (debootstrap --variant=minbase adds the required ones).
+PACKAGES = (
+    "podman",
+    "crun",
+    "conmon",
+    # podman's `container-network-stack`: debootstrap does not resolve virtual packages.
+    "netavark",
+    "systemd",
+    "dbus",
+    "busybox-static",
+    "uidmap",
+    "fuse-overlayfs",
+    "slirp4netns",
+    "passt",
+    "iproute2",
+    "procps",
+    "python3",
+    "skopeo",
+)
+
+#: Packages of one suite only. bookworm's crun 1.8.1 raises RLIMIT_MEMLOCK to load its
+#: cgroup v2 device filter, which this machine refuses ("setrlimit (RLIM_MEMLOCK): Operation not
+#: permitted"): podman runs runc there.
+SUITE_PACKAGES = {"bookworm": ("runc",)}
+
+#: The OCI runtime of each suite's podman.
+RUNTIMES = {"bookworm": "runc"}
+
+#: updock's dependencies, installed for the rootfs's own Python (Debian's are too old in
+#: bookworm: python3-requests 2.28).
+PYTHON_DEPS = ("requests>=2.32", "jeepney>=0.8")
+
+#: Where they go inside the rootfs.
+PYTHON_DEPS_DIR = "/opt/updock-deps"
+
+#: The non-root user of the rootfs, for rootless podman (subuid/subgid ranges of its own).
+LAB_USER_NAME = "u1"
+
+#: Bumped whenever the steps after debootstrap change, so that old caches are not reused.
+RECIPE = 1
+
+CACHE = Path("/var/tmp/updock-rootfs")
+
+log = logging.getLogger(__name__)
+
+
+def packages(suite: str) -> list[str]:
+    """The Debian packages asked for in the rootfs of `suite`."""
+    return [*PACKAGES, *SUITE_PACKAGES.get(suite, ())]
+
+
+def cache_dir(suite: str) -> Path:
+    """The cached rootfs of `suite` for the current recipe (it may not exist yet)."""
+    recipe = repr((suite, sorted(packages(suite)), sorted(PYTHON_DEPS), LAB_USER_NAME, RECIPE))
+    digest = hashlib.sha256(recipe.encode()).hexdigest()[:12]
+    return Path(os.environ.get("UPDOCK_ROOTFS_CACHE", CACHE)) / f"{suite}-{digest}"
+
+
+def debian_mirror() -> str:
+    """The Debian mirror apt already uses (`$UPDOCK_DEBIAN_MIRROR` wins)."""
+    if os.environ.get("UPDOCK_DEBIAN_MIRROR"):
+        return os.environ["UPDOCK_DEBIAN_MIRROR"]
+    sources = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
+    for path in sources:
+        with contextlib.suppress(OSError):
+            for line in path.read_text().splitlines():
+                for url in re.findall(r"https?://\S+", line.split("#", 1)[0]):
+                    if url.rstrip("/").endswith("/debian"):
+                        return str(url)
+    return "http://deb.debian.org/debian"
+
+
+def python_version(rootfs: Path) -> str:
+    """`X.Y` of the rootfs's `python3`."""
+    target = os.readlink(rootfs / "usr/bin/python3")
+    match = re.fullmatch(r"python(\d+\.\d+)", Path(target).name)
+    if match is None:
+        raise LabError(f"cannot tell the Python version of {rootfs}: python3 -> {target}")
+    return str(match.group(1))
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on `path` (other labs building the same rootfs wait)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def ensure_rootfs(suite: str) -> Path:
+    """The cached rootfs of `suite`, built first if it is missing (needs root and debootstrap).
+
+    The build goes to a temporary folder that is renamed when complete, so a build that is
+    interrupted never leaves a rootfs that looks ready.
+    """
+    final = cache_dir(suite)
+    if final.is_dir():
+        return final
+    with _locked(final.with_name(f".{final.name}.lock")):
+        if final.is_dir():
+            return final
+        if shutil.which("debootstrap") is None:
+            raise LabError("debootstrap is missing: apt-get install debootstrap")
+        build = final.with_name(f".build-{final.name}-{os.getpid()}")
+        shutil.rmtree(build, ignore_errors=True)
+        started = time.monotonic()
+        log.info("building the %s rootfs in %s", suite, build)
+        try:
+            _debootstrap(suite, build)
+            _configure(build)
+            _install_python_deps(build)
+            build.rename(final)
+        finally:
+            shutil.rmtree(build, ignore_errors=True)
+        log.info("rootfs %s built in %.0fs", final, time.monotonic() - started)
+        return final
+
+
+def _run(args: list[str], what: str) -> None:
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive", TMPDIR="/var/tmp")
+    res = subprocess.run(args, capture_output=True, text=True, check=False, env=env)
+    if res.returncode != 0:
+        out = (res.stdout + res.stderr)[-3000:]
+        raise LabError(f"{what} failed ({res.returncode}): {out}")
+
+
+def _debootstrap(suite: str, build: Path) -> None:
+    _run(
+        [
+            "debootstrap", "--variant=minbase", f"--include={','.join(packages(suite))}",
+            suite, str(build), debian_mirror(),
+        ],
+        f"debootstrap {suite}",
+    )  # fmt: skip
+
+
+def _configure(build: Path) -> None:
+    (build / "etc/hostname").write_text("updock-lab\n")
+    (build / "etc/hosts").write_text("127.0.0.1 localhost updock-lab\n::1 localhost\n")
+    _run(["useradd", "--root", str(build), "-m", "-s", "/bin/sh", LAB_USER_NAME], "useradd")
+    # Packages are installed: their downloads only cost space.
+    for deb in (build / "var/cache/apt/archives").glob("*.deb"):
+        deb.unlink()
+
+
+def _install_python_deps(build: Path) -> None:
+    version = python_version(build)
+    target = build / PYTHON_DEPS_DIR.lstrip("/")
+    _run(
+        [
+            sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check",
+            "--target", str(target), "--python-version", version, "--only-binary=:all:",
+            "--implementation", "cp", *PYTHON_DEPS,
+        ],
+        f"pip install for Python {version}",
+    )  # fmt: skip
+
+
+#: PATH of commands run in the rootfs.
+ROOTFS_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+#: Where the host's `updock` package is bind-mounted (read-only) in the rootfs.
+UPDOCK_SRC_DIR = "/opt/updock-src"
+
+#: Units of the rootfs that the lab's systemd needs, copied unmodified: journald (so that
+#: `journalctl -u` works), the system bus (crun with the systemd cgroup manager needs it) and
+#: what `systemctl exit` needs.
+ROOTFS_UNITS = (
+    "systemd-journald.service",
+    "systemd-journald.socket",
+    "systemd-journald-dev-log.socket",
+    "dbus.service",
+    "dbus.socket",
+    "exit.target",
+    "systemd-exit.service",
+)
+
+#: Device nodes of the lab's /dev: name, major, minor.
+DEVICES = (
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+    ("fuse", 10, 229),
+    ("net/tun", 10, 200),
+)
+
+_CGROUP_PREFIX = "updock-lab."
+
+
+class RootfsLab(Lab):
+    """The lab on the podman, systemd and Python of a Debian rootfs (`suite`).
+
+    systemd runs as PID 1 of private pid, mount, cgroup, UTS and IPC namespaces whose root is
+    an overlayfs of the cached rootfs (entered with pivot_root: with chroot, `podman exec`
+    would run its command on the host). The lab's folder (under /var/tmp, bind-mounted at the
+    same path), its registries (on the host's 127.0.0.1: the network is shared) and every
+    public method are those of `Lab`; updock runs inside with the rootfs's own `python3`.
+
+    Args:
+        suite: the Debian suite, "bookworm" (podman 4.3.1) or "trixie" (podman 5.4.2).
+        root: as for `Lab`.
+    """
+
+    infrastructure_units = frozenset(
+        unit for unit in ROOTFS_UNITS if unit.endswith(".service") and "exit" not in unit
+    )
+
+    def __init__(self, suite: str = "trixie", root: Path | None = None) -> None:
+        super().__init__(root)
+        self.suite = suite
+        self.flavour = suite
+        self.oci_runtime = RUNTIMES.get(suite, "crun")
+        self.rootfs: Path | None = None
+        self.mountpoint = self.root / "rootfs"
+        self._cgroup: Path | None = None
+
+    # -- configuration --------------------------------------------------------------------
+
+    def _write_config(self) -> None:
+        self.rootfs = ensure_rootfs(self.suite)
+        super()._write_config()
+        self._write_overlay()
+
+    def _podman_settings(self) -> tuple[str, str]:
+        # No pids controller in the lab's cgroup: the runtime fails to set a pids limit.
+        return "pids_limit = 0\n", f'runtime = "{self.oci_runtime}"\n'
+
+    def _etc_containers_source(self) -> Path:
+        assert self.rootfs is not None
+        return self.rootfs / "etc/containers"
+
+    def _write_units(self) -> None:
+        super()._write_units()
+        assert self.rootfs is not None
+        for name in ("umount", "final"):
+            (self.units / f"{name}.target").write_text("[Unit]\nDefaultDependencies=no\n")
+        for unit in ROOTFS_UNITS:
+            shutil.copy(self.rootfs / "usr/lib/systemd/system" / unit, self.units / unit)
+        sockets = " ".join(u for u in ROOTFS_UNITS if u.endswith(".socket"))
+        (self.units / "lab.target").write_text(
+            f"[Unit]\nDefaultDependencies=no\nWants={sockets}\nAfter={sockets}\n"
+        )
+        # The Quadlet generator, and no other: `daemon-reload` runs it (podman 4.4 and later).
+        generators = self.root / "generators"
+        generators.mkdir(exist_ok=True)
+        quadlet = Path("/usr/lib/systemd/system-generators/podman-system-generator")
+        if (self.rootfs / quadlet.relative_to("/")).exists():
+            (generators / quadlet.name).symlink_to(quadlet)
+        (self.root / "envgen").mkdir(exist_ok=True)
+
+    def _write_overlay(self) -> None:
+        """The lab's own upper layer: mount points and the `updock` commands."""
+        upper = self.root / "upper"
+        for d in (upper, self.root / "work", self.mountpoint):
+            d.mkdir(exist_ok=True)
+        (upper / UPDOCK_SRC_DIR.lstrip("/") / "updock").mkdir(parents=True)
+        bindir = upper / "usr/local/bin"
+        bindir.mkdir(parents=True)
+        path = [UPDOCK_SRC_DIR, PYTHON_DEPS_DIR]
+        # Byte code goes to the lab's layer: the sources are mounted read-only.
+        pycache = "/var/cache/updock-pyc"
+        (bindir / "updock").write_text(
+            "#!/usr/bin/python3\n"
+            "import sys\n"
+            f"sys.pycache_prefix = {pycache!r}\n"
+            f"sys.path[1:1] = {path!r}\n"
+            "from updock.entry import main\n"
+            "main()\n"
+        )
+        (bindir / "updock-python").write_text(
+            "#!/bin/sh\n"
+            f"export PYTHONPATH={':'.join(path)} PYTHONPYCACHEPREFIX={pycache}\n"
+            'exec python3 "$@"\n'
+        )
+        for script in bindir.iterdir():
+            script.chmod(0o755)
+
+    # -- processes ------------------------------------------------------------------------
+
+    def _namespace_command(self) -> list[str]:
+        self._cgroup = _make_cgroup()
+        # The shell moves itself into the lab's cgroup, which becomes the root of the new
+        # cgroup namespace; its child (PID 1 of the new pid namespace) runs the inner script.
+        enter_cgroup = 'echo $$ > "$0/cgroup.procs" && exec "$@"'
+        return [
+            "sh", "-c", enter_cgroup, str(self._cgroup),
+            "unshare", "--fork", "--kill-child=SIGKILL", "--pid", "--mount", "--cgroup", "--uts",
+            "--ipc", "--propagation", "private", "sh", "-c", self._inner_script(),
+        ]  # fmt: skip
+
+    def _inner_script(self) -> str:
+        """The shell script that builds the lab's root and becomes its systemd."""
+        assert self.rootfs is not None
+        r = shlex.quote(str(self.mountpoint))
+        upper, work = self.root / "upper", self.root / "work"
+        lines = [
+            "set -e",
+            f"mount -t overlay overlay -o lowerdir={self.rootfs},upperdir={upper},"
+            f"workdir={work} {r}",
+            f"mount -t proc proc {r}/proc",
+            f"mount -t sysfs sysfs {r}/sys",
+            f"mount -t cgroup2 cgroup2 {r}/sys/fs/cgroup",
+            f"mount -t tmpfs -o mode=755,size=16m tmpfs {r}/dev",
+            f"mkdir {r}/dev/pts {r}/dev/shm {r}/dev/mqueue {r}/dev/net",
+            *(f"mknod -m 666 {r}/dev/{name} c {major} {minor}" for name, major, minor in DEVICES),
+            f"mount -t devpts -o newinstance,ptmxmode=0666,mode=620 devpts {r}/dev/pts",
+            f"ln -s pts/ptmx {r}/dev/ptmx",
+            f"ln -s /proc/self/fd {r}/dev/fd",
+            *(f"ln -s /proc/self/fd/{n} {r}/dev/{name}"
+              for n, name in enumerate(("stdin", "stdout", "stderr"))),
+            f"mount -t tmpfs -o mode=1777 tmpfs {r}/dev/shm",
+            f"mount -t mqueue mqueue {r}/dev/mqueue",
+            # The rootfs's own /run and /tmp: the host's /tmp stays untouched.
+            f"mount -t tmpfs -o mode=755 tmpfs {r}/run",
+            f"mount -t tmpfs -o mode=1777 tmpfs {r}/tmp",
+            # The host's /var/tmp (the lab's folder, tests' temporary files) at the same path.
+            f"mount --bind /var/tmp {r}/var/tmp",
+        ]  # fmt: skip
+        if not self.root.is_relative_to("/var/tmp"):
+            lines += [f"mkdir -p {r}{self.root}", f"mount --bind {self.root} {r}{self.root}"]
+        src = Path(updock.__file__).parent
+        lines += [
+            f"mount --bind {self.etc_containers} {r}/etc/containers",
+            f"mount --bind {src} {r}{UPDOCK_SRC_DIR}/updock",
+            f"mount -o remount,bind,ro {r}{UPDOCK_SRC_DIR}/updock",
+            f"cd {r}",
+            "mkdir -p .oldroot",
+            "pivot_root . .oldroot",
+            "cd /",
+            "umount -l /.oldroot",
+            # Rootless podman wants a shared root.
+            "mount --make-rshared /",
+            "exec env -i container=updock-lab"
+            f" PATH={ROOTFS_PATH}"
+            f" SYSTEMD_UNIT_PATH={self.units}:/run/systemd/generator"
+            f" SYSTEMD_GENERATOR_PATH={self.root / 'generators'}"
+            f" SYSTEMD_ENVIRONMENT_GENERATOR_PATH={self.root / 'envgen'}"
+            " /lib/systemd/systemd --system --unit=lab.target --log-target=console"
+            " --log-level=notice",
+        ]
+        return "\n".join(lines)
+
+    def _end_namespace(self) -> None:
+        if self.systemd_pid is not None and self._unshare is not None:
+            # A clean exit first: systemd stops its units, then PID 1 ends.
+            with contextlib.suppress(Exception):
+                self.run(["systemctl", "exit", "0"], check=False, timeout=10)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._unshare.wait(10)
+        super()._end_namespace()
+        if self._cgroup is not None:
+            _remove_cgroup(self._cgroup)
+
+    # -- running commands -----------------------------------------------------------------
+
+    def _enter(self) -> list[str]:
+        if self.systemd_pid is None:
+            raise LabError("the lab is not running")
+        return ["nsenter", "-t", str(self.systemd_pid), "-m", "-p", "-C", "-u", "-i", "--"]
+
+    def _command_env(self, env: Mapping[str, str] | None) -> dict[str, str]:
+        # Nothing of the host's environment: its PATH and Python variables mean nothing here.
+        return {"PATH": ROOTFS_PATH, "HOME": "/root", "LANG": "C.UTF-8", **self.env, **(env or {})}
+
+    @property
+    def python(self) -> list[str]:
+        return ["/usr/local/bin/updock-python"]
+
+    def updock_command(self) -> list[str]:
+        return ["/usr/local/bin/updock"]
+
+
+def _cgroup_base() -> Path:
+    """The cgroup2 hierarchy of the host: all of /sys/fs/cgroup, or its `unified` part."""
+    for base in (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified")):
+        if (base / "cgroup.controllers").exists():
+            return base
+    raise LabError("the host has no cgroup2 hierarchy")
+
+
+def _make_cgroup() -> Path:
+    """A new cgroup for one lab; those of labs whose process is gone are removed first."""
+    base = _cgroup_base()
+    for old in base.glob(f"{_CGROUP_PREFIX}*"):
+        owner = old.name.split(".")[1]
+        if owner.isdigit() and not Path(f"/proc/{owner}").exists():
+            _remove_cgroup(old)
+    cgroup = Path(tempfile.mkdtemp(prefix=f"{_CGROUP_PREFIX}{os.getpid()}.", dir=base))
+    return cgroup
+
+
+def _remove_cgroup(cgroup: Path, timeout: float = 10) -> None:
+    """Remove a cgroup and its descendants once their processes are gone."""
+    deadline = time.monotonic() + timeout
+    while cgroup.exists():
+        folders = sorted((p for p in cgroup.rglob("*") if p.is_dir()), reverse=True)
+        for folder in [*folders, cgroup]:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.05)
