@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -193,11 +192,9 @@ def test_a_killed_run_is_repaired_by_the_next(
 
 
 def _start_updock(lab: Lab, *args: str, settle: float = 3) -> subprocess.Popen[str]:
-    assert lab.systemd_pid is not None
-    env = {**os.environ, **lab.env, "UPDOCK_SETTLE_TIME": f"{settle:g}"}
-    cmd = ["nsenter", "-t", str(lab.systemd_pid), "-m", "-p", "--"]
-    cmd += [sys.executable, "-m", "updock", "auto-update", "--format", "json", *args]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {"UPDOCK_SETTLE_TIME": f"{settle:g}"}
+    proc, _ = lab.start_updock("auto-update", "--format", "json", *args, env=env)
+    return proc
 
 
 def test_two_runs_at_once_restart_nothing_twice(lab: Lab) -> None:

@@ -130,7 +130,44 @@ def _container(inspected: Mapping[str, Any] | None, listed: Mapping[str, Any]) -
     )
 
 
-def _parse_images(inspected: Iterable[Mapping[str, Any]]) -> dict[str, Image]:
+def parse_listing(
+    listing: Iterable[Mapping[str, Any]], inspected: Iterable[Mapping[str, Any]]
+) -> list[Container]:
+    """The running containers of a `podman ps --format json` listing.
+
+    Args:
+        listing: `ps` entries.
+        inspected: `container inspect` entries of some of them (those with an auto-update
+            label, for their creating command); the others are read from their `ps` entry.
+    """
+    by_id = {c["Id"]: c for c in inspected}
+    return [_container(by_id.get(c["Id"]), c) for c in listing if c.get("State") == "running"]
+
+
+def parse_container_state(c: Mapping[str, Any]) -> ContainerState:
+    """The state of a container from its `podman container inspect` entry.
+
+    The health status is `State.Health` in podman 4.3.1 and 5.x (`Healthcheck` is read too,
+    for older podman); podman 5 omits it when the container has no check. `podman ps` has no
+    health field in podman 5: it is never read from there.
+    """
+    state = c.get("State") or {}
+    config = (c.get("Config") or {}).get("Healthcheck") or {}
+    health = state.get("Health") or state.get("Healthcheck") or {}
+    has_check = bool(config.get("Test")) and config.get("Test") != ["NONE"]
+    return ContainerState(
+        id=c["Id"],
+        running=bool(state.get("Running")),
+        exit_code=int(state.get("ExitCode") or 0),
+        image_id=c.get("Image", ""),
+        health=(health.get("Status") or "starting") if has_check else "",
+        health_interval=(config.get("Interval") or 30_000_000_000) / 1e9 if has_check else 0.0,
+        health_retries=int(config.get("Retries") or 3) if has_check else 0,
+        health_start_period=(config.get("StartPeriod") or 0) / 1e9 if has_check else 0.0,
+    )
+
+
+def parse_images(inspected: Iterable[Mapping[str, Any]]) -> dict[str, Image]:
     out = {}
     for i in inspected:
         digests = [i.get("Digest", "")]
@@ -314,7 +351,7 @@ class Podman:
             on_candidates([_container(None, c) for c in labelled])
         inspected = {c["Id"]: c for c in self._finish(inspecting, "container", labelled)}
         if images is not None:
-            self._images.update(_parse_images(self._finish(images, "image", image_ids)))
+            self._images.update(parse_images(self._finish(images, "image", image_ids)))
         if len(inspected) < len(labelled):
             raise _Vanished(
                 [
@@ -323,7 +360,7 @@ class Podman:
                     if c["Id"] not in inspected
                 ]
             )
-        return [_container(inspected.get(c["Id"]), c) for c in listed]
+        return parse_listing(listed, inspected.values())
 
     def _start(self, *args: str) -> subprocess.Popen[str] | None:
         if len(args) <= 2:
@@ -375,7 +412,7 @@ class Podman:
         missing = [i for i in wanted if i not in self._images]
         if missing:
             found = self._finish(self._start("image", "inspect", *missing), "image", missing)
-            self._images.update(_parse_images(found))
+            self._images.update(parse_images(found))
         return {i: self._images[i] for i in wanted if i in self._images}
 
     def image_id(self, name: ImageReference) -> str | None:
@@ -421,23 +458,7 @@ class Podman:
             found = self._json("container", "inspect", name)
         except EngineError:
             return None
-        if not found:
-            return None
-        c = found[0]
-        state = c.get("State") or {}
-        config = (c.get("Config") or {}).get("Healthcheck") or {}
-        health = state.get("Health") or state.get("Healthcheck") or {}
-        has_check = bool(config.get("Test")) and config.get("Test") != ["NONE"]
-        return ContainerState(
-            id=c["Id"],
-            running=bool(state.get("Running")),
-            exit_code=int(state.get("ExitCode") or 0),
-            image_id=c.get("Image", ""),
-            health=(health.get("Status") or "starting") if has_check else "",
-            health_interval=(config.get("Interval") or 30_000_000_000) / 1e9 if has_check else 0.0,
-            health_retries=int(config.get("Retries") or 3) if has_check else 0,
-            health_start_period=(config.get("StartPeriod") or 0) / 1e9 if has_check else 0.0,
-        )
+        return parse_container_state(found[0]) if found else None
 
     def run_healthcheck(self, name: str) -> str:
         """Run the health check of `name` once; return the container's health status after it.

@@ -32,6 +32,8 @@ PACKAGES = (
     "podman",
     "crun",
     "conmon",
+    # The init of pods' infra containers (podman builds its pause image with it).
+    "catatonit",
     # podman's `container-network-stack`: debootstrap does not resolve virtual packages.
     "netavark",
     "systemd",
