@@ -21,8 +21,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TextIO
 
 import updock
 from updock.testing.lab import Lab, LabError
@@ -110,45 +111,79 @@ def python_version(rootfs: Path) -> str:
     return str(match.group(1))
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive lock on `path` (other labs building the same rootfs wait)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+def _lock_file(cache: Path) -> Path:
+    return cache.with_name(f".{cache.name}.lock")
+
+
+def acquire_rootfs(suite: str) -> tuple[Path, TextIO]:
+    """The cached rootfs of `suite`, built first if it is missing (needs root and debootstrap),
+    and a shared lock on it: while the returned file stays open, no other process removes it.
+
+    The build goes to a temporary folder that is renamed when complete, so a build that is
+    interrupted never leaves a rootfs that looks ready. After a build, the caches of older
+    recipes of the suite that no lab uses are removed.
+    """
+    final = cache_dir(suite)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    lock = _lock_file(final).open("a")
+    try:
+        while True:
+            fcntl.flock(lock, fcntl.LOCK_SH)
+            if final.is_dir():
+                return final, lock
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one build; the others wait for it
+            if not final.is_dir():
+                _build(suite, final)
+                _remove_unused(suite, keep=final)
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    except BaseException:
+        lock.close()
+        raise
 
 
 def ensure_rootfs(suite: str) -> Path:
-    """The cached rootfs of `suite`, built first if it is missing (needs root and debootstrap).
+    """The cached rootfs of `suite`, built first if it is missing (see `acquire_rootfs`)."""
+    path, lock = acquire_rootfs(suite)
+    lock.close()
+    return path
 
-    The build goes to a temporary folder that is renamed when complete, so a build that is
-    interrupted never leaves a rootfs that looks ready.
-    """
-    final = cache_dir(suite)
-    if final.is_dir():
-        return final
-    with _locked(final.with_name(f".{final.name}.lock")):
-        if final.is_dir():
-            return final
-        if shutil.which("debootstrap") is None:
-            raise LabError("debootstrap is missing: apt-get install debootstrap")
-        build = final.with_name(f".build-{final.name}-{os.getpid()}")
+
+def _build(suite: str, final: Path) -> None:
+    if shutil.which("debootstrap") is None:
+        raise LabError("debootstrap is missing: apt-get install debootstrap")
+    build = final.with_name(f".build-{final.name}-{os.getpid()}")
+    shutil.rmtree(build, ignore_errors=True)
+    started = time.monotonic()
+    log.info("building the %s rootfs in %s", suite, build)
+    try:
+        _debootstrap(suite, build)
+        _configure(build)
+        _install_python_deps(build)
+        build.rename(final)
+    finally:
         shutil.rmtree(build, ignore_errors=True)
-        started = time.monotonic()
-        log.info("building the %s rootfs in %s", suite, build)
-        try:
-            _debootstrap(suite, build)
-            _configure(build)
-            _install_python_deps(build)
-            build.rename(final)
-        finally:
+    log.info("rootfs %s built in %.0fs", final, time.monotonic() - started)
+
+
+def _remove_unused(suite: str, keep: Path) -> None:
+    """Remove the suite's caches of other recipes that no lab holds (`acquire_rootfs`)."""
+    for old in keep.parent.glob(f"{suite}-*"):
+        if old == keep:
+            continue
+        with _lock_file(old).open("a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a running lab's lower layer
+            log.info("removing the unused rootfs %s", old)
+            shutil.rmtree(old, ignore_errors=True)
+            _lock_file(old).unlink()
+    # Builds whose process was killed.
+    for build in keep.parent.glob(f".build-{suite}-*"):
+        pid = build.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
             shutil.rmtree(build, ignore_errors=True)
-        log.info("rootfs %s built in %.0fs", final, time.monotonic() - started)
-        return final
 
 
 def _run(args: list[str], what: str) -> None:
@@ -249,13 +284,15 @@ class RootfsLab(Lab):
         self.flavour = suite
         self.oci_runtime = RUNTIMES.get(suite, "crun")
         self.rootfs: Path | None = None
+        self._rootfs_lock: TextIO | None = None
         self.mountpoint = self.root / "rootfs"
         self._cgroup: Path | None = None
 
     # -- configuration --------------------------------------------------------------------
 
     def _write_config(self) -> None:
-        self.rootfs = ensure_rootfs(self.suite)
+        # Held until `stop`: the cache is the lower layer of this lab's root.
+        self.rootfs, self._rootfs_lock = acquire_rootfs(self.suite)
         super()._write_config()
         self._write_overlay()
 
@@ -388,6 +425,8 @@ class RootfsLab(Lab):
         super()._end_namespace()
         if self._cgroup is not None:
             _remove_cgroup(self._cgroup)
+        if self._rootfs_lock is not None:
+            self._rootfs_lock.close()
 
     # -- running commands -----------------------------------------------------------------
 
