@@ -139,3 +139,23 @@ def test_a_killed_owner_takes_its_lab_with_it(lab: Lab) -> None:
         assert cgroup.parent == _cgroup_base()
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_user_manager_runs_rootless_podman(lab: Lab) -> None:
+    """`lab-user@1000.service` stands in for user@.service: the user's own systemd, session
+    bus and rootless podman (for the rootless and Quadlet tests that build on it)."""
+    rootfs_only(lab)
+    assert isinstance(lab, RootfsLab)
+    lab.systemctl("start", "lab-user@1000.service")
+    try:
+        state = lab.run([*lab.as_user(), "systemctl", "--user", "is-system-running"])
+        assert state.stdout.strip() == "running"
+        info = lab.run(
+            [*lab.as_user(), "HOME=/home/u1", "podman", "info", "--format",
+             "{{.Host.Security.Rootless}} {{.Store.GraphDriverName}} {{.Host.CgroupManager}}"]
+        )  # fmt: skip
+        # podman 4.3.1 picks vfs for a rootless user without a storage.conf of its own.
+        driver = "overlay" if lab.podman_version >= (5,) else "vfs"
+        assert info.stdout.split() == ["true", driver, "systemd"]
+    finally:
+        lab.systemctl("stop", "lab-user@1000.service")

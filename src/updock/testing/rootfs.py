@@ -67,6 +67,8 @@ PYTHON_DEPS_DIR = "/opt/updock-deps"
 
 #: The non-root user of the rootfs, for rootless podman (subuid/subgid ranges of its own).
 LAB_USER_NAME = "u1"
+#: Its UID.
+LAB_USER_UID = 1000
 
 #: Bumped whenever the steps after debootstrap change, so that old caches are not reused.
 RECIPE = 1
@@ -207,7 +209,11 @@ def _debootstrap(suite: str, build: Path) -> None:
 def _configure(build: Path) -> None:
     (build / "etc/hostname").write_text("updock-lab\n")
     (build / "etc/hosts").write_text("127.0.0.1 localhost updock-lab\n::1 localhost\n")
-    _run(["useradd", "--root", str(build), "-m", "-s", "/bin/sh", LAB_USER_NAME], "useradd")
+    _run(
+        ["useradd", "--root", str(build), "-m", "-s", "/bin/sh", "-u", str(LAB_USER_UID),
+         LAB_USER_NAME],
+        "useradd",
+    )  # fmt: skip
     # Packages are installed: their downloads only cost space.
     for deb in (build / "var/cache/apt/archives").glob("*.deb"):
         deb.unlink()
@@ -293,8 +299,8 @@ class RootfsLab(Lab):
     def _write_config(self) -> None:
         # Held until `stop`: the cache is the lower layer of this lab's root.
         self.rootfs, self._rootfs_lock = acquire_rootfs(self.suite)
-        super()._write_config()
         self._write_overlay()
+        super()._write_config()
 
     def _podman_settings(self) -> tuple[str, str]:
         # No pids controller in the lab's cgroup: the runtime fails to set a pids limit.
@@ -322,6 +328,55 @@ class RootfsLab(Lab):
         if (self.rootfs / quadlet.relative_to("/")).exists():
             (generators / quadlet.name).symlink_to(quadlet)
         (self.root / "envgen").mkdir(exist_ok=True)
+        self._write_user_manager()
+
+    def _write_user_manager(self) -> None:
+        """`lab-user@UID.service`: a user's own systemd (no logind here), for rootless podman.
+
+        Written, not started (`lab-user@1000.service` is `LAB_USER_NAME`'s: see `as_user`).
+        Its unit path is restricted as the system's is, and its session bus is a dbus-daemon
+        of its own; its only generator is Quadlet's user generator.
+        """
+        assert self.rootfs is not None
+        # In the rootfs (the lab's own layer): the lab's folder is root's only.
+        inside = Path("/etc/lab-user")
+        user_units = self.root / "upper" / inside.relative_to("/") / "units"
+        user_generators = user_units.with_name("generators")
+        user_units.mkdir(parents=True)
+        user_generators.mkdir()
+        for name in ("basic", "sockets", "timers", "paths", "shutdown"):
+            (user_units / f"{name}.target").write_text("[Unit]\nDefaultDependencies=no\n")
+        for unit in ("exit.target", "systemd-exit.service"):
+            shutil.copy(self.rootfs / "usr/lib/systemd/user" / unit, user_units / unit)
+        (user_units / "dbus.socket").write_text(
+            "[Unit]\nDefaultDependencies=no\n[Socket]\nListenStream=%t/bus\n"
+        )
+        (user_units / "dbus.service").write_text(
+            "[Unit]\nRequires=dbus.socket\n[Service]\nExecStart=/usr/bin/dbus-daemon --session "
+            "--address=systemd: --nofork --nopidfile --systemd-activation\n"
+        )
+        (user_units / "default.target").write_text(
+            "[Unit]\nDefaultDependencies=no\nWants=dbus.socket\n"
+        )
+        quadlet = Path("/usr/lib/systemd/user-generators/podman-user-generator")
+        if (self.rootfs / quadlet.relative_to("/")).exists():
+            (user_generators / quadlet.name).symlink_to(quadlet)
+        run = "/run/user/%i"
+        (self.units / "lab-user@.service").write_text(
+            f"""[Unit]
+Description=systemd user manager of %i (the lab's stand-in for user@.service)
+[Service]
+User=%i
+Type=notify
+NotifyAccess=all
+Delegate=yes
+KillMode=mixed
+ExecStartPre=+install -d -o %i -g %i -m 700 {run}
+Environment=XDG_RUNTIME_DIR={run} DBUS_SESSION_BUS_ADDRESS=unix:path={run}/bus
+Environment=SYSTEMD_UNIT_PATH={inside}/units SYSTEMD_GENERATOR_PATH={inside}/generators
+ExecStart=/usr/lib/systemd/systemd --user
+"""
+        )
 
     def _write_overlay(self) -> None:
         """The lab's own upper layer: mount points and the `updock` commands."""
@@ -443,6 +498,15 @@ class RootfsLab(Lab):
     def python(self) -> list[str]:
         return ["/usr/local/bin/updock-python"]
 
+    def as_user(self) -> list[str]:
+        """The command prefix that runs a command as `LAB_USER_NAME`, with the environment of
+        its `lab-user@UID.service` (which must be started for its bus and systemd to exist)."""
+        run = f"/run/user/{LAB_USER_UID}"
+        return [
+            "runuser", "-u", LAB_USER_NAME, "--", "env", "-i", f"PATH={ROOTFS_PATH}",
+            f"XDG_RUNTIME_DIR={run}", f"DBUS_SESSION_BUS_ADDRESS=unix:path={run}/bus",
+        ]  # fmt: skip
+
     def updock_command(self) -> list[str]:
         return ["/usr/local/bin/updock"]
 
@@ -463,6 +527,7 @@ def _make_cgroup() -> Path:
         if owner.isdigit() and not Path(f"/proc/{owner}").exists():
             _remove_cgroup(old)
     cgroup = Path(tempfile.mkdtemp(prefix=f"{_CGROUP_PREFIX}{os.getpid()}.", dir=base))
+    cgroup.chmod(0o755)  # the lab's cgroup root: users' delegated cgroups are below it
     return cgroup
 
 
