@@ -990,10 +990,12 @@ def _alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def running_lab() -> Iterator[Lab]:
-    """Install what is missing, start a lab, yield it, and stop it whatever happens."""
-    install_packages()
-    lab = Lab()
+def running_lab(lab: Lab | None = None) -> Iterator[Lab]:
+    """Start a lab (by default a host one, installing what is missing), yield it, and stop it
+    whatever happens."""
+    if lab is None:
+        install_packages()
+        lab = Lab()
     # SIGTERM (a CI timeout, a kill) must still tear the lab down: turn it into an exception.
     previous = signal.getsignal(signal.SIGTERM)
 
