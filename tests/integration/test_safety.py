@@ -291,13 +291,14 @@ def test_containers_replaced_while_listed_again_and_again_fail_loudly(lab: Lab) 
     """A container replaced between every `ps` and `inspect` is an error, never an empty run."""
     image = lab.build_image(f"{lab.plain.host}/safe/churn:latest", version="v1")
     lab.pull(image)
+    # --stop-timeout 0: `sleep` ignores SIGTERM, and each replacement would wait 10 s for it.
     replace = (
-        "/usr/bin/podman run -d --replace --name churn --network none "
+        "/usr/bin/podman run -d --replace --stop-timeout 0 --name churn --network none "
         "--label io.containers.autoupdate=registry --label PODMAN_SYSTEMD_UNIT=churn.service "
         f"{image} sleep 1000 >/dev/null"
     )
-    lab.podman("run", "-d", "--name", "churn", "--network", "none", "--label",
-               "io.containers.autoupdate=registry", "--label",
+    lab.podman("run", "-d", "--stop-timeout", "0", "--name", "churn", "--network", "none",
+               "--label", "io.containers.autoupdate=registry", "--label",
                "PODMAN_SYSTEMD_UNIT=churn.service", image, "sleep", "1000")  # fmt: skip
 
     res = run_updock(
