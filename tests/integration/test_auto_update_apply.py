@@ -315,4 +315,11 @@ NotifyAccess=all
     assert {r["Unit"] for r in updock.rows()} == {unit}
     assert starts.read_text().count("start") == 2  # started once, restarted once
     assert lab.container_version("kapp-one") == lab.container_version("kapp-two") == "v2"
+    # podman (4.3.1 and 5.4) on the next version: the same report, one restart too.
+    lab.build_image(image, version="v3")
+    podman = run_podman(lab, "--format", "json")
+    assert podman.returncode == 0, podman.stderr
+    assert without_ids(podman.rows()) == without_ids(updock.rows())
+    assert starts.read_text().count("start") == 3
+    assert lab.container_version("kapp-one") == lab.container_version("kapp-two") == "v3"
     lab.systemctl("stop", unit)

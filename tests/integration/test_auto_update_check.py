@@ -12,6 +12,7 @@ import re
 import pytest
 
 from tests.integration.conformance import (
+    Outcome,
     podman_since,
     run_both,
     run_podman,
@@ -246,12 +247,24 @@ def test_tls_verify_flag(lab: Lab) -> None:
         updock = run_updock(lab, "--dry-run", "--format", "json")
         assert (updock.returncode, updock.statuses()) == (125, {"tls": "failed"})
         assert "certificate" in updock.stderr.lower()
-        updock = run_updock(lab, "--dry-run", "--format", "json", "--tls-verify=false")
-        assert (updock.returncode, updock.statuses()) == (0, {"tls": "pending"}), updock.stderr
-        updock = run_updock(lab, "--dry-run", "--format", "json", "--tls-verify=true")
-        assert updock.statuses() == {"tls": "failed"}
+        for flag, expected in (
+            ("--tls-verify=false", (0, "pending")),
+            ("--tls-verify=true", (125, "failed")),
+        ):
+            updock, podman = run_both(lab, "--dry-run", "--format", "json", flag)
+            assert (updock.returncode, updock.statuses()) == (expected[0], {"tls": expected[1]})
+            _same_as_podman_with_tls_verify(lab, updock, podman)
     finally:
         ca.write_bytes(saved)
+
+
+def _same_as_podman_with_tls_verify(lab: Lab, updock: Outcome, podman: Outcome) -> None:
+    """podman has `--tls-verify` since 4.6, and then reports what updock does."""
+    if podman_since(lab, "4.6"):
+        assert (podman.returncode, podman.rows()) == (updock.returncode, updock.rows())
+    else:
+        assert (podman.returncode, podman.stdout) == (125, "")
+        assert "unknown flag: --tls-verify" in podman.stderr
 
 
 def test_plain_http_registry_needs_insecure_or_tls_verify_false(lab: Lab) -> None:
@@ -261,9 +274,10 @@ def test_plain_http_registry_needs_insecure_or_tls_verify_false(lab: Lab) -> Non
     # registries.conf marks the plain registry insecure: HTTP is allowed by default...
     assert run_updock(lab, "--dry-run", "--format", "json").statuses() == {"plain": "pending"}
     # ...but not when the user demands verification.
-    updock = run_updock(lab, "--dry-run", "--format", "json", "--tls-verify=true")
+    updock, podman = run_both(lab, "--dry-run", "--format", "json", "--tls-verify=true")
     assert (updock.returncode, updock.statuses()) == (125, {"plain": "failed"})
     assert lab.plain.host in updock.stderr
+    _same_as_podman_with_tls_verify(lab, updock, podman)
 
 
 def test_kube_play_pod_per_container_policies(lab: Lab) -> None:
