@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import importlib.metadata
 import logging
 import os
 import re
@@ -58,9 +59,14 @@ SUITE_PACKAGES = {"bookworm": ("runc",)}
 #: The OCI runtime of each suite's podman.
 RUNTIMES = {"bookworm": "runc"}
 
-#: updock's dependencies, installed for the rootfs's own Python (Debian's are too old in
-#: bookworm: python3-requests 2.28).
-PYTHON_DEPS = ("requests>=2.32", "jeepney>=0.8")
+
+def python_deps() -> list[str]:
+    """updock's own dependencies (pyproject.toml's, as installed), for the rootfs's Python.
+
+    pip installs them there: Debian's are too old in bookworm (python3-requests 2.28).
+    """
+    return sorted(r for r in importlib.metadata.requires("updock") or [] if ";" not in r)
+
 
 #: Where they go inside the rootfs.
 PYTHON_DEPS_DIR = "/opt/updock-deps"
@@ -85,7 +91,7 @@ def packages(suite: str) -> list[str]:
 
 def cache_dir(suite: str) -> Path:
     """The cached rootfs of `suite` for the current recipe (it may not exist yet)."""
-    recipe = repr((suite, sorted(packages(suite)), sorted(PYTHON_DEPS), LAB_USER_NAME, RECIPE))
+    recipe = repr((suite, sorted(packages(suite)), python_deps(), LAB_USER_NAME, RECIPE))
     digest = hashlib.sha256(recipe.encode()).hexdigest()[:12]
     return Path(os.environ.get("UPDOCK_ROOTFS_CACHE", CACHE)) / f"{suite}-{digest}"
 
@@ -226,7 +232,7 @@ def _install_python_deps(build: Path) -> None:
         [
             sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check",
             "--target", str(target), "--python-version", version, "--only-binary=:all:",
-            "--implementation", "cp", *PYTHON_DEPS,
+            "--implementation", "cp", *python_deps(),
         ],
         f"pip install for Python {version}",
     )  # fmt: skip
