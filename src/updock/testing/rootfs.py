@@ -277,9 +277,11 @@ class RootfsLab(Lab):
 
     systemd runs as PID 1 of private pid, mount, cgroup, UTS and IPC namespaces whose root is
     an overlayfs of the cached rootfs (entered with pivot_root: with chroot, `podman exec`
-    would run its command on the host). The lab's folder (under /var/tmp, bind-mounted at the
-    same path), its registries (on the host's 127.0.0.1: the network is shared) and every
-    public method are those of `Lab`; updock runs inside with the rootfs's own `python3`.
+    would run its command on the host). The host's /var/tmp is bind-mounted at the same path,
+    so the lab's folder and the tests' temporary files (TMPDIR=/var/tmp) are seen alike inside
+    and out; other host paths are not. The registries (on the host's 127.0.0.1: the network is
+    shared) and every public method are those of `Lab`; updock runs inside with the rootfs's
+    own `python3` and this checkout's `updock` package (read-only).
 
     Args:
         suite: the Debian suite, "bookworm" (podman 4.3.1) or "trixie" (podman 5.4.2).
