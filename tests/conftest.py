@@ -1,7 +1,12 @@
 """Shared fixtures: the lab of real components (podman, registries, systemd) for integration tests.
 
-One lab serves the whole session (it starts in about two seconds); `lab` resets it after each
-test so that every test starts with no services and no containers.
+The lab comes in flavours, one per podman (`updock.testing.flavours`): `host` (the machine's own
+podman), `bookworm` (4.3.1) and `trixie` (5.4.2), chosen with `UPDOCK_LAB_FLAVOURS` (comma
+separated). Every test that uses `lab` runs once per flavour, with the flavour in its ID
+(`test_x[trixie]`); pytest groups the tests by flavour, so one lab runs at a time, started once
+for its tests. `lab` resets it after each test so that every test starts with no services and no
+containers. Modules marked `one_flavour` (the registry client, which runs in the test process
+and not in the lab) run on the first flavour only.
 """
 
 from __future__ import annotations
@@ -12,7 +17,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from updock.testing.lab import Lab, install_packages
+from updock.testing.flavours import lab_flavours, make_lab, prepare
+from updock.testing.lab import Lab
+
+#: podman version of each flavour whose lab started in this session.
+_STARTED: dict[str, str] = {}
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
@@ -20,18 +29,41 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-@pytest.fixture(scope="session")
-def lab_session() -> Iterator[Lab]:
-    """The lab, started once for the session and always stopped."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    first = lab_flavours()[0]
+    keep, drop = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        flavour = callspec.params.get("lab_session") if callspec else None
+        if item.get_closest_marker("one_flavour") and flavour not in (None, first):
+            drop.append(item)
+        else:
+            keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _STARTED:
+        versions = sorted(set(_STARTED.values()), key=lambda v: [int(p) for p in v.split(".")])
+        terminalreporter.write_line(f"podman versions tested: {', '.join(versions)}")
+
+
+@pytest.fixture(scope="session", params=lab_flavours())
+def lab_session(request: pytest.FixtureRequest) -> Iterator[Lab]:
+    """The lab of one flavour, started once for the session and always stopped."""
     if os.geteuid() != 0:
         if os.environ.get("UPDOCK_REQUIRE_LAB"):
             pytest.fail("the lab needs root (systemd as PID 1 of a namespace, podman as root)")
         pytest.skip("the lab needs root")
-    install_packages()
+    flavour: str = request.param
+    prepare([flavour])
     signal.signal(signal.SIGTERM, _on_sigterm)
-    lab = Lab()
+    lab = make_lab(flavour)
     lab.start()
     try:
+        _STARTED[flavour] = ".".join(map(str, lab.podman_version))
         yield lab
     finally:
         lab.stop()

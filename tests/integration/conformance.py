@@ -60,6 +60,15 @@ def run_both(lab: Lab, *args: str, env: Mapping[str, str] | None = None) -> tupl
     return run_updock(lab, *args, env=env), run_podman(lab, *args, env=env)
 
 
+def podman_since(lab: Lab, version: str) -> bool:
+    """Whether the lab's podman is `version` ("4.6") or later.
+
+    For the documented changes of later podman (AUTO-UPDATE-SPEC.md, "Later podman"): a test
+    asserts what each podman does, and that updock does the newest (right) thing on all.
+    """
+    return lab.podman_version >= tuple(int(p) for p in version.split("."))
+
+
 def sorted_table(stdout: str) -> list[str]:
     """A table report with its header first and its rows sorted (podman's order is random)."""
     lines = stdout.splitlines()

@@ -11,7 +11,14 @@ import re
 
 import pytest
 
-from tests.integration.conformance import run_both, run_podman, run_updock, sorted_table
+from tests.integration.conformance import (
+    Outcome,
+    podman_since,
+    run_both,
+    run_podman,
+    run_updock,
+    sorted_table,
+)
 from updock.testing.lab import Lab
 
 pytestmark = pytest.mark.lab
@@ -178,9 +185,14 @@ def test_authfile_precedence(lab: Lab) -> None:
     assert updock.statuses() == {"secret": "failed"}
     assert cid in updock.stderr
     assert "credentials" in updock.stderr
-    # podman 4.3.1 ignores check errors (its debug log says "ignoring error") and reports
-    # `false`: an update that exists is silently missed. The spec says `failed`.
-    assert (podman.returncode, podman.statuses()) == (0, {"secret": "false"})
+    if podman_since(lab, "4.6"):
+        # Check errors give `failed` since podman 4.6, as in updock.
+        assert (podman.returncode, podman.rows()) == (125, updock.rows())
+        assert "authentication required" in podman.stderr
+    else:
+        # podman 4.3.1 ignores check errors (its debug log says "ignoring error") and reports
+        # `false`: an update that exists is silently missed. The spec says `failed`.
+        assert (podman.returncode, podman.statuses()) == (0, {"secret": "false"})
 
     # --authfile, then REGISTRY_AUTH_FILE, then --authfile over REGISTRY_AUTH_FILE.
     for args, env in (
@@ -191,15 +203,21 @@ def test_authfile_precedence(lab: Lab) -> None:
         updock, podman = run_both(lab, "--dry-run", "--format", "json", *args, env=env)
         assert updock.returncode == 0, (args, env, updock.stderr)
         assert updock.statuses() == {"secret": "pending"}, (args, env)
-        # podman 4.3.1 does not pass the auth file to its registry check (its debug log shows it
-        # looking only in the default locations), so it never sees the update.
-        assert podman.statuses() == {"secret": "false"}, (args, env)
+        if podman_since(lab, "4.6"):
+            # The auth file reaches podman's check since 4.6: the same report.
+            assert (podman.returncode, podman.rows()) == (0, updock.rows()), (args, env)
+        else:
+            # podman 4.3.1 does not pass the auth file to its registry check (its debug log
+            # shows it looking only in the default locations), so it never sees the update.
+            assert podman.statuses() == {"secret": "false"}, (args, env)
     # A wrong password is an error naming the container, never showing the secret.
-    updock = run_updock(lab, "--dry-run", "--format", "json", "--authfile", bad)
+    updock, podman = run_both(lab, "--dry-run", "--format", "json", "--authfile", bad)
     assert (updock.returncode, updock.statuses()) == (125, {"secret": "failed"})
     assert cid in updock.stderr
     assert "d3Jvbmc6d3Jvbmc=" not in updock.stderr
     assert "wrong" not in updock.stderr
+    if podman_since(lab, "4.6"):
+        assert (podman.returncode, podman.rows()) == (125, updock.rows())
 
 
 def test_authfile_label_wins_over_flag(lab: Lab) -> None:
@@ -232,12 +250,24 @@ def test_tls_verify_flag(lab: Lab) -> None:
         updock = run_updock(lab, "--dry-run", "--format", "json")
         assert (updock.returncode, updock.statuses()) == (125, {"tls": "failed"})
         assert "certificate" in updock.stderr.lower()
-        updock = run_updock(lab, "--dry-run", "--format", "json", "--tls-verify=false")
-        assert (updock.returncode, updock.statuses()) == (0, {"tls": "pending"}), updock.stderr
-        updock = run_updock(lab, "--dry-run", "--format", "json", "--tls-verify=true")
-        assert updock.statuses() == {"tls": "failed"}
+        for flag, expected in (
+            ("--tls-verify=false", (0, "pending")),
+            ("--tls-verify=true", (125, "failed")),
+        ):
+            updock, podman = run_both(lab, "--dry-run", "--format", "json", flag)
+            assert (updock.returncode, updock.statuses()) == (expected[0], {"tls": expected[1]})
+            _same_as_podman_with_tls_verify(lab, updock, podman)
     finally:
         ca.write_bytes(saved)
+
+
+def _same_as_podman_with_tls_verify(lab: Lab, updock: Outcome, podman: Outcome) -> None:
+    """podman has `--tls-verify` since 4.6, and then reports what updock does."""
+    if podman_since(lab, "4.6"):
+        assert (podman.returncode, podman.rows()) == (updock.returncode, updock.rows())
+    else:
+        assert (podman.returncode, podman.stdout) == (125, "")
+        assert "unknown flag: --tls-verify" in podman.stderr
 
 
 def test_plain_http_registry_needs_insecure_or_tls_verify_false(lab: Lab) -> None:
@@ -247,9 +277,10 @@ def test_plain_http_registry_needs_insecure_or_tls_verify_false(lab: Lab) -> Non
     # registries.conf marks the plain registry insecure: HTTP is allowed by default...
     assert run_updock(lab, "--dry-run", "--format", "json").statuses() == {"plain": "pending"}
     # ...but not when the user demands verification.
-    updock = run_updock(lab, "--dry-run", "--format", "json", "--tls-verify=true")
+    updock, podman = run_both(lab, "--dry-run", "--format", "json", "--tls-verify=true")
     assert (updock.returncode, updock.statuses()) == (125, {"plain": "failed"})
     assert lab.plain.host in updock.stderr
+    _same_as_podman_with_tls_verify(lab, updock, podman)
 
 
 def test_kube_play_pod_per_container_policies(lab: Lab) -> None:
@@ -310,7 +341,11 @@ def test_pod_containers_use_the_infra_containers_unit(lab: Lab) -> None:
         "pb": "pod-pchk.service",
     }
     assert updock.statuses() == {"pa": "pending", "pb": "pending"}
-    # podman 4.3.1 does not look up the pod's unit on the infra container (the spec's rule,
-    # podman 4.4 and later): both containers are errors there.
-    assert (podman.returncode, podman.rows()) == (125, [])
-    assert podman.stderr.count("no PODMAN_SYSTEMD_UNIT label found") == 2
+    if podman_since(lab, "4.4"):
+        # podman 4.4 and later look the pod's unit up on the infra container: the same report.
+        assert (podman.returncode, podman.rows()) == (0, updock.rows()), podman.stderr
+    else:
+        # podman 4.3.1 does not look up the pod's unit on the infra container (the spec's rule,
+        # podman 4.4 and later): both containers are errors there.
+        assert (podman.returncode, podman.rows()) == (125, [])
+        assert podman.stderr.count("no PODMAN_SYSTEMD_UNIT label found") == 2

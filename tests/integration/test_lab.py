@@ -37,7 +37,7 @@ def test_podman_uses_only_the_lab_configuration(lab: Lab) -> None:
     info = json.loads(lab.podman("info", "--format", "json").stdout)
     assert info["store"]["graphRoot"].startswith(str(lab.root))
     assert info["store"]["configFile"] == lab.env["CONTAINERS_STORAGE_CONF"]
-    assert info["host"]["ociRuntime"]["name"] == "runc"
+    assert info["host"]["ociRuntime"]["name"] == lab.oci_runtime
     # systemd's units get the same environment.
     env = lab.systemctl("show-environment").stdout
     assert f"CONTAINERS_CONF={lab.env['CONTAINERS_CONF']}" in env

@@ -34,7 +34,8 @@ from updock.testing.lab import (
     read_registry_log,
 )
 
-pytestmark = pytest.mark.lab
+# The registry client runs in the test process: the lab's podman does not matter.
+pytestmark = [pytest.mark.lab, pytest.mark.one_flavour]
 
 AMD64 = {"os": "linux", "architecture": "amd64", "variant": ""}
 

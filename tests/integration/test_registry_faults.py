@@ -24,7 +24,8 @@ from updock.registry.retry import RetryPolicy
 from updock.testing.lab import Lab, free_port
 from updock.testing.proxy import FaultProxy
 
-pytestmark = pytest.mark.lab
+# The registry client runs in the test process: the lab's podman does not matter.
+pytestmark = [pytest.mark.lab, pytest.mark.one_flavour]
 
 FAST = RetryPolicy(attempts=3, base_delay=0.2, max_delay=1.0, max_retry_after=2.0)
 MANIFEST = "/v2/fault-app/manifests/latest"

@@ -23,7 +23,12 @@ from updock.registry.retry import RetryPolicy
 from updock.testing.lab import Lab, free_port
 from updock.testing.proxy import FaultProxy
 
-pytestmark = [pytest.mark.lab, pytest.mark.filterwarnings("ignore:Unverified HTTPS request")]
+# The registry client runs in the test process: the lab's podman does not matter.
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.one_flavour,
+    pytest.mark.filterwarnings("ignore:Unverified HTTPS request"),
+]
 
 REPOS = ("hint-a", "hint-b", "hint-c")
 FAST = RetryPolicy(attempts=2, base_delay=0.1, max_delay=0.2)

@@ -26,7 +26,8 @@ from updock.registry.hints import Hint, load, save
 from updock.testing.lab import Lab
 from updock.testing.token_registry import SERVICE, SigningChain, TokenIssuer, TokenRegistry
 
-pytestmark = pytest.mark.lab
+# The registry client runs in the test process: the lab's podman does not matter.
+pytestmark = [pytest.mark.lab, pytest.mark.one_flavour]
 
 USER, PASSWORD = "tok-user", "tok-pass-s3cret"
 IDENTITY_TOKEN = "idt-refresh-7f3c9a1e5b"

@@ -11,7 +11,6 @@ import os
 import pwd
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -196,11 +195,9 @@ def test_a_killed_run_is_repaired_by_the_next(
 
 
 def _start_updock(lab: Lab, *args: str, settle: float = 3) -> subprocess.Popen[str]:
-    assert lab.systemd_pid is not None
-    env = {**os.environ, **lab.env, "UPDOCK_SETTLE_TIME": f"{settle:g}"}
-    cmd = ["nsenter", "-t", str(lab.systemd_pid), "-m", "-p", "--"]
-    cmd += [sys.executable, "-m", "updock", "auto-update", "--format", "json", *args]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {"UPDOCK_SETTLE_TIME": f"{settle:g}"}
+    proc, _ = lab.start_updock("auto-update", "--format", "json", *args, env=env)
+    return proc
 
 
 def test_two_runs_at_once_restart_nothing_twice(lab: Lab) -> None:
@@ -297,13 +294,14 @@ def test_containers_replaced_while_listed_again_and_again_fail_loudly(lab: Lab) 
     """A container replaced between every `ps` and `inspect` is an error, never an empty run."""
     image = lab.build_image(f"{lab.plain.host}/safe/churn:latest", version="v1")
     lab.pull(image)
+    # --stop-timeout 0: `sleep` ignores SIGTERM, and each replacement would wait 10 s for it.
     replace = (
-        "/usr/bin/podman run -d --replace --name churn --network none "
+        "/usr/bin/podman run -d --replace --stop-timeout 0 --name churn --network none "
         "--label io.containers.autoupdate=registry --label PODMAN_SYSTEMD_UNIT=churn.service "
         f"{image} sleep 1000 >/dev/null"
     )
-    lab.podman("run", "-d", "--name", "churn", "--network", "none", "--label",
-               "io.containers.autoupdate=registry", "--label",
+    lab.podman("run", "-d", "--stop-timeout", "0", "--name", "churn", "--network", "none",
+               "--label", "io.containers.autoupdate=registry", "--label",
                "PODMAN_SYSTEMD_UNIT=churn.service", image, "sleep", "1000")  # fmt: skip
 
     res = run_updock(

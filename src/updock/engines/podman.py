@@ -130,8 +130,27 @@ def _container(inspected: Mapping[str, Any] | None, listed: Mapping[str, Any]) -
     )
 
 
-def _state(c: Mapping[str, Any]) -> ContainerState:
-    """A container's state from its `podman container inspect` entry (podman 4 and 5)."""
+def parse_listing(
+    listing: Iterable[Mapping[str, Any]], inspected: Iterable[Mapping[str, Any]]
+) -> list[Container]:
+    """The running containers of a `podman ps --format json` listing.
+
+    Args:
+        listing: `ps` entries.
+        inspected: `container inspect` entries of some of them (those with an auto-update
+            label, for their creating command); the others are read from their `ps` entry.
+    """
+    by_id = {c["Id"]: c for c in inspected}
+    return [_container(by_id.get(c["Id"]), c) for c in listing if c.get("State") == "running"]
+
+
+def parse_container_state(c: Mapping[str, Any]) -> ContainerState:
+    """The state of a container from its `podman container inspect` entry.
+
+    The health status is `State.Health` in podman 4.3.1 and 5.x (`Healthcheck` is read too,
+    for older podman); podman 5 omits it when the container has no check. `podman ps` has no
+    health field in podman 5: it is never read from there.
+    """
     state = c.get("State") or {}
     config = (c.get("Config") or {}).get("Healthcheck") or {}
     health = state.get("Health") or state.get("Healthcheck") or {}
@@ -148,7 +167,7 @@ def _state(c: Mapping[str, Any]) -> ContainerState:
     )
 
 
-def _parse_images(inspected: Iterable[Mapping[str, Any]]) -> dict[str, Image]:
+def parse_images(inspected: Iterable[Mapping[str, Any]]) -> dict[str, Image]:
     out = {}
     for i in inspected:
         digests = [i.get("Digest", "")]
@@ -353,7 +372,7 @@ class Podman:
             on_candidates([_container(None, c) for c in labelled])
         inspected = {c["Id"]: c for c in self._finish(inspecting, "container", labelled)}
         if images is not None:
-            self._images.update(_parse_images(self._finish(images, "image", image_ids)))
+            self._images.update(parse_images(self._finish(images, "image", image_ids)))
         if len(inspected) < len(labelled):
             raise _Vanished(
                 [
@@ -362,7 +381,7 @@ class Podman:
                     if c["Id"] not in inspected
                 ]
             )
-        return [_container(inspected.get(c["Id"]), c) for c in listed]
+        return parse_listing(listed, inspected.values())
 
     def _start(self, *args: str) -> subprocess.Popen[str] | None:
         if len(args) <= 2:
@@ -414,7 +433,7 @@ class Podman:
         missing = [i for i in wanted if i not in self._images]
         if missing:
             found = self._finish(self._start("image", "inspect", *missing), "image", missing)
-            self._images.update(_parse_images(found))
+            self._images.update(parse_images(found))
         return {i: self._images[i] for i in wanted if i in self._images}
 
     def image_id(self, name: ImageReference) -> str | None:
@@ -494,7 +513,7 @@ class Podman:
             raise EngineError(f"podman container inspect failed: {err.strip() or code}")
         states: dict[str, ContainerState | None] = dict.fromkeys(wanted)
         for c in found:
-            states[str(c.get("Name", "")).lstrip("/")] = _state(c)
+            states[str(c.get("Name", "")).lstrip("/")] = parse_container_state(c)
         return states
 
     def run_healthcheck(self, name: str) -> str:

@@ -14,6 +14,7 @@ import shlex
 import sys
 import time
 
+from updock.testing.flavours import FLAVOURS, make_lab, prepare
 from updock.testing.lab import ImageKind, Lab, running_lab
 
 
@@ -22,7 +23,7 @@ def _say(text: str) -> None:
 
 
 def _show(lab: Lab, tool: list[str], *args: str) -> int:
-    shown = ["updock", "auto-update"] if "updock" in tool else tool
+    shown = ["updock", "auto-update"] if tool[0] != "podman" else tool
     print(f"$ {shlex.join([*shown, *args])}", flush=True)
     res = lab.run([*tool, *args], check=False, timeout=300)
     sys.stdout.write(res.stdout)
@@ -49,13 +50,23 @@ def main(argv: list[str] | None = None) -> int:
         default="updock",
         help="which auto-update to run (default: %(default)s)",
     )
+    parser.add_argument(
+        "--flavour",
+        choices=FLAVOURS,
+        default="host",
+        help="the lab's podman: the host's, 4.3.1 (bookworm) or 5.4.2 (trixie) (default: "
+        "%(default)s)",
+    )
     opts = parser.parse_args(argv)
+    prepare([opts.flavour])
+    lab = make_lab(opts.flavour)
     tool = ["podman", "auto-update"]
     if opts.tool == "updock":
-        tool = [sys.executable, "-m", "updock", "auto-update"]
+        tool = [*lab.updock_command(), "auto-update"]
     names = ["web", "api", "worker"]
-    with running_lab() as lab:
-        _say(f"Lab up: registry {lab.plain.host}, systemd PID {lab.systemd_pid}, root {lab.root}")
+    with running_lab(lab):
+        version = ".".join(map(str, lab.podman_version))
+        _say(f"Lab up ({lab.flavour}, podman {version}): registry {lab.plain.host}")
         for name in names:
             image = lab.build_image(f"{lab.plain.host}/demo/{name}:latest")
             lab.create_service(name, image)

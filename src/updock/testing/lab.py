@@ -25,6 +25,7 @@ import contextlib
 import ctypes
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -307,13 +308,22 @@ class Service:
 
 
 class Lab:
-    """A running lab. Use as a context manager, or call `start()` and `stop()`.
+    """A running lab on the host's own podman. Use as a context manager, or call `start()` and
+    `stop()`.
+
+    This is the "host" flavour; `updock.testing.rootfs.RootfsLab` runs the same lab on the
+    podman of a Debian rootfs, overriding the hooks marked "flavour hook" below.
 
     Args:
         root: folder for everything the lab writes; made under `$UPDOCK_LAB_BASE` (default
             /var/tmp) when None — never /tmp, whose contents the tests must leave unchanged.
             Removed by `stop()` when it made it.
     """
+
+    #: The flavour's name, as test IDs show it.
+    flavour = "host"
+    #: The OCI runtime the lab configures podman with.
+    oci_runtime = "runc"
 
     def __init__(self, root: Path | None = None) -> None:
         self._own_root = root is None
@@ -347,6 +357,7 @@ class Lab:
         self.systemd_pid: int | None = None
         self._unshare: subprocess.Popen[bytes] | None = None
         self._versions: dict[str, int] = {}
+        self._podman_version: tuple[int, ...] | None = None
         self._stopped = False
 
     # -- life cycle -----------------------------------------------------------------------
@@ -380,14 +391,7 @@ class Lab:
             with contextlib.suppress(Exception):
                 self.run(["podman", "pod", "rm", "-af", "-t", "0"], check=False, timeout=60)
                 self.run(["podman", "rm", "-af", "-t", "0"], check=False, timeout=60)
-            # SIGKILL to PID 1 of the namespace ends every process in it.
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.systemd_pid, signal.SIGKILL)
-        if self._unshare is not None:
-            with contextlib.suppress(ProcessLookupError):
-                self._unshare.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._unshare.wait(10)
+        self._end_namespace()
         for reg in (self.plain, self.secure):
             if reg.proc is not None and reg.proc.poll() is None:
                 reg.proc.terminate()
@@ -421,11 +425,27 @@ class Lab:
         self.run(["podman", "pod", "rm", "-af", "-t", "0"], check=False, timeout=60)
         self.run(["podman", "rm", "-af", "-t", "0"], check=False, timeout=60)
 
+    def _end_namespace(self) -> None:
+        """Flavour hook: end every process of the namespaces (after units and containers)."""
+        # SIGKILL to PID 1 of the namespace ends every process in it.
+        if self.systemd_pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.systemd_pid, signal.SIGKILL)
+        if self._unshare is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self._unshare.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._unshare.wait(10)
+
+    #: Flavour hook: services of the lab's own set-up, which `reset()` leaves running.
+    infrastructure_units: frozenset[str] = frozenset()
+
     def _stop_units(self) -> None:
         out = self.systemctl(
             "list-units", "--all", "--plain", "--no-legend", "--type=service", check=False
         ).stdout
         units = [line.split()[0] for line in out.splitlines() if line.strip()]
+        units = [u for u in units if u not in self.infrastructure_units]
         if units:
             self.systemctl("stop", *units, check=False, timeout=60)
 
@@ -448,15 +468,15 @@ class Lab:
             f'graphroot = "{storage}/graph"\n'
             f'runroot = "{self.root}/rs"\n'  # short: podman allows 50 characters
         )
+        containers, engine = self._podman_settings()
         (self.conf / "containers.conf").write_text(
             "[containers]\n"
-            'default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]\n'
+            f"{containers}"
             'log_driver = "k8s-file"\n'
             "[network]\n"
             f'network_config_dir = "{self.root}/net"\n'
             "[engine]\n"
-            'runtime = "runc"\n'
-            'cgroup_manager = "cgroupfs"\n'
+            f"{engine}"
             'events_logger = "file"\n'
             f'events_logfile_path = "{self.root}/events.log"\n'
             f'tmp_dir = "{self.root}/run/libpod"\n'
@@ -471,12 +491,25 @@ class Lab:
         # A private /etc/containers for the namespace: the machine's files plus certs.d.
         if self.etc_containers.exists():
             shutil.rmtree(self.etc_containers)
-        if Path("/etc/containers").is_dir():
-            shutil.copytree("/etc/containers", self.etc_containers, symlinks=True)
+        if self._etc_containers_source().is_dir():
+            shutil.copytree(self._etc_containers_source(), self.etc_containers, symlinks=True)
         certs_d = self.etc_containers / "certs.d" / self.secure.host
         certs_d.mkdir(parents=True, exist_ok=True)
         shutil.copy(self.ca_cert, certs_d / "ca.crt")
         self._write_units()
+
+    def _podman_settings(self) -> tuple[str, str]:
+        """Flavour hook: lines of containers.conf's `[containers]` and `[engine]` tables."""
+        # The host's podman 4.3.1 (LAB-NOTES.md): crun refuses the hybrid cgroup layout, and
+        # podman's default limits for root are above this machine's hard limits.
+        return (
+            'default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]\n',
+            'runtime = "runc"\ncgroup_manager = "cgroupfs"\n',
+        )
+
+    def _etc_containers_source(self) -> Path:
+        """Flavour hook: the /etc/containers the lab's private copy starts from."""
+        return Path("/etc/containers")
 
     def _write_tls_and_auth(self) -> None:
         certs = self.root / "certs"
@@ -557,8 +590,8 @@ class Lab:
             )  # fmt: skip
         _wait_for_port(reg.port, 20, reg.proc, reg.log)
 
-    def _start_systemd(self) -> None:
-        log = (self.root / "systemd.log").open("wb")
+    def _namespace_command(self) -> list[str]:
+        """Flavour hook: the command whose child becomes PID 1 (systemd) of the namespaces."""
         # The shell runs inside the new namespaces: it hides the real /etc/containers behind the
         # lab's copy, then becomes systemd (exec keeps the PID that nsenter targets).
         script = (
@@ -566,11 +599,15 @@ class Lab:
             f'exec env SYSTEMD_UNIT_PATH="{self.units}" /lib/systemd/systemd --system '
             "--unit=lab.target --log-target=console --log-level=notice"
         )
+        return [
+            "unshare", "--fork", "--kill-child=SIGKILL", "--pid", "--mount", "--mount-proc",
+            "--propagation", "private", "sh", "-c", script,
+        ]  # fmt: skip
+
+    def _start_systemd(self) -> None:
+        log = (self.root / "systemd.log").open("wb")
         self._unshare = subprocess.Popen(
-            [
-                "unshare", "--fork", "--kill-child=SIGKILL", "--pid", "--mount", "--mount-proc",
-                "--propagation", "private", "sh", "-c", script,
-            ],
+            self._namespace_command(),
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True, preexec_fn=die_with_parent,  # noqa: PLW1509 (only prctl)
         )  # fmt: skip
@@ -614,14 +651,11 @@ class Lab:
             env: extra environment variables (on top of the caller's and the lab's).
             input: text for its standard input.
         """
-        if self.systemd_pid is None:
-            raise LabError("the lab is not running")
-        full_env = {**os.environ, **self.env, **(env or {})}
-        cmd = ["nsenter", "-t", str(self.systemd_pid), "-m", "-p", "--", *args]
+        cmd = [*self._enter(), *args]
         try:
             res = subprocess.run(
                 cmd,
-                env=full_env,
+                env=self._command_env(env),
                 capture_output=True,
                 text=True,
                 timeout=timeout,
@@ -633,6 +667,38 @@ class Lab:
         if check and res.returncode != 0:
             raise LabError(f"{' '.join(args)} exited {res.returncode}: {res.stderr.strip()}")
         return res
+
+    def _enter(self) -> list[str]:
+        """Flavour hook: the command prefix that enters the lab's namespaces."""
+        if self.systemd_pid is None:
+            raise LabError("the lab is not running")
+        return ["nsenter", "-t", str(self.systemd_pid), "-m", "-p", "--"]
+
+    def _command_env(self, env: Mapping[str, str] | None) -> dict[str, str]:
+        """Flavour hook: the environment of a command run in the lab."""
+        return {**os.environ, **self.env, **(env or {})}
+
+    @property
+    def python(self) -> list[str]:
+        """Flavour hook: the command of the lab's Python, with updock importable."""
+        return [sys.executable]
+
+    def updock_command(self) -> list[str]:
+        """Flavour hook: the `updock` command in the lab.
+
+        The `updock` script next to this Python (that of the venv updock is installed in) runs
+        it, as users do; `python -m updock` if there is none.
+        """
+        script = Path(sys.executable).with_name("updock")
+        return [str(script)] if script.exists() else [sys.executable, "-m", "updock"]
+
+    @property
+    def podman_version(self) -> tuple[int, ...]:
+        """The version of the lab's podman, e.g. (4, 3, 1)."""
+        if self._podman_version is None:
+            out = self.podman("version", "--format", "{{.Client.Version}}").stdout.strip()
+            self._podman_version = tuple(int(p) for p in re.findall(r"\d+", out)[:3])
+        return self._podman_version
 
     def podman(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run `podman ARGS` in the lab."""
@@ -887,14 +953,8 @@ WantedBy=default.target
     def updock(
         self, *args: str, env: Mapping[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
-        """`updock ARGS` run in the lab with this Python (never raises on its exit status).
-
-        The `updock` script next to this Python (that of the venv updock is installed in) runs
-        it, as users do; `python -m updock` if there is none.
-        """
-        script = Path(sys.executable).with_name("updock")
-        command = [str(script)] if script.exists() else [sys.executable, "-m", "updock"]
-        return self.run([*command, *args], check=False, env=env)
+        """`updock ARGS` run in the lab (never raises on its exit status)."""
+        return self.run([*self.updock_command(), *args], check=False, env=env)
 
     def start_updock(
         self, *args: str, env: Mapping[str, str] | None = None
@@ -905,13 +965,9 @@ WantedBy=default.target
             The process (nsenter, whose exit status is updock's) and updock's own PID: nsenter
             forks to enter the PID namespace, so signals must go to its child, by that PID.
         """
-        if self.systemd_pid is None:
-            raise LabError("the lab is not running")
-        script = Path(sys.executable).with_name("updock")
-        command = [str(script)] if script.exists() else [sys.executable, "-m", "updock"]
         proc = subprocess.Popen(
-            ["nsenter", "-t", str(self.systemd_pid), "-m", "-p", "--", *command, *args],
-            env={**os.environ, **self.env, **(env or {})},
+            [*self._enter(), *self.updock_command(), *args],
+            env=self._command_env(env),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
@@ -950,10 +1006,12 @@ def _alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def running_lab() -> Iterator[Lab]:
-    """Install what is missing, start a lab, yield it, and stop it whatever happens."""
-    install_packages()
-    lab = Lab()
+def running_lab(lab: Lab | None = None) -> Iterator[Lab]:
+    """Start a lab (by default a host one, installing what is missing), yield it, and stop it
+    whatever happens."""
+    if lab is None:
+        install_packages()
+        lab = Lab()
     # SIGTERM (a CI timeout, a kill) must still tear the lab down: turn it into an exception.
     previous = signal.getsignal(signal.SIGTERM)
 
