@@ -16,14 +16,6 @@ from updock.core.model import LABEL_POLICY
 from updock.prefetch import LABEL_POLICY as PREFETCH_LABEL_POLICY
 
 
-def _parse(*args: str) -> dict[str, object]:
-    from updock.cli import _normalize_bools
-
-    parser, commands = build_parser("auto-update")
-    ns = parser.parse_args(["auto-update", *_normalize_bools(commands["auto-update"], args)])
-    return vars(ns)
-
-
 def _usage_error(capsys: pytest.CaptureFixture[str], *args: str) -> str:
     with pytest.raises(SystemExit) as caught:
         main(list(args))
@@ -35,18 +27,18 @@ def _usage_error(capsys: pytest.CaptureFixture[str], *args: str) -> str:
 
 
 def test_booleans_as_pflag_parses_them() -> None:
-    assert _parse()["dry_run"] is False
-    assert _parse()["rollback"] is True
-    assert _parse()["tls_verify"] is None
-    assert _parse("--dry-run")["dry_run"] is True
-    assert _parse("--dry-run=false")["dry_run"] is False
-    assert _parse("--rollback=false", "--tls-verify=FALSE")["rollback"] is False
-    assert _parse("--tls-verify=t")["tls_verify"] is True
+    assert _filled()["dry_run"] is False
+    assert _filled()["rollback"] is True
+    assert _filled()["tls_verify"] is None
+    assert _filled("--dry-run")["dry_run"] is True
+    assert _filled("--dry-run=false")["dry_run"] is False
+    assert _filled("--rollback=false", "--tls-verify=FALSE")["rollback"] is False
+    assert _filled("--tls-verify=t")["tls_verify"] is True
     # A word after a boolean flag is an argument, not its value (then refused, as by podman).
-    assert _parse("--dry-run", "false")["args"] == ["false"]
+    assert _filled("--dry-run", "false")["args"] == ["false"]
     # The value of a flag that takes one is left alone, even when it looks like a flag.
-    assert _parse("--format", "--dry-run")["fmt"] == "--dry-run"
-    assert _parse("--format", "--dry-run")["dry_run"] is False
+    assert _filled("--format", "--dry-run")["fmt"] == "--dry-run"
+    assert _filled("--format", "--dry-run")["dry_run"] is False
 
 
 def _filled(*args: str) -> dict[str, object]:
