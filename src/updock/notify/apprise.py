@@ -34,7 +34,8 @@ def apprise_notifier(urls: Sequence[str], names: Sequence[str]) -> Notifier:
 
     def deliver(message: Message, timeout: float) -> None:
         capture = apprise.LogCapture  # untyped in apprise
-        with capture(level=apprise.logging.WARNING) as captured:  # type: ignore[no-untyped-call]
+        level = apprise.logging.WARNING
+        with capture(level=level, fmt="%(message)s") as captured:  # type: ignore[no-untyped-call]
             ok = client.notify(
                 title=message.title, body=message.body, body_format=apprise.NotifyFormat.TEXT
             )
