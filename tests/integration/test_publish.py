@@ -50,7 +50,7 @@ def node_exporter(textfiles: Path) -> Iterator[str]:
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        preexec_fn=die_with_parent,
+        preexec_fn=die_with_parent,  # noqa: PLW1509 (only prctl)
     )
     try:
         url = f"http://127.0.0.1:{port}/metrics"
