@@ -26,12 +26,14 @@ from updock.prefetch import command_index
 TYPE_CHECKING = False  # not typing's: importing typing costs start-up time
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
-    from typing import Any
+    from typing import Any, TypeVar
 
     from updock.config import ConfigFile
     from updock.options import SafetyOptions
     from updock.publish import Publisher, PublishSettings
-    from updock.run import RunResult
+    from updock.run import Options, RunResult
+
+    _V = TypeVar("_V")
 
 #: The exit status after Ctrl-C (128 + SIGINT), as a shell reports it.
 EXIT_INTERRUPTED = 130
@@ -315,16 +317,21 @@ def _from_config(
     """
     if config is None:
         return default
+    found = config.get(
+        "auto-update", key, lambda value: _flag_value(convert, value), AUTO_UPDATE_KEYS
+    )
+    return default if found is None else found
+
+
+def _flag_value(convert: Callable[[str], _V], value: object) -> _V:
+    """`convert` of a value of the configuration file (or of a variable) written as a flag's
+    argument; ValueError when it is not one the flag takes."""
     from updock.config import flag_text
 
-    def as_flag(value: object) -> object:
-        try:
-            return convert(flag_text(value))
-        except argparse.ArgumentTypeError as exc:
-            raise ValueError(str(exc)) from None
-
-    found = config.get("auto-update", key, as_flag, AUTO_UPDATE_KEYS)
-    return default if found is None else found
+    try:
+        return convert(flag_text(value))
+    except argparse.ArgumentTypeError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def fill_from_environment(
@@ -467,26 +474,12 @@ def _auto_update(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int
         logs.configure(ns.log_level)  # only now: importing logging costs start-up time
         if publisher is None:
             publisher = _publisher(ns, None)
-        from updock.run import Options, run_auto_update
-
-        options = Options(
-            authfile=authfile,
-            dry_run=ns.dry_run,
-            rollback=ns.rollback,
-            tls_verify=ns.tls_verify,
-            safety=_safety(ns.settle_time, ns.verify_timeout, ns.keep_previous),
-            lock_wait=ns.lock_wait,
-            registry_concurrency=ns.registry_concurrency,
-            podman_timeout=ns.podman_timeout,
-            pull_timeout=ns.pull_timeout,
-            restart_concurrency=ns.restart_concurrency,
-            wave_size=ns.wave_size,
-        )
+        from updock.run import run_auto_update
         from updock.stopping import StopRequest
 
         stop = StopRequest()
         with stop.on_signals():
-            return run_auto_update(options, stop=stop)
+            return run_auto_update(_options(ns, authfile, ns.dry_run), stop=stop)
 
     def after(result: RunResult | None, errors: Sequence[BaseException]) -> None:
         if publisher is None or not entered:
@@ -502,6 +495,25 @@ def _auto_update(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int
             publisher.publish(record)
 
     return _report(run, ns.fmt, after)
+
+
+def _options(ns: argparse.Namespace, authfile: str | None, dry_run: bool) -> Options:
+    """The run's options from the filled flags."""
+    from updock.run import Options
+
+    return Options(
+        authfile=authfile,
+        dry_run=dry_run,
+        rollback=ns.rollback,
+        tls_verify=ns.tls_verify,
+        safety=_safety(ns.settle_time, ns.verify_timeout, ns.keep_previous),
+        lock_wait=ns.lock_wait,
+        registry_concurrency=ns.registry_concurrency,
+        podman_timeout=ns.podman_timeout,
+        pull_timeout=ns.pull_timeout,
+        restart_concurrency=ns.restart_concurrency,
+        wave_size=ns.wave_size,
+    )
 
 
 def _publishing_env() -> bool:
@@ -596,6 +608,85 @@ def _rollback(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int:
     return _report(run, ns.fmt, after)
 
 
+#: The keys of the configuration file's `[serve]` table.
+SERVE_KEYS = ("listen", "schedule", "jitter", "token-file", "dry-run")
+
+
+def _serve(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from updock.config import ConfigFile, text
+    from updock.errors import ConfigError
+    from updock.service.schedule import DEFAULT_JITTER, DEFAULT_SCHEDULE, OFF, Schedule
+    from updock.service.serve import DEFAULT_LISTEN, ServeSettings, serve
+    from updock.state import default_state_dir
+
+    logs.configure(ns.log_level)
+    try:
+        config = _load_config()
+        conf = config if config is not None else ConfigFile(None)
+        # The run's options: `[auto-update]` of the configuration file, and `UPDOCK_*`.
+        for dest, *_ in _FILLED:
+            setattr(ns, dest, getattr(ns, dest, None))
+        fill_from_environment(parser, ns, config)
+        authfile = os.environ.get("REGISTRY_AUTH_FILE") or None
+        if authfile is None and config is not None:
+            authfile = config.get("auto-update", "authfile", text, AUTO_UPDATE_KEYS)
+
+        def setting(flag: object, variable: str, key: str, convert: Callable[[object], Any]) -> Any:
+            if flag is not None:
+                return flag
+            if os.environ.get(variable):
+                try:
+                    return convert(os.environ[variable])
+                except (ValueError, argparse.ArgumentTypeError) as exc:
+                    raise ConfigError(f"${variable}: {exc}") from None
+            return conf.get("serve", key, convert, SERVE_KEYS)
+
+        listen = setting(ns.listen, "UPDOCK_LISTEN", "listen", _listen) or DEFAULT_LISTEN
+        token_file = setting(ns.token_file, "UPDOCK_TOKEN_FILE", "token-file", text)
+        if token_file is None:
+            raise ConfigError(
+                "updock serve needs a file with the API's bearer token: --token-file, "
+                "$UPDOCK_TOKEN_FILE or [serve] token-file (a token is never given on the "
+                "command line)"
+            )
+        expression = setting(ns.schedule, "UPDOCK_SCHEDULE", "schedule", text)
+        expression = DEFAULT_SCHEDULE if expression is None else expression
+        jitter = setting(ns.jitter, "UPDOCK_JITTER", "jitter", lambda v: _flag_value(_seconds, v))
+        jitter = DEFAULT_JITTER if jitter is None else jitter
+        dry_run = setting(
+            ns.dry_run, "UPDOCK_SERVE_DRY_RUN", "dry-run", lambda v: _flag_value(_bool, v)
+        )
+        schedule = None
+        if expression.strip().lower() != OFF:
+            try:
+                schedule = Schedule(expression, jitter)
+            except ValueError as exc:
+                raise ConfigError(f"schedule: {exc}") from None
+        publisher = _publisher(ns, config)
+        settings = ServeSettings(
+            listen=listen,
+            token_file=Path(token_file),
+            schedule=schedule,
+            dry_run=bool(dry_run),
+            state_dir=default_state_dir(),
+        )
+        return serve(settings, lambda dry: _options(ns, authfile, dry), publisher)
+    except UpdockError as exc:
+        sys.stderr.write(f"Error: {exc}\n")
+        return EXIT_ERROR
+
+
+def _listen(value: object) -> str:
+    from updock.service.api import parse_listen
+
+    if not isinstance(value, str):
+        raise TypeError(f"{value!r} is not a string")
+    parse_listen(value)  # raises ValueError
+    return value
+
+
 def _history(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int:
     from updock.history import History, parse_duration
     from updock.state import default_state_dir
@@ -680,7 +771,7 @@ def _install_units(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> i
     from updock.units import install
 
     try:
-        written = install(user=ns.user, dest=ns.dest, enable=ns.enable)
+        written = install(user=ns.user, dest=ns.dest, enable=ns.enable, serve=ns.serve)
     except UpdockError as exc:
         sys.stderr.write(f"Error: {exc}\n")
         return EXIT_ERROR
@@ -957,12 +1048,70 @@ def _history_parser(commands: _Subparsers[_Parser]) -> _Parser:
     return history
 
 
+def _serve_parser(commands: _Subparsers[_Parser]) -> _Parser:
+    serve: _Parser = commands.add_parser(
+        "serve",
+        help="Run auto-update on a schedule, with an HTTP API (status, history, metrics).",
+        description="Run `updock auto-update` on a schedule (a cron expression, plus random "
+        "jitter), and serve an HTTP API: POST /v1/update (begin a run now; 409 while one "
+        "runs), GET /v1/status, GET /v1/history, GET /metrics, GET /healthz, GET "
+        "/v1/openapi.json. Every route but /healthz needs the bearer token of --token-file. "
+        "Runs never overlap, nor with other updock runs on the host (the same lock). The "
+        "runs take their options from the configuration file's [auto-update] table and "
+        "UPDOCK_* variables. SIGTERM finishes the unit being updated and stops. "
+        "`updock install-units --serve` installs updock-serve.service.",
+    )
+    serve.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="The API's address. [env: UPDOCK_LISTEN; config: [serve] listen; default: "
+        "127.0.0.1:8425]",
+    )
+    serve.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="A file (not readable by others) holding the API's bearer token. [env: "
+        "UPDOCK_TOKEN_FILE; config: [serve] token-file]",
+    )
+    serve.add_argument(
+        "--schedule",
+        metavar="CRON",
+        help="When runs are due, in local time: five cron fields ('0 4 * * *') or @daily, "
+        "@hourly, ...; 'off': only on POST /v1/update. [env: UPDOCK_SCHEDULE; config: [serve] "
+        "schedule; default: @daily]",
+    )
+    serve.add_argument(
+        "--jitter",
+        type=_seconds,
+        metavar="SECONDS",
+        help="Delay each scheduled run by a random time below this. [env: UPDOCK_JITTER; "
+        "config: [serve] jitter; default: 900]",
+    )
+    _add_bool(
+        serve,
+        "--dry-run",
+        False,
+        "Scheduled runs only check (report 'pending', notify with --notify-on available); "
+        "POST /v1/update may still ask for a real run. [config: [serve] dry-run]",
+        filled=True,
+    )
+    _publish_options(serve)
+    serve.set_defaults(handler=_serve)
+    return serve
+
+
 def _install_units_parser(commands: _Subparsers[_Parser]) -> _Parser:
     units: _Parser = commands.add_parser(
         "install-units",
-        help="Install updock-auto-update.service and .timer.",
+        help="Install updock-auto-update.service and .timer (or updock-serve.service).",
         description="Install updock-auto-update.service and .timer (daily, randomized delay, "
-        "persistent).",
+        "persistent); with --serve, updock-serve.service instead (`updock serve`: a schedule "
+        "of its own and the HTTP API).",
+    )
+    units.add_argument(
+        "--serve",
+        action="store_true",
+        help="Install updock-serve.service (and enable it) instead of the timer.",
     )
     units.add_argument(
         "--user", action="store_true", help="Install for the user's systemd manager (rootless)."
@@ -977,7 +1126,8 @@ def _install_units_parser(commands: _Subparsers[_Parser]) -> _Parser:
         "--enable",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="Reload systemd and enable and start the timer (default: --enable).",
+        help="Reload systemd and enable and start the timer, or the service with --serve "
+        "(default: --enable).",
     )
     units.set_defaults(handler=_install_units)
     return units
@@ -989,6 +1139,7 @@ _COMMANDS: dict[str, Callable[[_Subparsers[_Parser]], _Parser]] = {
     "previous": _previous_parser,
     "release": _release_parser,
     "history": _history_parser,
+    "serve": _serve_parser,
     "install-units": _install_units_parser,
 }
 
