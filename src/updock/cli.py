@@ -369,6 +369,10 @@ def _split_env(variable: str) -> list[str] | None:
     return raw.split() if raw else None
 
 
+#: The keys of the configuration file's `[notify]` table.
+NOTIFY_KEYS = ("urls", "on", "timeout", "title", "line")
+
+
 def _publish_settings(ns: argparse.Namespace, config: ConfigFile | None) -> PublishSettings:
     """Notifications and metrics: flags, else `UPDOCK_*`, else the configuration file.
 
@@ -384,7 +388,7 @@ def _publish_settings(ns: argparse.Namespace, config: ConfigFile | None) -> Publ
     from updock.publish import PublishSettings
 
     conf = config if config is not None else ConfigFile(None)
-    notify_keys = ("urls", "on", "timeout", "title", "line")
+    notify_keys = NOTIFY_KEYS
     urls = getattr(ns, "notify", None) or _split_env("UPDOCK_NOTIFY")
     if urls is None:
         urls = conf.get("notify", "urls", strings, notify_keys) or []
@@ -447,7 +451,16 @@ def _auto_update(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int
         fill_from_environment(parser, ns, config)
         authfile = _authfile(parser, ns, config)
         wants_publisher = bool(
-            ns.notify or ns.metrics_file or config is not None or _publishing_env()
+            ns.notify
+            or ns.metrics_file
+            or _publishing_env()
+            or (
+                config is not None
+                and (
+                    config.table("notify", NOTIFY_KEYS).get("urls")
+                    or config.table("metrics", ("file",)).get("file")
+                )
+            )
         )
         # Notify URLs and templates are checked before anything changes; without any, the
         # publisher (and all it imports) waits until there is something to do.
