@@ -454,13 +454,7 @@ def _auto_update(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int
             ns.notify
             or ns.metrics_file
             or _publishing_env()
-            or (
-                config is not None
-                and (
-                    config.table("notify", NOTIFY_KEYS).get("urls")
-                    or config.table("metrics", ("file",)).get("file")
-                )
-            )
+            or (config is not None and config.has_any("notify", "metrics"))
         )
         # Notify URLs and templates are checked before anything changes; without any, the
         # publisher (and all it imports) waits until there is something to do.
@@ -486,7 +480,7 @@ def _auto_update(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int
         ran.append(True)
         logs.configure(ns.log_level)  # only now: importing logging costs start-up time
         if publisher is None:
-            publisher = _publisher(ns, None)
+            publisher = _publisher(ns, config)
         from updock.run import run_auto_update
         from updock.stopping import StopRequest
 

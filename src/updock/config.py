@@ -99,6 +99,10 @@ class ConfigFile:
             raise ConfigError(f"${ENV_VARIABLE}: the configuration file {path} does not exist")
         return cls(Path(path))
 
+    def has_any(self, *names: str) -> bool:
+        """Whether the file has one of these tables."""
+        return any(name in self._doc for name in names)
+
     def table(self, name: str, known: Collection[str]) -> dict[str, object]:
         """The keys of table `name` (empty when the file has none).
 

@@ -115,6 +115,7 @@ def entries_of(record: RunRecord) -> list[Entry]:
                 "error": t.error,
             }
         )
+    out.sort(key=lambda e: str(e["time"]))  # oldest first, as the file is read
     named = [t.container_id for t in record.tasks] + [t.unit for t in record.tasks]
     for error in record.errors:
         if any(n and n in error for n in named):

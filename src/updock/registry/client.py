@@ -431,15 +431,17 @@ class RegistryClient:
             headers["Authorization"] = auth
 
         def exchange(method: str, url: str, headers: Mapping[str, str], verify: bool) -> Reply:
-            return self.counts.counted(
-                call.endpoint,
-                lambda: self._transport().exchange(call.endpoint, method, url, headers, verify),
-            )
+            return self._transport().exchange(call.endpoint, method, url, headers, verify)
 
+        # Counted per attempt: an insecure registry's HTTPS probe before plain HTTP is a step
+        # of one request, not a request (nor an error) of its own.
         return self._with_retries(
             call.image,
             state.pacing,
-            lambda: exchange_at(call, state, self._hosts.lock, exchange, method, path, headers),
+            lambda: self.counts.counted(
+                call.endpoint,
+                lambda: exchange_at(call, state, self._hosts.lock, exchange, method, path, headers),
+            ),
         )
 
     def _token_request(self, image: str, request: TokenRequest) -> Reply:

@@ -1,8 +1,9 @@
 """How many requests a client sent to each host, and how many failed (for metrics).
 
-A request counts once per attempt (a request tried again counts again). It failed when no
-answer came (a connection error, a timeout, a broken TLS handshake) or the answer was an error
-other than the 401 that asks for credentials (a step of authentication, not a failure).
+A request counts once per attempt (a request tried again counts again; an insecure registry's
+HTTPS probe before plain HTTP is part of one attempt). It failed when no answer came (a
+connection error, a timeout, a broken TLS handshake) or the answer was an error other than the
+401 that asks for credentials (a step of authentication, not a failure).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 
+from updock.errors import RegistryError
 from updock.registry.exchange import ExchangeFailure, Reply
 
 
@@ -26,7 +28,7 @@ class RequestCounts:
         """`exchange()`, counted as one request to `host` (and as an error when it fails)."""
         try:
             reply = exchange()
-        except ExchangeFailure:
+        except (ExchangeFailure, RegistryError):
             self._add(host, failed=True)
             raise
         self._add(host, failed=reply.status >= 400 and reply.status != 401)
