@@ -370,6 +370,7 @@ def test_the_api_conforms_to_its_openapi_description(lab: Lab) -> None:
             timeout=600,
             check=False,
             env={**os.environ, "SCHEMATHESIS_HOOKS": ""},
+            cwd=lab.root,  # its example database stays in the lab
         )
         assert res.returncode == 0, res.stdout[-6000:] + res.stderr[-2000:]
         assert s.get("/healthz", token=None).status_code == 200
