@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -89,9 +90,10 @@ def token_file(lab: Lab) -> Path:
 def served(
     lab: Lab, *args: str, env: Mapping[str, str] | None = None, name: str = "serve"
 ) -> Iterator[Served]:
-    """`updock serve` in the lab, with its own state folder; SIGTERM at the end (by PID)."""
+    """`updock serve` in the lab, with a state folder of its own (its history and metrics are
+    the test's alone); SIGTERM at the end (by PID)."""
     port = free_port()
-    state = lab.root / f"{name}-state"
+    state = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=lab.root))  # 0700: a state folder
     proc, pid = lab.start_updock(
         "serve",
         "--listen",
@@ -159,7 +161,7 @@ def test_every_route_but_healthz_needs_the_token_and_a_refusal_is_logged_without
 def test_a_run_triggered_while_another_runs_is_409_and_the_cli_meets_the_same_lock(
     lab: Lab,
 ) -> None:
-    _service(lab, "srv-web")
+    unit = _service(lab, "srv-web")
     with served(lab, "--schedule", "off", env={"UPDOCK_SETTLE_TIME": "4"}) as s:
         first = s.post("/v1/update")
         assert first.status_code == 202, first.text
@@ -168,7 +170,11 @@ def test_a_run_triggered_while_another_runs_is_409_and_the_cli_meets_the_same_lo
         second = s.post("/v1/update", b'{"dry_run": true}')
         assert second.status_code == 409
         assert second.json()["current"]["id"] == 1
-        # The CLI meets the service's run through the same lock.
+        # The CLI meets the service's run through the same lock (held before any restart).
+        deadline = time.monotonic() + 60
+        while lab.unit_starts(unit) < 2:
+            assert time.monotonic() < deadline, "the unit was never restarted"
+            time.sleep(0.05)
         cli = lab.updock("auto-update", "--lock-wait", "0", env={"UPDOCK_STATE_DIR": str(s.state)})
         assert cli.returncode == 125
         assert "another updock run" in cli.stderr
