@@ -15,7 +15,8 @@ renders the same on `/metrics`. prometheus_client is imported only when metrics 
                                             failed, available, rolled_back)
     updock_update_available{image}          1 when the last run found a new image for the name
                                             that does not run (a dry run's, a rolled back one)
-    updock_updates_total{outcome}           containers updated, rolled_back, failed
+    updock_updates_total{outcome}           containers updated, rolled_back, failed (by
+                                            auto-update runs)
     updock_rollbacks_total{kind}            containers rolled back: automatic, manual
     updock_runs_total{kind}                 runs: auto-update, rollback
     updock_registry_requests_total{registry}  requests to each registry (and token server)
@@ -73,7 +74,7 @@ def add_run(totals: Totals, record: RunRecord, ended: float) -> Totals:
     out["runs"][record.kind] = out["runs"].get(record.kind, 0) + 1
     for task in record.tasks:
         outcome = _OUTCOMES[task.status]
-        if outcome in out["updates"]:
+        if outcome in out["updates"] and not manual:  # `updock rollback` updates nothing
             out["updates"][outcome] += 1
         if task.status is Status.ROLLED_BACK:
             out["rollbacks"]["manual" if manual else "automatic"] += 1

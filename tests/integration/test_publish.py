@@ -85,7 +85,7 @@ def _scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 def test_an_update_and_a_rollback_are_one_message_two_history_entries_and_metrics(
     lab: Lab,
 ) -> None:
-    _service(lab, "pub-web", ImageKind.HEALTHY)
+    web = _service(lab, "pub-web", ImageKind.HEALTHY)
     api = _service(lab, "pub-api", ImageKind.MISSING_ENTRYPOINT)
     state = lab.root / "pub-state"  # history and totals of this test alone
     textfiles = lab.root / "textfiles"
@@ -137,8 +137,30 @@ def test_an_update_and_a_rollback_are_one_message_two_history_entries_and_metric
     assert sorted(line.split()[3] for line in table[1:]) == ["pub-api", "pub-web"]
     assert lab.updock("history", "--since", "0s", env=env).stdout.count("\n") == 1
 
+    # A manual rollback is history too (and counts), but notifies nobody.
+    back = lab.updock(
+        "rollback",
+        web,
+        env={
+            **env,
+            "UPDOCK_SETTLE_TIME": "1",
+            "UPDOCK_METRICS_FILE": str(textfiles / "updock.prom"),
+        },
+    )
+    assert back.returncode == 0, back.stderr
+    history = lab.updock("history", "--format", "json", env=env)
+    last = json.loads(history.stdout)[-1]
+    assert (last["container"], last["kind"], last["outcome"]) == (
+        "pub-web",
+        "rollback",
+        "rolled back",
+    )
+    assert last["new_image"] == last["old_image"] or last["new_image"]  # the kept previous image
+
     with node_exporter(textfiles) as url:
         metrics = _scrape(url)
+    assert metrics[("updock_rollbacks_total", (("kind", "manual"),))] == 1
+    assert metrics[("updock_runs_total", (("kind", "rollback"),))] == 1
     assert metrics[("updock_updates_total", (("outcome", "updated"),))] == 1
     assert metrics[("updock_updates_total", (("outcome", "rolled_back"),))] == 1
     assert metrics[("updock_updates_total", (("outcome", "failed"),))] == 0
