@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.conformance import run_updock
+from tests.unit.test_metrics import samples
 from updock.testing.lab import ImageKind, Lab, die_with_parent, free_port
 from updock.testing.receiver import Receiver
 
@@ -74,12 +74,7 @@ def node_exporter(textfiles: Path) -> Iterator[str]:
 
 
 def _scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    text = requests.get(url, timeout=5).text
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
+    return samples(requests.get(url, timeout=5).text)
 
 
 def test_an_update_and_a_rollback_are_one_message_two_history_entries_and_metrics(

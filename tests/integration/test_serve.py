@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
+from tests.unit.test_metrics import samples
 from updock.testing.lab import ImageKind, Lab, free_port
 from updock.testing.receiver import Receiver
 
@@ -192,11 +192,7 @@ def test_a_run_triggered_while_another_runs_is_409_and_the_cli_meets_the_same_lo
             ("srv-web", "true"),
         ]
         assert "another updock run" in history[0]["error"]
-        metrics = {
-            (smp.name, tuple(sorted(smp.labels.items()))): smp.value
-            for family in text_string_to_metric_families(s.get("/metrics").text)
-            for smp in family.samples
-        }
+        metrics = samples(s.get("/metrics").text)
         assert metrics[("updock_updates_total", (("outcome", "updated"),))] == 1
         assert metrics[("updock_run_in_progress", ())] == 0
         again = s.post("/v1/update", b'{"dry_run": true}')

@@ -12,9 +12,11 @@ from updock.metrics import add_run, empty_totals, render
 from updock.record import RunRecord
 
 
-def samples(text: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+def samples(text: bytes | str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """(name, sorted labels) -> value of every sample in a text exposition."""
     out = {}
-    for family in text_string_to_metric_families(text.decode()):
+    decoded = text.decode() if isinstance(text, bytes) else text
+    for family in text_string_to_metric_families(decoded):
         for s in family.samples:
             out[(s.name, tuple(sorted(s.labels.items())))] = s.value
     return out
