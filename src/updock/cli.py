@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from updock.options import SafetyOptions
     from updock.publish import Publisher, PublishSettings
     from updock.run import Options, RunResult
+    from updock.service.serve import ServeSettings
 
     _V = TypeVar("_V")
 
@@ -620,69 +621,84 @@ SERVE_KEYS = ("listen", "schedule", "jitter", "token-file", "dry-run")
 
 
 def _serve(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int:
+    from updock.service.serve import serve
+
+    logs.configure(ns.log_level)
+    try:
+        settings, options, publisher = _serve_setup(parser, ns)
+        return serve(settings, options, publisher)
+    except UpdockError as exc:
+        sys.stderr.write(f"Error: {exc}\n")
+        return EXIT_ERROR
+
+
+def _serve_setup(
+    parser: argparse.ArgumentParser, ns: argparse.Namespace
+) -> tuple[ServeSettings, Callable[[bool], Options], Publisher]:
+    """The service's settings (flags, else `UPDOCK_*`, else `[serve]`), its runs' options
+    (`[auto-update]` and `UPDOCK_*`) and its publisher.
+
+    Raises:
+        ConfigError: a setting is bad, or there is no token file.
+    """
     from pathlib import Path
 
     from updock.config import ConfigFile, text
     from updock.errors import ConfigError
     from updock.service.schedule import DEFAULT_JITTER, DEFAULT_SCHEDULE, OFF, Schedule
-    from updock.service.serve import DEFAULT_LISTEN, ServeSettings, serve
+    from updock.service.serve import DEFAULT_LISTEN, ServeSettings
     from updock.state import default_state_dir
 
-    logs.configure(ns.log_level)
-    try:
-        config = _load_config()
-        conf = config if config is not None else ConfigFile(None)
-        # The run's options: `[auto-update]` of the configuration file, and `UPDOCK_*`.
-        for dest, *_ in _FILLED:
-            setattr(ns, dest, getattr(ns, dest, None))
-        fill_from_environment(parser, ns, config)
-        authfile = os.environ.get("REGISTRY_AUTH_FILE") or None
-        if authfile is None and config is not None:
-            authfile = config.get("auto-update", "authfile", text, AUTO_UPDATE_KEYS)
+    config = _load_config()
+    conf = config if config is not None else ConfigFile(None)
+    serve_dry_run = ns.dry_run  # serve's own flag; the run's options fill `ns.dry_run`
+    # The run's options: `[auto-update]` of the configuration file, and `UPDOCK_*`.
+    for dest, *_ in _FILLED:
+        setattr(ns, dest, getattr(ns, dest, None))
+    fill_from_environment(parser, ns, config)
+    authfile = os.environ.get("REGISTRY_AUTH_FILE") or None
+    if authfile is None and config is not None:
+        authfile = config.get("auto-update", "authfile", text, AUTO_UPDATE_KEYS)
 
-        def setting(flag: object, variable: str, key: str, convert: Callable[[object], Any]) -> Any:
-            if flag is not None:
-                return flag
-            if os.environ.get(variable):
-                try:
-                    return convert(os.environ[variable])
-                except (ValueError, argparse.ArgumentTypeError) as exc:
-                    raise ConfigError(f"${variable}: {exc}") from None
-            return conf.get("serve", key, convert, SERVE_KEYS)
-
-        listen = setting(ns.listen, "UPDOCK_LISTEN", "listen", _listen) or DEFAULT_LISTEN
-        token_file = setting(ns.token_file, "UPDOCK_TOKEN_FILE", "token-file", text)
-        if token_file is None:
-            raise ConfigError(
-                "updock serve needs a file with the API's bearer token: --token-file, "
-                "$UPDOCK_TOKEN_FILE or [serve] token-file (a token is never given on the "
-                "command line)"
-            )
-        expression = setting(ns.schedule, "UPDOCK_SCHEDULE", "schedule", text)
-        expression = DEFAULT_SCHEDULE if expression is None else expression
-        jitter = setting(ns.jitter, "UPDOCK_JITTER", "jitter", lambda v: _flag_value(_seconds, v))
-        jitter = DEFAULT_JITTER if jitter is None else jitter
-        dry_run = setting(
-            ns.dry_run, "UPDOCK_SERVE_DRY_RUN", "dry-run", lambda v: _flag_value(_bool, v)
-        )
-        schedule = None
-        if expression.strip().lower() != OFF:
+    def setting(flag: object, variable: str, key: str, convert: Callable[[object], Any]) -> Any:
+        if flag is not None:
+            return flag
+        if os.environ.get(variable):
             try:
-                schedule = Schedule(expression, jitter)
-            except ValueError as exc:
-                raise ConfigError(f"schedule: {exc}") from None
-        publisher = _publisher(ns, config)
-        settings = ServeSettings(
-            listen=listen,
-            token_file=Path(token_file),
-            schedule=schedule,
-            dry_run=bool(dry_run),
-            state_dir=default_state_dir(),
+                return convert(os.environ[variable])
+            except (ValueError, argparse.ArgumentTypeError) as exc:
+                raise ConfigError(f"${variable}: {exc}") from None
+        return conf.get("serve", key, convert, SERVE_KEYS)
+
+    listen = setting(ns.listen, "UPDOCK_LISTEN", "listen", _listen) or DEFAULT_LISTEN
+    token_file = setting(ns.token_file, "UPDOCK_TOKEN_FILE", "token-file", text)
+    if token_file is None:
+        raise ConfigError(
+            "updock serve needs a file with the API's bearer token: --token-file, "
+            "$UPDOCK_TOKEN_FILE or [serve] token-file (a token is never given on the "
+            "command line)"
         )
-        return serve(settings, lambda dry: _options(ns, authfile, dry), publisher)
-    except UpdockError as exc:
-        sys.stderr.write(f"Error: {exc}\n")
-        return EXIT_ERROR
+    expression = setting(ns.schedule, "UPDOCK_SCHEDULE", "schedule", text)
+    expression = DEFAULT_SCHEDULE if expression is None else expression
+    jitter = setting(ns.jitter, "UPDOCK_JITTER", "jitter", lambda v: _flag_value(_seconds, v))
+    jitter = DEFAULT_JITTER if jitter is None else jitter
+    dry_run = setting(
+        serve_dry_run, "UPDOCK_SERVE_DRY_RUN", "dry-run", lambda v: _flag_value(_bool, v)
+    )
+    schedule = None
+    if expression.strip().lower() != OFF:
+        try:
+            schedule = Schedule(expression, jitter)
+        except ValueError as exc:
+            raise ConfigError(f"schedule: {exc}") from None
+    settings = ServeSettings(
+        listen=listen,
+        token_file=Path(token_file),
+        schedule=schedule,
+        dry_run=bool(dry_run),
+        state_dir=default_state_dir(),
+    )
+    return settings, lambda dry: _options(ns, authfile, dry), _publisher(ns, config)
 
 
 def _listen(value: object) -> str:

@@ -68,10 +68,10 @@ class Publisher:
         except ValueError as exc:
             raise ConfigError(f"notification template: {exc}") from exc
         self._notifiers: list[Notifier] = notifiers(settings.notify_urls)
-        show_warnings(log)
 
     def publish(self, record: RunRecord) -> None:
         """History and totals, the metrics file, the notification; never raises (warns)."""
+        show_warnings(log)  # now: the log level is configured
         totals = None
         if self.settings.history:
             totals = self._ledger(record)
@@ -122,9 +122,4 @@ def failed_run(errors: Sequence[BaseException], *, dry_run: bool, started: float
     )
 
 
-def idle_run(*, dry_run: bool, started: float) -> RunRecord:
-    """The record of a run that found nothing to do."""
-    return failed_run([], dry_run=dry_run, started=started)
-
-
-__all__ = ["PublishSettings", "Publisher", "UpdockError", "failed_run", "idle_run"]
+__all__ = ["PublishSettings", "Publisher", "UpdockError", "failed_run"]

@@ -13,6 +13,8 @@ from updock.cli import _publish_settings, build_parser, fill_from_environment, m
 from updock.config import ConfigFile, strings
 from updock.errors import ConfigError
 from updock.notify.message import DEFAULT_EVENTS
+from updock.run import Options
+from updock.service.serve import ServeSettings
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -151,3 +153,49 @@ def test_strings() -> None:
     assert strings("a") == ["a"]
     with pytest.raises(TypeError):
         strings([1])
+
+
+def _serve_setup(*args: str) -> tuple[ServeSettings, Options]:
+    from updock.cli import _normalize_bools, _serve_setup
+
+    parser, commands = build_parser("serve")
+    sub = commands["serve"]
+    ns = parser.parse_args(["serve", *_normalize_bools(sub, args)])
+    settings, options, _ = _serve_setup(sub, ns)
+    return settings, options(False)
+
+
+def test_serve_takes_its_table_and_its_runs_take_the_auto_update_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for variable in ("UPDOCK_SERVE_DRY_RUN", "UPDOCK_LISTEN", "UPDOCK_SCHEDULE", "UPDOCK_JITTER"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.delenv("UPDOCK_SETTLE_TIME", raising=False)
+    path = _write(
+        tmp_path,
+        "[serve]\ndry-run = true\nschedule = '0 4 * * *'\njitter = 60\nlisten = '[::1]:9000'\n"
+        "token-file = '/etc/updock/api-token'\n"
+        "[auto-update]\ndry-run = false\nsettle-time = 7\n",
+    )
+    monkeypatch.setenv("UPDOCK_CONFIG", str(path))
+    settings, options = _serve_setup()
+    assert settings.dry_run is True  # [serve]'s, not [auto-update]'s
+    assert settings.schedule is not None
+    assert (settings.schedule.expression, settings.schedule.jitter) == ("0 4 * * *", 60.0)
+    assert (settings.listen, str(settings.token_file)) == ("[::1]:9000", "/etc/updock/api-token")
+    assert options.safety.settle == 7.0
+    settings, _ = _serve_setup("--dry-run=false", "--schedule", "off")
+    assert (settings.dry_run, settings.schedule) == (False, None)
+    monkeypatch.setenv("UPDOCK_SERVE_DRY_RUN", "false")
+    assert _serve_setup()[0].dry_run is False
+
+
+def test_serve_needs_a_token_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("UPDOCK_TOKEN_FILE", raising=False)
+    monkeypatch.setenv("UPDOCK_CONFIG", str(_write(tmp_path, "[serve]\njitter = 1\n")))
+    with pytest.raises(ConfigError, match="needs a file with the API's bearer token"):
+        _serve_setup()
+    monkeypatch.setenv("UPDOCK_CONFIG", str(_write(tmp_path, "[serve]\nschedule = '99 * * * *'\n")))
+    monkeypatch.setenv("UPDOCK_TOKEN_FILE", "/x")
+    with pytest.raises(ConfigError, match="schedule: '99 \\* \\* \\* \\*' is no cron expression"):
+        _serve_setup()
