@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -104,7 +103,7 @@ def test_an_update_and_a_rollback_are_one_message_two_history_entries_and_metric
 
     doc = got.json()
     assert isinstance(doc, dict)
-    assert doc["title"] == f"updock on {socket.gethostname()}: 1 updated, 1 rolled back"
+    assert doc["title"] == f"updock on {lab.hostname()}: 1 updated, 1 rolled back"
     by_name = {c["container"]: c for c in doc["containers"]}
     assert set(by_name) == {"pub-web", "pub-api"}
     assert by_name["pub-web"]["status"] == "true"
@@ -191,7 +190,7 @@ def test_failing_notifiers_change_no_outcome_and_no_exit_status(lab: Lab) -> Non
         started = time.monotonic()
         res = run_updock(lab, "--format", "json", env={**env, "UPDOCK_NOTIFY": urls})
         took = time.monotonic() - started
-        assert len(slow.wait(1)) == 1
+        assert len(slow.wait(1)) == 1, res.stderr
     assert res.returncode == 0, res.stderr
     assert res.statuses() == {"pub-ok": "true"}
     assert lab.container_version("pub-ok") == "v2"

@@ -704,6 +704,10 @@ class Lab:
         """Run `podman ARGS` in the lab."""
         return self.run(["podman", *args], check=check)
 
+    def hostname(self) -> str:
+        """The host name updock sees in the lab (a rootfs lab has a UTS namespace of its own)."""
+        return self.run(["cat", "/proc/sys/kernel/hostname"]).stdout.strip()
+
     def systemctl(
         self, *args: str, check: bool = True, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
@@ -887,6 +891,9 @@ Description=Podman {unit}
 Wants=network-online.target
 After=network-online.target
 RequiresMountsFor=%t/containers
+# Tests start a unit more than five times in ten seconds (update, rollback, update...): without
+# this, systemd's default start limit fails the sixth start ("start-limit-hit").
+StartLimitIntervalSec=0
 
 [Service]
 Environment=PODMAN_SYSTEMD_UNIT=%n

@@ -60,12 +60,23 @@ SUITE_PACKAGES = {"bookworm": ("runc",)}
 RUNTIMES = {"bookworm": "runc"}
 
 
+#: The extras of updock the rootfs gets too: the tests use them in both flavours.
+ROOTFS_EXTRAS = ("notify",)
+
+
 def python_deps() -> list[str]:
     """updock's own dependencies (pyproject.toml's, as installed), for the rootfs's Python.
 
-    pip installs them there: Debian's are too old in bookworm (python3-requests 2.28).
+    Those of ROOTFS_EXTRAS included. pip installs them there: Debian's are too old in bookworm
+    (python3-requests 2.28).
     """
-    return sorted(r for r in importlib.metadata.requires("updock") or [] if ";" not in r)
+    deps = []
+    for requirement in importlib.metadata.requires("updock") or []:
+        spec, _, marker = requirement.partition(";")
+        marker = marker.replace("'", '"').replace(" ", "")
+        if not marker or any(f'extra=="{extra}"' == marker for extra in ROOTFS_EXTRAS):
+            deps.append(spec.strip())
+    return sorted(deps)
 
 
 #: Where they go inside the rootfs.
