@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -75,6 +75,10 @@ PYTHON_DEPS_DIR = "/opt/updock-deps"
 LAB_USER_NAME = "u1"
 #: Its UID.
 LAB_USER_UID = 1000
+#: Its home folder.
+USER_HOME = f"/home/{LAB_USER_NAME}"
+#: The system unit that runs its systemd user manager (the lab's stand-in for user@.service).
+USER_MANAGER = f"lab-user@{LAB_USER_UID}.service"
 
 #: Bumped whenever the steps after debootstrap change, so that old caches are not reused.
 RECIPE = 1
@@ -309,6 +313,24 @@ class RootfsLab(Lab):
         self.rootfs, self._rootfs_lock = acquire_rootfs(self.suite)
         self._write_overlay()
         super()._write_config()
+        self._write_users_podman_config()
+
+    def _write_users_podman_config(self) -> None:
+        """The machine-wide podman settings of the lab's users (rootless podman).
+
+        Root's podman reads the lab's own files (`CONTAINERS_CONF`, ...), which replace these;
+        a user's reads `/etc/containers` (the lab's copy), as on a real machine.
+        """
+        containers, engine = self._podman_settings()
+        (self.etc_containers / "containers.conf").write_text(
+            f'[containers]\n{containers}log_driver = "k8s-file"\n'
+            f'[engine]\n{engine}events_logger = "file"\n'
+        )
+        dropins = self.etc_containers / "registries.conf.d"
+        dropins.mkdir(exist_ok=True)
+        (dropins / "50-updock-lab.conf").write_text(
+            f'[[registry]]\nlocation = "{self.plain.host}"\ninsecure = true\n'
+        )
 
     def _podman_settings(self) -> tuple[str, str]:
         # No pids controller in the lab's cgroup: the runtime fails to set a pids limit.
@@ -342,8 +364,10 @@ class RootfsLab(Lab):
         """`lab-user@UID.service`: a user's own systemd (no logind here), for rootless podman.
 
         Written, not started (`lab-user@1000.service` is `LAB_USER_NAME`'s: see `as_user`).
-        Its unit path is restricted as the system's is, and its session bus is a dbus-daemon
-        of its own; its only generator is Quadlet's user generator.
+        Its unit path is restricted as the system's is, to the lab's user units, the user's own
+        `~/.config/systemd/user` (where `updock install-units --user` writes) and the
+        generator's output; its session bus is a dbus-daemon of its own; its only generator is
+        Quadlet's user generator (`~/.config/containers/systemd/`).
         """
         assert self.rootfs is not None
         # In the rootfs (the lab's own layer): the lab's folder is root's only.
@@ -370,6 +394,7 @@ class RootfsLab(Lab):
         if (self.rootfs / quadlet.relative_to("/")).exists():
             (user_generators / quadlet.name).symlink_to(quadlet)
         run = "/run/user/%i"
+        unit_path = f"{inside}/units:$$HOME/.config/systemd/user:{run}/systemd/generator"
         (self.units / "lab-user@.service").write_text(
             f"""[Unit]
 Description=systemd user manager of %i (the lab's stand-in for user@.service)
@@ -381,8 +406,12 @@ Delegate=yes
 KillMode=mixed
 ExecStartPre=+install -d -o %i -g %i -m 700 {run}
 Environment=XDG_RUNTIME_DIR={run} DBUS_SESSION_BUS_ADDRESS=unix:path={run}/bus
-Environment=SYSTEMD_UNIT_PATH={inside}/units SYSTEMD_GENERATOR_PATH={inside}/generators
-ExecStart=/usr/lib/systemd/systemd --user
+Environment=SYSTEMD_GENERATOR_PATH={inside}/generators
+# The system manager's environment holds root's podman settings (the lab's storage, which
+# the user may not read): the user's podman uses the machine's (`_write_users_podman_config`).
+UnsetEnvironment={" ".join(sorted(self.env))}
+# $HOME is the user's (User=): the unit path has the user's own unit folder.
+ExecStart=/bin/sh -c 'SYSTEMD_UNIT_PATH={unit_path} exec /usr/lib/systemd/systemd --user'
 """
         )
 
@@ -506,14 +535,75 @@ ExecStart=/usr/lib/systemd/systemd --user
     def python(self) -> list[str]:
         return ["/usr/local/bin/updock-python"]
 
-    def as_user(self) -> list[str]:
+    def as_user(self, env: Mapping[str, str] | None = None) -> list[str]:
         """The command prefix that runs a command as `LAB_USER_NAME`, with the environment of
-        its `lab-user@UID.service` (which must be started for its bus and systemd to exist)."""
+        its `lab-user@UID.service` (which must be started for its bus and systemd to exist)
+        and `env`."""
         run = f"/run/user/{LAB_USER_UID}"
         return [
             "runuser", "-u", LAB_USER_NAME, "--", "env", "-i", f"PATH={ROOTFS_PATH}",
-            f"XDG_RUNTIME_DIR={run}", f"DBUS_SESSION_BUS_ADDRESS=unix:path={run}/bus",
+            f"HOME={USER_HOME}", f"USER={LAB_USER_NAME}", f"LOGNAME={LAB_USER_NAME}",
+            "LANG=C.UTF-8", f"XDG_RUNTIME_DIR={run}",
+            f"DBUS_SESSION_BUS_ADDRESS=unix:path={run}/bus",
+            *(f"{k}={v}" for k, v in (env or {}).items()),
         ]  # fmt: skip
+
+    def user_run(
+        self,
+        args: Sequence[str],
+        *,
+        check: bool = True,
+        timeout: float = 120,
+        env: Mapping[str, str] | None = None,
+        input: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a command as `LAB_USER_NAME` (as `Lab.run` does for root), its user manager
+        started first; `env` is all of the command's environment beyond the user's session."""
+        if self.unit_state(USER_MANAGER) != "active":
+            self.systemctl("start", USER_MANAGER)
+        return self.run([*self.as_user(env), *args], check=check, timeout=timeout, input=input)
+
+    def user_systemctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """`systemctl --user ARGS` against the lab user's own systemd."""
+        return self.user_run(["systemctl", "--user", *args], check=check)
+
+    def write_quadlet(self, name: str, text: str, *, user: bool = False) -> str:
+        """Write a Quadlet file and run the generator (`daemon-reload`); its unit's name.
+
+        Args:
+            name: the file's name: `x.container`, `x.kube` (unit `x.service`), `x.pod` (unit
+                `x-pod.service`).
+            text: its contents.
+            user: the lab user's (`~/.config/containers/systemd/`, its user manager) instead
+                of the system's (`/etc/containers/systemd/`).
+        """
+        stem, kind = name.rsplit(".", 1)
+        unit = f"{stem}.service" if kind in ("container", "kube") else f"{stem}-{kind}.service"
+        if user:
+            folder = f"{USER_HOME}/.config/containers/systemd"
+            self.user_run(["sh", "-c", f'mkdir -p {folder} && cat > "{folder}/{name}"'], input=text)
+            self.user_systemctl("daemon-reload")
+        else:
+            folder_path = self.etc_containers / "systemd"
+            folder_path.mkdir(exist_ok=True)
+            (folder_path / name).write_text(text)
+            self.systemctl("daemon-reload")
+        return unit
+
+    def reset(self) -> None:
+        """As `Lab.reset`, and also the system's Quadlet files and all the lab user left: its
+        containers, Quadlet files, installed units and updock state."""
+        for quadlet in (self.etc_containers / "systemd").glob("*.*"):
+            quadlet.unlink()
+        if self.unit_state(USER_MANAGER) in ("active", "failed"):
+            self.systemctl("stop", USER_MANAGER, check=False)
+            home = USER_HOME
+            self.run([*self.as_user(), "podman", "rm", "-af", "-t", "0"], check=False, timeout=60)
+            self.run([
+                *self.as_user(), "rm", "-rf", f"{home}/.config/containers/systemd",
+                f"{home}/.config/systemd", f"{home}/.local/state/updock",
+            ], check=False)  # fmt: skip
+        super().reset()
 
     def updock_command(self) -> list[str]:
         return ["/usr/local/bin/updock"]
