@@ -12,13 +12,14 @@ podman 4.3.1 (bookworm) has no Quadlet, nor `--sdnotify=healthy` (4.7): its flav
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 
 import pytest
 
 from tests.integration.conformance import Outcome, podman_since, run_podman, run_updock, without_ids
-from updock.testing.lab import ImageKind, Lab
+from updock.testing.lab import HEALTH_ARGS, ImageKind, Lab
 from updock.testing.rootfs import RootfsLab
 
 pytestmark = pytest.mark.lab
@@ -173,3 +174,106 @@ def test_kube_and_pod_files_equal_podman(lab: Lab) -> None:
     }
     assert updock_states == podman_states
     assert set(updock_states.values()) == {("active", "v2")}
+
+
+def _notify_healthy(lab: RootfsLab, name: str, new: ImageKind) -> str:
+    """A `Notify=healthy` service on a slow-to-be-healthy v1, and `new` pushed as v2."""
+    image = lab.build_image(f"{lab.plain.host}/quadlet/{name}:latest", ImageKind.SLOW_HEALTHY, "v1")
+    lab.pull(image)
+    health = "".join(
+        f"{key}={arg.split('=', 1)[1]}\n"
+        for key, arg in zip(
+            ("HealthCmd", "HealthInterval", "HealthRetries", "HealthStartPeriod"),
+            HEALTH_ARGS,
+            strict=True,
+        )
+    )
+    extra = f"Notify=healthy\n{health}[Service]\nTimeoutStartSec={START_TIMEOUT}\n"
+    unit = lab.write_quadlet(f"{name}.container", container_file(image, extra=extra))
+    lab.systemctl("start", unit)
+    lab.build_image(image, new, version="v2")
+    return unit
+
+
+#: TimeoutStartSec of the `Notify=healthy` services: v1 gets healthy in about 5 s.
+START_TIMEOUT = 10
+
+
+def _healthcheck_spy(lab: RootfsLab) -> tuple[dict[str, str], Callable[[], int]]:
+    """PATH for a `podman` that notes each `podman healthcheck run` updock makes, and a function
+    that returns how many it made."""
+    folder = lab.root / "healthcheck-spy"
+    folder.mkdir(exist_ok=True)
+    calls = folder / "calls"
+    calls.write_text("")
+    (folder / "podman").write_text(
+        f'#!/bin/sh\n[ "$1" = healthcheck ] && echo "$*" >> {calls}\nexec /usr/bin/podman "$@"\n'
+    )
+    (folder / "podman").chmod(0o755)
+    return {"PATH": f"{folder}:/usr/sbin:/usr/bin:/sbin:/bin"}, lambda: len(
+        calls.read_text().splitlines()
+    )
+
+
+def _phase_seconds(stderr: str, unit: str, phase: str) -> float:
+    """How long a phase of the unit took (`restarted in 5.1s`, `restart failed after 10.6s`),
+    from updock's `--log-level info` lines."""
+    found = re.search(rf"unit {re.escape(unit)}: {phase} (?:in|after) ([\d.]+)s", stderr)
+    assert found, f"no {phase!r} line for {unit} in:\n{stderr}"
+    return float(found.group(1))
+
+
+def test_notify_healthy_restart_waits_for_health_and_updock_does_not_check_again(
+    lab: Lab,
+) -> None:
+    """`Notify=healthy`: systemd's restart job ends only once podman saw the container healthy,
+    so updock trusts that health status instead of running the check and its window again."""
+    qlab = quadlet_lab(lab, since="5.0")  # Quadlet's Notify=healthy (--sdnotify=healthy: 4.7)
+    unit = _notify_healthy(qlab, "nhok", ImageKind.SLOW_HEALTHY)
+    sdnotify = qlab.podman("inspect", "--format", "{{.Config.SdNotifyMode}}", "systemd-nhok")
+    assert sdnotify.stdout.strip() == "healthy"
+    env, healthchecks = _healthcheck_spy(qlab)
+
+    updock = run_updock(qlab, "--format", "json", "--log-level", "info", env=env)
+
+    assert updock.returncode == 0, updock.stderr
+    assert updock.statuses() == {"systemd-nhok": "true"}
+    assert qlab.container_version("systemd-nhok") == "v2"
+    # The restart job itself waited until the new container was healthy...
+    assert _phase_seconds(updock.stderr, unit, "restarted") >= 4
+    # ...so updock ran no health check of its own and only waited the settle time (1 s).
+    assert healthchecks() == 0
+    assert _phase_seconds(updock.stderr, unit, "verified") < 2.5
+    # podman agrees on the next version (its restart waits for health the same way).
+    qlab.build_image(f"{qlab.plain.host}/quadlet/nhok:latest", ImageKind.SLOW_HEALTHY, "v3")
+    podman = run_podman(qlab, "--format", "json")
+    assert (podman.returncode, without_ids(podman.rows())) == (0, without_ids(updock.rows()))
+    assert qlab.container_version("systemd-nhok") == "v3"
+
+
+def test_notify_healthy_never_healthy_is_rolled_back_within_the_start_timeout(lab: Lab) -> None:
+    qlab = quadlet_lab(lab, since="5.0")
+    unit = _notify_healthy(qlab, "nhsick", ImageKind.UNHEALTHY)
+    started = time.monotonic()
+    podman = run_podman(qlab, "--format", "json")
+    podman_took = time.monotonic() - started
+    assert (podman.returncode, podman.statuses()) == (0, {"systemd-nhsick": "rolled back"})
+    assert qlab.container_version("systemd-nhsick") == "v1"
+
+    qlab.reset()
+    unit = _notify_healthy(qlab, "nhsick", ImageKind.UNHEALTHY)
+    env, healthchecks = _healthcheck_spy(qlab)
+    started = time.monotonic()
+    updock = run_updock(qlab, "--format", "json", "--log-level", "info", env=env)
+    updock_took = time.monotonic() - started
+
+    assert updock.returncode == 0, updock.stderr
+    assert without_ids(updock.rows()) == without_ids(podman.rows())
+    assert qlab.unit_state(unit) == "active"
+    assert qlab.container_version("systemd-nhsick") == "v1"
+    # systemd gave up on the start after TimeoutStartSec and said so...
+    assert f'restarting systemd unit "{unit}" failed' in updock.stderr
+    assert _phase_seconds(updock.stderr, unit, "restart failed") >= START_TIMEOUT - 0.5
+    # ...and the rollback's restart waited for v1's health: updock added only its settle time.
+    assert healthchecks() == 0
+    assert updock_took < podman_took + 3, (updock_took, podman_took)
