@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from updock.testing.lab import Lab
 
@@ -82,3 +83,45 @@ def without_ids(rows: list[Row]) -> list[dict[str, Any]]:
         | {"Container": r["Container"][13:]}
         for r in rows
     ]
+
+
+LabT = TypeVar("LabT", bound=Lab)
+
+#: container name -> (its unit's ActiveState, /version in the running container or "-").
+States = dict[str, tuple[str, str]]
+
+
+def unit_states(lab: Lab, containers: Mapping[str, str]) -> States:
+    """What each container's unit and container run now (`containers`: name -> unit)."""
+    out = {}
+    for name, unit in containers.items():
+        res = lab.run(["podman", "exec", name, "/bin/cat", "/version"], check=False)
+        out[name] = (lab.unit_state(unit), res.stdout.strip() if res.returncode == 0 else "-")
+    return out
+
+
+def compare_runs(
+    lab: LabT,
+    setup: Callable[[LabT], Mapping[str, str]],
+    *args: str,
+    wait_after_podman: float = 0,
+) -> tuple[Outcome, Outcome, States, States]:
+    """A real run of each tool on the same scenario: set up, run podman; reset, set up again
+    (same names, same kinds of images), run updock; both with `--format json ARGS`.
+
+    Args:
+        setup: makes the scenario; returns container name -> unit.
+        wait_after_podman: seconds before podman's outcome is read (a pod's members start
+            after the pod's unit, and podman does not wait for them).
+
+    Returns:
+        podman's and updock's outcomes, and the states each left (`unit_states`).
+    """
+    containers = setup(lab)
+    podman = run_podman(lab, "--format", "json", *args)
+    time.sleep(wait_after_podman)
+    podman_states = unit_states(lab, containers)
+    lab.reset()
+    setup(lab)
+    updock = run_updock(lab, "--format", "json", *args)
+    return podman, updock, podman_states, unit_states(lab, containers)

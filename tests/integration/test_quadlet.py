@@ -18,7 +18,13 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.integration.conformance import Outcome, podman_since, run_podman, run_updock, without_ids
+from tests.integration.conformance import (
+    compare_runs,
+    podman_since,
+    run_podman,
+    run_updock,
+    without_ids,
+)
 from updock.testing.lab import HEALTH_ARGS, ImageKind, Lab
 from updock.testing.rootfs import RootfsLab
 
@@ -47,18 +53,6 @@ Network=none
 # Stops wait for the container's exit at most a second.
 StopTimeout=1
 {extra}"""
-
-
-States = dict[str, tuple[str, str]]
-
-
-def _states(lab: RootfsLab, containers: dict[str, str]) -> States:
-    """container name -> (its unit's state, /version in the running container or "-")."""
-    out = {}
-    for name, unit in containers.items():
-        res = lab.run(["podman", "exec", name, "/bin/cat", "/version"], check=False)
-        out[name] = (lab.unit_state(unit), res.stdout.strip() if res.returncode == 0 else "-")
-    return out
 
 
 def _single_containers(lab: RootfsLab) -> dict[str, str]:
@@ -118,23 +112,9 @@ spec:
     return {"kq-main": kube, "kq-side": kube, "systemd-pqa": pod, "systemd-pqb": pod}
 
 
-def _compare(
-    lab: RootfsLab, setup: Callable[[RootfsLab], dict[str, str]]
-) -> tuple[Outcome, Outcome, States, States]:
-    """Set up, run podman; reset, set up again, run updock. Returns both outcomes and states."""
-    containers = setup(lab)
-    podman = run_podman(lab, "--format", "json")
-    time.sleep(1)  # podman's restarts of pod members may still be starting them
-    podman_states = _states(lab, containers)
-    lab.reset()
-    setup(lab)
-    updock = run_updock(lab, "--format", "json")
-    return podman, updock, podman_states, _states(lab, containers)
-
-
 def test_container_files_registry_and_local_equal_podman(lab: Lab) -> None:
     qlab = quadlet_lab(lab)
-    podman, updock, podman_states, updock_states = _compare(qlab, _single_containers)
+    podman, updock, podman_states, updock_states = compare_runs(qlab, _single_containers)
 
     assert (updock.returncode, podman.returncode) == (0, 0), (updock.stderr, podman.stderr)
     assert without_ids(updock.rows()) == without_ids(podman.rows())
@@ -161,7 +141,9 @@ def test_container_files_registry_and_local_equal_podman(lab: Lab) -> None:
 def test_kube_and_pod_files_equal_podman(lab: Lab) -> None:
     # `.pod` files came with podman 5.0, per-container `AutoUpdate=name/policy` in `.kube` with 4.7.
     qlab = quadlet_lab(lab, since="5.0")
-    podman, updock, podman_states, updock_states = _compare(qlab, _kube_and_pod)
+    podman, updock, podman_states, updock_states = compare_runs(
+        qlab, _kube_and_pod, wait_after_podman=1
+    )
 
     assert (updock.returncode, podman.returncode) == (0, 0), (updock.stderr, podman.stderr)
     assert without_ids(updock.rows()) == without_ids(podman.rows())

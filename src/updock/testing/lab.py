@@ -1001,6 +1001,20 @@ WantedBy=default.target
         proc.communicate()
         raise LabError("updock did not start in the lab")
 
+    def spawn(
+        self, args: Sequence[str], env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen[str]:
+        """A command started in the lab and not waited for, its output discarded: the caller
+        waits for it (and kills it if it must)."""
+        return subprocess.Popen(
+            [*self._enter(), *args],
+            env=self._command_env(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+
     def auto_update(self, *args: str) -> subprocess.CompletedProcess[str]:
         """The real `podman auto-update ARGS` in the lab (never raises on its exit status)."""
         return self.run(["podman", "auto-update", *args], check=False)
