@@ -158,6 +158,39 @@ def test_kube_and_pod_files_equal_podman(lab: Lab) -> None:
     assert set(updock_states.values()) == {("active", "v2")}
 
 
+def _kube_pulling_latest(lab: RootfsLab) -> dict[str, str]:
+    """A `.kube` service with `AutoUpdate=local` on a registry's `:latest` image, and a new
+    local image under that name."""
+    image = lab.build_image(f"{lab.plain.host}/quadlet/kpull:latest", version="v1")
+    lab.pull(image)
+    yaml = lab.root / "quadlet-kpull.yaml"
+    yaml.write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: kpull\nspec:\n  containers:\n"
+        f"  - name: app\n    image: {image}\n"
+    )
+    unit = lab.write_quadlet(
+        "kpull.kube",
+        f"[Unit]\nStartLimitIntervalSec=0\n[Kube]\nYaml={yaml}\nAutoUpdate=local\nNetwork=none\n",
+    )
+    lab.systemctl("start", unit)
+    lab.build_image(image, local=True, version="v2")
+    return {"kpull-app": unit}
+
+
+def test_a_local_update_the_unit_pulls_over_is_never_reported_true(lab: Lab) -> None:
+    """kube play pulls a `:latest` image again at every start (Kubernetes' pull policy for that
+    tag), so a new local image under the name never runs: the restart puts the registry's image
+    back under the name and the container on it. podman reports `true` for a container on its
+    old image; updock sees it run another image than the one it updated to, and rolls back."""
+    qlab = quadlet_lab(lab, since="4.7")  # `.kube` files with AutoUpdate=
+    podman, updock, podman_states, updock_states = compare_runs(qlab, _kube_pulling_latest)
+
+    assert podman_states == updock_states == {"kpull-app": ("active", "v1")}
+    assert (podman.returncode, podman.statuses()) == (0, {"kpull-app": "true"})
+    assert (updock.returncode, updock.statuses()) == (0, {"kpull-app": "rolled back"})
+    assert "container kpull-app runs image" in updock.stderr
+
+
 def _notify_healthy(lab: RootfsLab, name: str, new: ImageKind) -> str:
     """A `Notify=healthy` service on a slow-to-be-healthy v1, and `new` pushed as v2."""
     image = lab.build_image(f"{lab.plain.host}/quadlet/{name}:latest", ImageKind.SLOW_HEALTHY, "v1")
