@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from collections.abc import Callable, Mapping
@@ -35,8 +36,21 @@ class Outcome:
         return {r["ContainerName"]: r["Updated"] for r in self.rows()}
 
 
+#: Every outcome of this session's tests, with the test's ID, for the conformance table
+#: (`conformance_table.py`; written when `UPDOCK_CONFORMANCE_TABLE` names a file).
+OUTCOMES: list[tuple[str, Outcome]] = []
+
+
+def record(outcome: Outcome) -> Outcome:
+    """Note `outcome` as one of the current test's (pytest names it in the environment)."""
+    test = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" ", 1)[0]
+    if test:
+        OUTCOMES.append((test, outcome))
+    return outcome
+
+
 def _outcome(tool: str, res: subprocess.CompletedProcess[str]) -> Outcome:
-    return Outcome(tool, res.returncode, res.stdout, res.stderr)
+    return record(Outcome(tool, res.returncode, res.stdout, res.stderr))
 
 
 #: The comparisons with podman use healthy or outright broken images: a short settle time keeps

@@ -21,7 +21,7 @@ import subprocess
 
 import pytest
 
-from tests.integration.conformance import FAST_VERIFY, Outcome, run_updock, without_ids
+from tests.integration.conformance import FAST_VERIFY, Outcome, record, run_updock, without_ids
 from tests.integration.test_quadlet import container_file, quadlet_lab
 from updock.testing.lab import Lab
 from updock.testing.rootfs import USER_HOME, RootfsLab
@@ -40,7 +40,7 @@ def _user_service(lab: RootfsLab, name: str, image: str) -> str:
 
 
 def _outcome(res: subprocess.CompletedProcess[str], tool: str) -> Outcome:
-    return Outcome(tool, res.returncode, res.stdout, res.stderr)
+    return record(Outcome(tool, res.returncode, res.stdout, res.stderr))
 
 
 def user_updock(lab: RootfsLab, *args: str, env: dict[str, str] | None = None) -> Outcome:

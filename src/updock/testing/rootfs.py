@@ -404,6 +404,7 @@ Type=notify
 NotifyAccess=all
 Delegate=yes
 KillMode=mixed
+TimeoutStopSec=20
 ExecStartPre=+install -d -o %i -g %i -m 700 {run}
 Environment=XDG_RUNTIME_DIR={run} DBUS_SESSION_BUS_ADDRESS=unix:path={run}/bus
 Environment=SYSTEMD_GENERATOR_PATH={inside}/generators
@@ -592,17 +593,25 @@ ExecStart=/bin/sh -c 'SYSTEMD_UNIT_PATH={unit_path} exec /usr/lib/systemd/system
 
     def reset(self) -> None:
         """As `Lab.reset`, and also the system's Quadlet files and all the lab user left: its
-        containers, Quadlet files, installed units and updock state."""
+        services and timers, containers, Quadlet files, installed units and updock state."""
         for quadlet in (self.etc_containers / "systemd").glob("*.*"):
             quadlet.unlink()
-        if self.unit_state(USER_MANAGER) in ("active", "failed"):
-            self.systemctl("stop", USER_MANAGER, check=False)
-            home = USER_HOME
-            self.run([*self.as_user(), "podman", "rm", "-af", "-t", "0"], check=False, timeout=60)
-            self.run([
-                *self.as_user(), "rm", "-rf", f"{home}/.config/containers/systemd",
-                f"{home}/.config/systemd", f"{home}/.local/state/updock",
+        if self.unit_state(USER_MANAGER) == "active":
+            # The user's units first, while its manager runs: stopping the manager with
+            # podman units still up waits for them, and they for the manager.
+            listed = self.user_systemctl(
+                "list-units", "--plain", "--no-legend", "--type=service,timer", check=False
+            ).stdout
+            units = [line.split()[0] for line in listed.splitlines() if line.strip()]
+            units = [u for u in units if u != "dbus.service"]
+            if units:
+                self.user_systemctl("stop", *units, check=False)
+            self.user_run(["podman", "rm", "-af", "-t", "0"], check=False, timeout=60)
+            self.user_run([
+                "rm", "-rf", f"{USER_HOME}/.config/containers/systemd",
+                f"{USER_HOME}/.config/systemd", f"{USER_HOME}/.local/state/updock",
             ], check=False)  # fmt: skip
+        self.systemctl("stop", USER_MANAGER, check=False)
         super().reset()
 
     def updock_command(self) -> list[str]:
