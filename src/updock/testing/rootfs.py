@@ -313,24 +313,27 @@ class RootfsLab(Lab):
         self.rootfs, self._rootfs_lock = acquire_rootfs(self.suite)
         self._write_overlay()
         super()._write_config()
+
+    def _start_systemd(self) -> None:
+        super()._start_systemd()
         self._write_users_podman_config()
 
     def _write_users_podman_config(self) -> None:
-        """The machine-wide podman settings of the lab's users (rootless podman).
+        """The lab user's own podman settings, in its `~/.config/containers`.
 
-        Root's podman reads the lab's own files (`CONTAINERS_CONF`, ...), which replace these;
-        a user's reads `/etc/containers` (the lab's copy), as on a real machine.
+        Not in the lab's `/etc/containers`: root's podman reads the lab's own containers.conf
+        and registries.conf (`CONTAINERS_CONF`, ...) but still `registries.conf.d` there.
         """
         containers, engine = self._podman_settings()
-        (self.etc_containers / "containers.conf").write_text(
-            f'[containers]\n{containers}log_driver = "k8s-file"\n'
-            f'[engine]\n{engine}events_logger = "file"\n'
-        )
-        dropins = self.etc_containers / "registries.conf.d"
-        dropins.mkdir(exist_ok=True)
-        (dropins / "50-updock-lab.conf").write_text(
-            f'[[registry]]\nlocation = "{self.plain.host}"\ninsecure = true\n'
-        )
+        files = {
+            "containers.conf": f'[containers]\n{containers}log_driver = "k8s-file"\n'
+            f'[engine]\n{engine}events_logger = "file"\n',
+            "registries.conf": "unqualified-search-registries = []\n"
+            f'[[registry]]\nlocation = "{self.plain.host}"\ninsecure = true\n',
+        }
+        write = 'mkdir -p "$HOME/.config/containers" && cat > "$HOME/.config/containers/$0"'
+        for name, text in files.items():
+            self.run([*self.as_user(), "sh", "-c", write, name], input=text)
 
     def _podman_settings(self) -> tuple[str, str]:
         # No pids controller in the lab's cgroup: the runtime fails to set a pids limit.
@@ -409,7 +412,7 @@ ExecStartPre=+install -d -o %i -g %i -m 700 {run}
 Environment=XDG_RUNTIME_DIR={run} DBUS_SESSION_BUS_ADDRESS=unix:path={run}/bus
 Environment=SYSTEMD_GENERATOR_PATH={inside}/generators
 # The system manager's environment holds root's podman settings (the lab's storage, which
-# the user may not read): the user's podman uses the machine's (`_write_users_podman_config`).
+# the user may not read): the user's podman uses its own (`_write_users_podman_config`).
 UnsetEnvironment={" ".join(sorted(self.env))}
 # $HOME is the user's (User=): the unit path has the user's own unit folder.
 ExecStart=/bin/sh -c 'SYSTEMD_UNIT_PATH={unit_path} exec /usr/lib/systemd/systemd --user'
