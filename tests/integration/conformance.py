@@ -17,12 +17,13 @@ Row = dict[str, str]
 
 @dataclass(frozen=True)
 class Outcome:
-    """One run of one tool: exit status, stdout, stderr."""
+    """One run of one tool: exit status, stdout, stderr (and its arguments)."""
 
     tool: str
     returncode: int
     stdout: str
     stderr: str
+    args: tuple[str, ...] = ()
 
     def rows(self) -> list[Row]:
         """The JSON report (the run must have used `--format json`), sorted like updock's."""
@@ -49,8 +50,8 @@ def record(outcome: Outcome) -> Outcome:
     return outcome
 
 
-def _outcome(tool: str, res: subprocess.CompletedProcess[str]) -> Outcome:
-    return record(Outcome(tool, res.returncode, res.stdout, res.stderr))
+def _outcome(tool: str, res: subprocess.CompletedProcess[str], args: tuple[str, ...]) -> Outcome:
+    return record(Outcome(tool, res.returncode, res.stdout, res.stderr, args))
 
 
 #: The comparisons with podman use healthy or outright broken images: a short settle time keeps
@@ -60,13 +61,14 @@ FAST_VERIFY = {"UPDOCK_SETTLE_TIME": "1"}
 
 def run_updock(lab: Lab, *args: str, env: Mapping[str, str] | None = None) -> Outcome:
     """`updock auto-update ARGS` in the lab."""
-    return _outcome("updock", lab.updock("auto-update", *args, env={**FAST_VERIFY, **(env or {})}))
+    res = lab.updock("auto-update", *args, env={**FAST_VERIFY, **(env or {})})
+    return _outcome("updock", res, args)
 
 
 def run_podman(lab: Lab, *args: str, env: Mapping[str, str] | None = None) -> Outcome:
     """The real `podman auto-update ARGS` in the lab."""
     res = lab.run(["podman", "auto-update", *args], check=False, env=env, timeout=300)
-    return _outcome("podman", res)
+    return _outcome("podman", res, args)
 
 
 def run_both(lab: Lab, *args: str, env: Mapping[str, str] | None = None) -> tuple[Outcome, Outcome]:

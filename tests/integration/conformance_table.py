@@ -1,9 +1,10 @@
 """The conformance table: every scenario in which updock and podman's own `auto-update` ran,
 with what each reported, per podman version (written at the end of a session, see conftest).
 
-A cell sums up a tool's runs in the scenario, in order: the `Updated` values of each run's JSON
-report (`true`, `rolled back`, ...; "none" for an empty report, "text" for another format) and
-its exit status when not 0; runs alike in a row are counted (`x3`).
+A cell sums up a tool's runs in the scenario that were compared (podman's, and updock's with the
+same arguments), in order: the `Updated` values of each run's JSON report (`true`, `rolled
+back`, ...; "none" for an empty report, "text" for another format) and its exit status when not
+0; runs alike in a row are counted (`x3`).
 """
 
 from __future__ import annotations
@@ -51,19 +52,32 @@ def _scenario(test_id: str) -> tuple[str, str]:
     return f"{module}: {name.removeprefix('test_').replace('_', ' ')}", flavour
 
 
+def _paired(runs: list[Outcome]) -> tuple[list[Outcome], list[Outcome]]:
+    """podman's runs, and the updock runs they were compared with: the k-th updock run with the
+    same arguments as podman's k-th run with them (updock's other runs, such as a real update
+    before a dry run that both make, are its own steps)."""
+    podman = [o for o in runs if o.tool == "podman"]
+    updock: dict[tuple[str, ...], list[Outcome]] = {}
+    for o in runs:
+        if o.tool == "updock":
+            updock.setdefault(o.args, []).append(o)
+    paired = [updock[o.args].pop(0) for o in podman if updock.get(o.args)]
+    return podman, paired
+
+
 def table(records: Iterable[tuple[str, Outcome]], versions: Mapping[str, str]) -> str:
     """A Markdown table: one row per scenario in which podman ran, a column of podman's results
-    per podman version (flavour), then updock's (on the newest podman's lab).
+    per podman version (flavour), then updock's runs compared with them (on the newest podman's
+    lab; where updock's differ on another podman, those too).
 
     Args:
         records: (test ID, outcome), in the order they ran.
         versions: flavour -> its podman version.
     """
-    runs: dict[str, dict[str, dict[str, list[Outcome]]]] = {}
+    runs: dict[str, dict[str, list[Outcome]]] = {}
     for test_id, outcome in records:
         scenario, flavour = _scenario(test_id)
-        tools = runs.setdefault(scenario, {}).setdefault(flavour, {})
-        tools.setdefault(outcome.tool, []).append(outcome)
+        runs.setdefault(scenario, {}).setdefault(flavour, []).append(outcome)
     order = sorted(versions, key=lambda f: [int(p) for p in versions[f].split(".")])
     if not order:
         return ""
@@ -74,10 +88,22 @@ def table(records: Iterable[tuple[str, Outcome]], versions: Mapping[str, str]) -
         "|---" * (len(order) + 2) + "|",
     ]
     for scenario, flavours in runs.items():
-        if not any("podman" in tools for tools in flavours.values()):
+        pairs = {f: _paired(flavours.get(f, [])) for f in order}
+        if not any(podman for podman, _ in pairs.values()):
             continue
-        cells = [cell(flavours.get(f, {}).get("podman", [])) for f in order]
-        updock = cell(flavours.get(newest, {}).get("updock", []))
-        cells = ["= updock" if c == updock != "-" else c for c in cells]
-        lines.append(f"| {scenario} | {' | '.join(cells)} | {updock} |")
+        podman_cells = {f: cell(podman) for f, (podman, _) in pairs.items()}
+        updock_cells = {f: cell(compared) for f, (_, compared) in pairs.items()}
+        cells = [
+            "= updock" if podman_cells[f] == updock_cells[f] != "-" else podman_cells[f]
+            for f in order
+        ]
+        ours = updock_cells[newest]
+        others = [
+            f"on podman {versions[f]}: {updock_cells[f]}"
+            for f in order
+            if updock_cells[f] not in ("-", ours)
+        ]
+        if others:
+            ours += f" ({'; '.join(others)})"
+        lines.append(f"| {scenario} | {' | '.join(cells)} | {ours} |")
     return "\n".join(lines) + "\n"

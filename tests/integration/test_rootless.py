@@ -39,19 +39,20 @@ def _user_service(lab: RootfsLab, name: str, image: str) -> str:
     return unit
 
 
-def _outcome(res: subprocess.CompletedProcess[str], tool: str) -> Outcome:
-    return record(Outcome(tool, res.returncode, res.stdout, res.stderr))
+def _outcome(res: subprocess.CompletedProcess[str], tool: str, args: tuple[str, ...]) -> Outcome:
+    return record(Outcome(tool, res.returncode, res.stdout, res.stderr, args))
 
 
 def user_updock(lab: RootfsLab, *args: str, env: dict[str, str] | None = None) -> Outcome:
     """`updock auto-update ARGS` run by the lab's user."""
     cmd = [*lab.updock_command(), "auto-update", *args]
-    return _outcome(lab.user_run(cmd, check=False, env={**FAST_VERIFY, **(env or {})}), "updock")
+    res = lab.user_run(cmd, check=False, env={**FAST_VERIFY, **(env or {})})
+    return _outcome(res, "updock", args)
 
 
 def user_podman(lab: RootfsLab, *args: str) -> Outcome:
     """The user's own `podman auto-update ARGS`."""
-    return _outcome(lab.user_run(["podman", "auto-update", *args], check=False), "podman")
+    return _outcome(lab.user_run(["podman", "auto-update", *args], check=False), "podman", args)
 
 
 def user_version(lab: RootfsLab, container: str) -> str:

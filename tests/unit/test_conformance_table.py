@@ -42,3 +42,22 @@ def test_one_row_per_scenario_podman_ran_in_a_column_per_version() -> None:
         "| auto_update_apply: update and rollback | = updock | true, true | rolled back, true |",
         "| x: p [bogus] | - | false | - |",
     ]
+
+
+def test_updock_runs_are_those_with_podmans_arguments_and_differences_per_podman_shown() -> None:
+    test = "tests/integration/test_apply.py::test_multi"
+    dry = ("--dry-run",)
+
+    def run(tool: str, status: str, args: tuple[str, ...] = dry) -> Outcome:
+        return Outcome(tool, 0, json.dumps([{"Updated": status}]), "", args)
+
+    records = [
+        (f"{test}[trixie]", run("updock", "true", ())),  # a real update: updock's own step
+        (f"{test}[trixie]", run("updock", "false")),
+        (f"{test}[trixie]", run("podman", "false")),
+        (f"{test}[host]", run("updock", "pending")),
+        (f"{test}[host]", run("podman", "false")),
+    ]
+    assert table(records, {"host": "4.3.1", "trixie": "5.4.2"}).splitlines()[2:] == [
+        "| apply: multi | false | = updock | false (on podman 4.3.1: pending) |"
+    ]
