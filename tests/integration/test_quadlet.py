@@ -34,9 +34,11 @@ def quadlet_lab(lab: Lab, since: str = "4.4") -> RootfsLab:
     """The lab, if it runs the Quadlet generator and podman `since`; else the test is skipped."""
     if not isinstance(lab, RootfsLab):
         pytest.skip("the host flavour's systemd runs no Quadlet generator")
+    version = ".".join(map(str, lab.podman_version))
+    if not podman_since(lab, "4.4"):
+        pytest.skip(f"podman {version} has no Quadlet (podman 4.4 and later)")
     if not podman_since(lab, since):
-        version = ".".join(map(str, lab.podman_version))
-        pytest.skip(f"podman {version} has no Quadlet (4.4) or not this feature ({since})")
+        pytest.skip(f"podman {version}: this needs podman {since} or later")
     return lab
 
 
