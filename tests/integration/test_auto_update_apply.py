@@ -316,3 +316,43 @@ NotifyAccess=all
     assert starts.read_text().count("start") == 3
     assert lab.container_version("kapp-one") == lab.container_version("kapp-two") == "v3"
     lab.systemctl("stop", unit)
+
+
+#: A unit that `Requires=` the updated one and runs no container (the lab's reset removes
+#: container-*.service units).
+DEPENDENT = "container-dependent.service"
+
+
+def _with_dependent(lab: Lab) -> dict[str, str]:
+    """A service whose v2 is good, and DEPENDENT (listed by its unit name: `unit_states` shows
+    its state, and "-" for its version)."""
+    image = lab.build_image(f"{lab.plain.host}/apply/needed:latest", version="v1")
+    needed = lab.create_service("needed", image).unit
+    (lab.units / DEPENDENT).write_text(
+        f"""[Unit]
+Requires={needed}
+After={needed}
+[Service]
+ExecStartPre=/bin/sh -c 'echo start $(date +%%s.%%N) >> {lab.root}/logs/{DEPENDENT}.starts'
+ExecStart=/bin/sleep 1000000
+"""
+    )
+    lab.systemctl("daemon-reload")
+    lab.systemctl("start", DEPENDENT)
+    lab.build_image(image, version="v2")
+    return {"needed": needed, "dependent": DEPENDENT}
+
+
+def test_requires_dependents_restart_with_the_unit_equal_podman(lab: Lab) -> None:
+    """A restart is a real restart (`RestartUnit`): units that `Requires=` the updated one are
+    restarted with it and stay active, as with podman (a stop and a start would leave them
+    stopped)."""
+    podman, updock, podman_state, updock_state = compare_runs(lab, _with_dependent)
+
+    assert (updock.returncode, podman.returncode) == (0, 0), updock.stderr
+    assert without_ids(updock.rows()) == without_ids(podman.rows())
+    assert updock.statuses() == {"needed": "true"}
+    want = {"needed": ("active", "v2"), "dependent": ("active", "-")}
+    assert updock_state == podman_state == want
+    # compare_runs leaves updock's set-up in place: started once by the test, once by the update.
+    assert lab.unit_starts(DEPENDENT) == 2
