@@ -12,7 +12,6 @@ Safety rules kept here (issue 5):
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import os
 import signal
@@ -247,9 +246,9 @@ class HoldBook:
 class ActionHandler:
     """Performs the plan's actions (the `handler` of `core.plan.drive`).
 
-    One handler per thread: each has its own service manager connection (`fork` makes one for
-    another thread); the journal, the holds, the restart slots and the container states polled
-    for verification are shared.
+    Thread-safe: the plans of a `Together` and the run's groups of units share one handler, and
+    with it one service manager connection, the journal, the holds, the restart slots and the
+    container states polled for verification.
 
     Args:
         restart_slots: held while a unit restarts: bounds the restarts in flight in a run (each
@@ -291,30 +290,14 @@ class ActionHandler:
         self._states: ContainerProbe = states if states is not None else engine
         self._keeper = keeper if keeper is not None else PreviousKeeper(engine)
         self._wrap = wrap
-        self._forked = False
-
-    def fork(self) -> ActionHandler:
-        """A handler for another thread: the same run, its own service manager connection."""
-        other = copy.copy(self)
-        other._services = ServiceConnection(self._services.connect)
-        other._forked = True
-        return other
-
-    def close(self) -> None:
-        """Close the connection of a forked handler (the run closes its own)."""
-        if self._forked:
-            self._services.close()
 
     def _together(self, action: Together) -> tuple[object, ...]:
-        """Drive each plan in a thread of its own, with a forked handler; their results."""
+        """Drive each plan in a thread of its own (this handler serves them all); their
+        results."""
         from concurrent.futures import ThreadPoolExecutor
 
         def run(plan: Generator[Action, Outcome, object]) -> object:
-            handler = self.fork()
-            try:
-                return drive(plan, self._wrap(handler) if self._wrap else handler)
-            finally:
-                handler.close()
+            return drive(plan, self._wrap(self) if self._wrap else self)
 
         workers = max(1, len(action.plans))
         if workers > 1:

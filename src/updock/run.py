@@ -454,12 +454,10 @@ def _update(
         # The phase log, and the run's record of what happened (`updock.record`).
         return PhaseLog(recorder.watch(handler) if recorder is not None else handler)
 
-    def run_group(index: int, group: list[str]) -> RunResult:
-        # Each thread has its own D-Bus connection (they are not thread-safe).
-        own = connection if index == 0 else type(connection)(connection.connect)
+    def run_group(group: list[str]) -> RunResult:
         handler = ActionHandler(
             engine,
-            own,
+            connection,  # one for all threads (see ServiceConnection)
             journal,
             options.safety,
             check=check,
@@ -478,11 +476,7 @@ def _update(
             images_done=SharedImageState(),
             wave_size=options.wave_size,
         )
-        try:
-            rows, errors = drive(plan, watched(handler))
-        finally:
-            if own is not connection:
-                own.close()
+        rows, errors = drive(plan, watched(handler))
         begun = {r.unit for r in rows}
         not_begun.extend(u for u in group if u not in begun and stop is not None)
         holds.release_updated(rows)
@@ -492,7 +486,7 @@ def _update(
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="unit") as pool:
-        futures = [pool.submit(run_group, i, g) for i, g in enumerate(groups)]
+        futures = [pool.submit(run_group, g) for g in groups]
     for future in futures:  # in group order, so errors come in a stable order
         done = future.result()
         result.rows.extend(done.rows)

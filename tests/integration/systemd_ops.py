@@ -2,8 +2,9 @@
 
 The lab's systemd socket exists only inside the lab's mount namespace, so test_systemd.py runs
 this file there (`lab.run`). Standard input: `{"timeout": SECONDS, "calls": [[METHOD, UNIT], ...],
-"connections": N}` with METHOD "restart", "active_state" or "job_pending": the calls run on one
-connection, then again on a new one, N times in all (default 1). Standard output: a JSON list,
+"connections": N, "parallel": BOOL}` with METHOD "restart", "active_state" or "job_pending": the
+calls run on one connection (each in a thread of its own, all at once, when "parallel" is true),
+then again on a new one, N times in all (default 1). Standard output: a JSON list,
 one object per call: `{"value": ..., "seconds": ...}` or
 `{"error": MESSAGE, "cause": EXCEPTION_TYPE, "seconds": ...}`.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from updock.errors import ServiceError
@@ -40,13 +42,23 @@ def call(manager: ServiceManager, method: str, unit: str) -> dict[str, Any]:
     return outcome
 
 
+def run_all(
+    manager: ServiceManager, calls: list[list[str]], *, parallel: bool
+) -> list[dict[str, Any]]:
+    """Each call's outcome, in the order of `calls`."""
+    if not parallel:
+        return [call(manager, method, unit) for method, unit in calls]
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        return list(pool.map(lambda c: call(manager, c[0], c[1]), calls))
+
+
 def main() -> None:
     request = json.load(sys.stdin)
     outcomes = []
     for _ in range(request.get("connections", 1)):
         manager = connect(timeout=request.get("timeout", 300))
         try:
-            outcomes += [call(manager, method, unit) for method, unit in request["calls"]]
+            outcomes += run_all(manager, request["calls"], parallel=request.get("parallel", False))
         finally:
             manager.close()
     json.dump(outcomes, sys.stdout)

@@ -26,12 +26,14 @@ def run_calls(
     *,
     timeout: float = 300,
     connections: int = 1,
+    parallel: bool = False,
     hide_private_socket: bool = False,
 ) -> list[dict[str, Any]]:
     """Run `calls` on one connection inside the lab; each outcome without its duration.
 
     Args:
         connections: run them again on a new connection, this many times in all.
+        parallel: run the calls side by side, each in a thread of its own (one connection).
         hide_private_socket: mount an empty /run/systemd first (in a mount namespace of its own),
             so that `connect` has to fall back to the system bus.
     """
@@ -41,7 +43,10 @@ def run_calls(
         hide = 'mount -t tmpfs none /run/systemd && exec "$0" "$@"'
         args = ["unshare", "--mount", "--propagation", "private", "sh", "-c", hide, *args]
     res = lab.run(
-        args, input=json.dumps({"timeout": timeout, "calls": calls, "connections": connections})
+        args,
+        input=json.dumps(
+            {"timeout": timeout, "calls": calls, "connections": connections, "parallel": parallel}
+        ),
     )
     outcomes: list[dict[str, Any]] = json.loads(res.stdout)
     for outcome in outcomes:
@@ -79,6 +84,35 @@ def test_restarts_in_a_row_on_one_connection_all_succeed(lab: Lab) -> None:
     after = container_id(lab, "sd-first"), container_id(lab, "sd-second")
     assert after[0] != before[0]
     assert after[1] != before[1]
+
+
+def test_threads_share_one_connection_for_restarts_side_by_side(lab: Lab) -> None:
+    # A run's threads restart their units over one connection (systemd sends every signal to
+    # every connection): each gets its own job's result, none waits for another's.
+    names = [f"sd-par{i}" for i in range(6)]
+    units = [healthy_service(lab, name).unit for name in names]
+    before = [container_id(lab, name) for name in names]
+    failing = lab.create_service(
+        "sd-parbad",
+        lab.build_image(f"{lab.plain.host}/sd-parbad:1", ImageKind.MISSING_ENTRYPOINT),
+        start=False,
+    ).unit
+
+    calls = [["restart", u] for u in units] + [["restart", failing]]
+    calls += [["active_state", u] for u in units] + [["job_pending", units[0]]]
+    outcomes = run_calls(lab, calls, parallel=True)
+
+    assert outcomes[: len(units)] == [{"value": None}] * len(units)
+    bad = outcomes[len(units)]
+    assert bad.get("error") == (
+        f'restarting systemd unit "{failing}" failed: expected "done" but received "failed"'
+    ), outcomes
+    assert all(o.get("value") in ("active", "activating", "deactivating") for o in outcomes[7:13])
+    assert outcomes[-1].get("value") in (True, False)
+    assert all(
+        a != b for a, b in zip(before, map(lambda n: container_id(lab, n), names), strict=True)
+    )
+    assert [lab.unit_state(u) for u in units] == ["active"] * len(units)
 
 
 def test_the_first_call_on_each_new_connection_is_answered(lab: Lab) -> None:

@@ -7,6 +7,7 @@ real implementation is `SystemdManager` (systemd over D-Bus), obtained with `con
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -74,19 +75,26 @@ class ServiceManager(Protocol):
 
 @dataclass
 class ServiceConnection:
-    """A service manager, connected on first use (a run with nothing to restart never does)."""
+    """A service manager, connected on first use (a run with nothing to restart never does).
+
+    The run's threads share it (`SystemdManager` is thread-safe): one connection, whose signals
+    systemd sends and updock reads once, however many units restart side by side.
+    """
 
     connect: Callable[[], ServiceManager]
     _services: ServiceManager | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def get(self) -> ServiceManager:
         """The connection."""
-        if self._services is None:
-            self._services = self.connect()
-        return self._services
+        with self._lock:
+            if self._services is None:
+                self._services = self.connect()
+            return self._services
 
     def close(self) -> None:
         """Close the connection if it was made."""
-        if self._services is not None:
-            self._services.close()
-            self._services = None
+        with self._lock:
+            services, self._services = self._services, None
+        if services is not None:
+            services.close()

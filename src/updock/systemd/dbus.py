@@ -17,10 +17,11 @@ import contextlib
 import itertools
 import os
 import socket
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from jeepney import (
     DBusAddress,
@@ -58,14 +59,19 @@ _JOB_REMOVED = MatchRule(
 # dropped first beyond this many, so a long-lived connection does not grow without bound.
 _MAX_UNCLAIMED_RESULTS = 1024
 
+_T = TypeVar("_T")
+
 
 class SystemdManager:
-    """A connection to one systemd manager (system or user). Not thread-safe.
+    """A connection to one systemd manager (system or user), shared by the run's threads.
 
-    Every message read on the connection passes through `_receive`, which records the result of
-    each `JobRemoved` signal by job path. So the signal of a job is never missed, even when it
-    arrives before the reply that names the job, and results read while waiting for one job stay
-    available for the others.
+    systemd sends every signal of every unit to every connection on its private socket, and a
+    restart makes dozens (`PropertiesChanged` at each state change, `JobNew`, `JobRemoved`):
+    with a connection per thread, systemd would send, and updock parse, each of them once per
+    thread. So one connection serves every thread: calls are sent under a lock, and one reader
+    thread (`_read_loop`) reads every message and hands it over: a reply to the thread waiting
+    for its serial, a `JobRemoved` signal's result to the thread waiting for that job (kept
+    until claimed, so a signal that arrives before the reply naming its job is not missed).
 
     Args:
         sock: an authenticated D-Bus socket (see `connect`).
@@ -79,7 +85,16 @@ class SystemdManager:
         self._timeout = timeout
         self._parser = Parser()
         self._serials = itertools.count(1)
+        self._send_lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._waiting: set[int] = set()  # serials of calls whose reply a thread waits for
+        self._replies: dict[int, Any] = {}
         self._job_results: dict[str, str] = {}
+        self._failure: BaseException | None = None  # why the reader stopped
+        self._closed = False
+        sock.settimeout(None)  # the reader waits for as long as the connection lives
+        self._reader = threading.Thread(target=self._read_loop, name=f"dbus {address}", daemon=True)
+        self._reader.start()
 
     def __enter__(self) -> SystemdManager:
         return self
@@ -100,9 +115,7 @@ class SystemdManager:
         with self._translate(what):
             restart = new_method_call(SYSTEMD, "RestartUnit", "ss", (unit, "replace"))
             (job,) = self._call(restart, deadline)
-            while job not in self._job_results:
-                self._receive(deadline)
-            result = self._job_results.pop(job)
+            result = self._wait(lambda: self._job_results.pop(job, None), deadline)
         if result != "done":
             raise ServiceError(f'{what} failed: expected "done" but received "{result}"')
 
@@ -155,6 +168,13 @@ class SystemdManager:
 
     def close(self) -> None:
         """Close the connection; jobs already started go on."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)  # wakes the reader
+        self._reader.join(timeout=5)
         self._sock.close()
 
     def _join_bus(self) -> None:
@@ -179,36 +199,73 @@ class SystemdManager:
         Raises:
             DBusErrorResponse: the reply is an error.
         """
-        serial = next(self._serials)
-        self._set_socket_timeout(deadline)
-        self._sock.sendall(message.serialise(serial=serial))
-        while True:
-            reply = self._receive(deadline)
-            if reply.header.fields.get(HeaderFields.reply_serial) == serial:
-                if reply.header.message_type is MessageType.error:
-                    raise DBusErrorResponse(reply)
-                return tuple(reply.body)
+        with self._send_lock:
+            serial = next(self._serials)
+            with self._cond:
+                self._waiting.add(serial)
+            try:
+                self._sock.sendall(message.serialise(serial=serial))
+            except BaseException:
+                with self._cond:
+                    self._waiting.discard(serial)
+                raise
+        try:
+            reply = self._wait(lambda: self._replies.pop(serial, None), deadline)
+        finally:
+            with self._cond:
+                self._waiting.discard(serial)
+                self._replies.pop(serial, None)
+        if reply.header.message_type is MessageType.error:
+            raise DBusErrorResponse(reply)
+        return tuple(reply.body)
 
-    def _receive(self, deadline: float) -> Any:
-        """Read the next message, recording it first if it is a JobRemoved signal."""
-        while (message := self._parser.get_next_message()) is None:
-            self._set_socket_timeout(deadline)
-            data = self._sock.recv(65536)
-            if not data:
-                raise ConnectionResetError("systemd closed the connection")
-            self._parser.add_data(data)
-        if _JOB_REMOVED.matches(message):
-            _id, job, _unit, result = message.body
-            self._job_results[job] = result
-            if len(self._job_results) > _MAX_UNCLAIMED_RESULTS:
-                del self._job_results[next(iter(self._job_results))]
-        return message
+    def _wait(self, claim: Callable[[], _T | None], deadline: float) -> _T:
+        """What `claim` takes (under the lock) once the reader has handed it over.
 
-    def _set_socket_timeout(self, deadline: float) -> None:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError
-        self._sock.settimeout(remaining)
+        Raises:
+            TimeoutError: nothing by the deadline.
+            ConnectionError: the connection failed or was closed meanwhile.
+        """
+        with self._cond:
+            while (value := claim()) is None:
+                if self._failure is not None or self._closed:
+                    why = self._failure or "the connection was closed"
+                    raise ConnectionError(str(why)) from self._failure
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError
+                self._cond.wait(remaining)
+            return value
+
+    def _read_loop(self) -> None:
+        """Read every message of the connection until it ends; hand each over (`_dispatch`)."""
+        try:
+            while True:
+                data = self._sock.recv(65536)
+                if not data:
+                    raise ConnectionResetError("systemd closed the connection")
+                self._parser.add_data(data)
+                while (message := self._parser.get_next_message()) is not None:
+                    self._dispatch(message)
+        except (OSError, ValueError) as exc:  # ValueError: a message jeepney cannot parse
+            with self._cond:
+                self._failure = None if self._closed else exc
+                self._closed = True
+                self._cond.notify_all()
+
+    def _dispatch(self, message: Any) -> None:
+        with self._cond:
+            serial = message.header.fields.get(HeaderFields.reply_serial)
+            if serial in self._waiting:
+                self._replies[serial] = message
+            elif _JOB_REMOVED.matches(message):
+                _id, job, _unit, result = message.body
+                self._job_results[job] = result
+                if len(self._job_results) > _MAX_UNCLAIMED_RESULTS:
+                    del self._job_results[next(iter(self._job_results))]
+            else:
+                return  # a signal nobody waits for
+            self._cond.notify_all()
 
     @contextlib.contextmanager
     def _translate(self, what: str) -> Iterator[None]:
