@@ -288,10 +288,14 @@ def _auto_update(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int
         # The user asked for unverified TLS: urllib3's warning per request is only noise.
         warnings.filterwarnings("ignore", message="Unverified HTTPS request")
 
-    def run() -> RunResult | None:
-        from updock.prefetch import nothing_to_do
+    engines = _engines(parser, ns.engine or os.environ.get("UPDOCK_ENGINE") or "auto")
 
-        if nothing_to_do(dry_run=ns.dry_run, timeout=ns.podman_timeout):
+    def run() -> RunResult | None:
+        from updock.prefetch import docker_in_play, nothing_to_do
+
+        if not docker_in_play(engines) and nothing_to_do(
+            dry_run=ns.dry_run, timeout=ns.podman_timeout
+        ):
             return None
         logs.configure(ns.log_level)  # only now: importing logging costs start-up time
         from updock.run import Options, run_auto_update
@@ -308,6 +312,8 @@ def _auto_update(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int
             pull_timeout=ns.pull_timeout,
             restart_concurrency=ns.restart_concurrency,
             wave_size=ns.wave_size,
+            engines=engines,
+            watchtower=ns.watchtower_labels,
         )
         from updock.stopping import StopRequest
 
@@ -316,6 +322,17 @@ def _auto_update(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int
             return run_auto_update(options, stop=stop)
 
     return _report(run, ns.fmt)
+
+
+def _engines(parser: argparse.ArgumentParser, text: str) -> tuple[str, ...] | None:
+    """`--engine`'s value: None for `auto`, else the engines named (comma separated)."""
+    if text == "auto":
+        return None
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    unknown = [n for n in names if n not in ("podman", "docker")]
+    if unknown or not names:
+        parser.error(f"--engine: {text!r} is not auto, or podman and/or docker (comma separated)")
+    return names
 
 
 def _safety(settle: float, verify_timeout: float, keep_previous: bool) -> SafetyOptions:
@@ -567,6 +584,23 @@ def _auto_update_parser(commands: _Subparsers[_Parser]) -> _Parser:
         help="Requests in flight to one registry at most; checks of different registries run "
         "side by side. "
         f"[env: UPDOCK_REGISTRY_CONCURRENCY; default: {defaults.REGISTRY_CONCURRENCY}]",
+    )
+    auto.add_argument(
+        "--engine",
+        metavar="ENGINES",
+        help="Which engines' containers to update: podman, docker, or both (podman,docker). "
+        "auto: podman when it is installed, and Docker when DOCKER_HOST is set or "
+        "/var/run/docker.sock exists (a daemon that cannot be reached is an error; podman's "
+        "containers are updated all the same). Containers no systemd unit runs (every Docker "
+        "container) are recreated: stopped, renamed aside, created again on the new image, "
+        "verified, and the old one removed, or put back. [env: UPDOCK_ENGINE; default: auto]",
+    )
+    _add_bool(
+        auto,
+        "--watchtower-labels",
+        False,
+        "Also update containers labelled com.centurylinklabs.watchtower.enable=true (as "
+        "io.containers.autoupdate=registry), for hosts coming from Watchtower.",
     )
     auto.set_defaults(handler=_auto_update)
     return auto

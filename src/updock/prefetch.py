@@ -247,6 +247,15 @@ def _other_run_or_journal(folder: str) -> bool:
         return True
 
 
+def docker_in_play(engines: Sequence[str] | None) -> bool:
+    """Whether the run looks at Docker too (`--engine`; for `auto`, when `DOCKER_HOST` is set
+    or Docker's default socket exists: one `stat`), so that `podman ps` alone cannot say that
+    there is nothing to do."""
+    if engines is not None:
+        return "docker" in engines
+    return bool(os.environ.get("DOCKER_HOST")) or os.path.exists("/var/run/docker.sock")
+
+
 def nothing_to_do(*, dry_run: bool, timeout: float = PS_TIMEOUT) -> bool:
     """Whether this run can end at once with an empty report, as the full run would.
 

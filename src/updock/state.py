@@ -118,6 +118,7 @@ class JournalEntry:
         repair_attempts: how many repairs of it (`actions.recover`) failed.
         repair_error: what the last failed repair saw.
         apply: how the update is applied (`core.model.Apply`).
+        engine: the engine of its containers ("podman", "docker"), which repairs it.
     """
 
     unit: str
@@ -128,6 +129,7 @@ class JournalEntry:
     repair_attempts: int = 0
     repair_error: str = ""
     apply: Apply = Apply.RESTART
+    engine: str = "podman"
 
     def task(self, container: str) -> JournalTask | None:
         """The entry's task for `container`, if any."""
@@ -390,6 +392,7 @@ def _parse_journal(doc: object) -> dict[str, JournalEntry]:
             repair_attempts=int(e.get("repair_attempts", 0)),
             repair_error=_string(e, "repair_error", ""),
             apply=Apply(e.get("apply", Apply.RESTART.value)),
+            engine=_string(e, "engine", "podman"),
         )
     return entries
 

@@ -211,6 +211,8 @@ class Podman:
             yet; they could take long); other commands run to their end.
     """
 
+    name = "podman"
+
     def __init__(
         self,
         command: Sequence[str] = ("podman",),
