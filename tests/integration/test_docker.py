@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from typing import Any
 
@@ -110,3 +111,163 @@ def test_a_daemon_that_cannot_be_reached_is_an_error_naming_its_socket(
     assert res.returncode == 125
     assert f"cannot reach the Docker daemon at unix://{missing}" in res.stderr
     assert res.stdout == ""
+
+
+#: Fields of `docker inspect` that differ between any two containers (IDs, times, paths made
+#: from the ID, run state), or that the image defines.
+_VOLATILE = ("Id", "Created", "State", "Image", "ResolvConfPath", "HostnamePath", "HostsPath",
+             "LogPath", "RestartCount", "GraphDriver", "SizeRw", "SizeRootFs", "ExecIDs",
+             "Path", "Args", "MountLabel", "ProcessLabel", "AppArmorProfile")  # fmt: skip
+
+
+def comparable(inspected: Any) -> Any:
+    """A container's inspected configuration without what differs between any two containers
+    (`_VOLATILE`, the endpoint IDs and the addresses docker chose)."""
+    c = json.loads(json.dumps(inspected))
+    for key in _VOLATILE:
+        c.pop(key, None)
+    short = inspected["Id"][:12]
+    if c["Config"].get("Hostname") == short:
+        c["Config"].pop("Hostname")
+    c["Mounts"] = sorted(c.get("Mounts") or [], key=lambda m: m["Destination"])
+    # Anonymous volumes are bound again by name (their data stays): the same mounts, which
+    # docker then shows with mode "z" (a named bind's default) instead of "".
+    for mount in c["Mounts"]:
+        if mount["Type"] == "volume":
+            mount.pop("Mode", None)
+    c["HostConfig"]["Binds"] = [
+        b for b in c["HostConfig"].get("Binds") or [] if not re.match(r"[0-9a-f]{64}:", b)
+    ]
+    settings = c.pop("NetworkSettings")
+    c["Networks"] = {}
+    for name, net in (settings.get("Networks") or {}).items():
+        c["Networks"][name] = {
+            "IPAMConfig": net.get("IPAMConfig"),
+            "Aliases": sorted(a for a in net.get("Aliases") or [] if a != short),
+            "Links": net.get("Links"),
+        }
+    c["Ports"] = settings.get("Ports")
+    return c
+
+
+def test_recreating_keeps_every_setting_and_takes_the_new_images_defaults(
+    docker_lab: DockerLab,
+) -> None:
+    """One container with many settings at once: after the update its inspected configuration
+    equals the old one but for what the image defines (its env, workdir and label)."""
+    lab = docker_lab
+    image = f"{lab.registry}/matrix/full:latest"
+    changes = ["ENV IMG_VAR=old", "WORKDIR /old", "VOLUME /imgvol"]
+    lab.build_image(image, changes=changes)
+    lab.docker("pull", image)
+    bind = lab.root / "tmp" / "bind"
+    bind.mkdir(parents=True, exist_ok=True)
+    lab.docker("network", "create", "--ipv6", "--subnet", "172.30.0.0/24",
+               "--subnet", "fd00:30::/64", "net1")  # fmt: skip
+    lab.docker("network", "create", "--subnet", "172.31.0.0/24", "net2")
+    lab.docker("volume", "create", "named")
+    lab.docker(
+        "create", "--name", "full", "--label", POLICY, "--label", "custom=yes",
+        "--restart", "unless-stopped",
+        "-v", f"{bind}:/bind", "-v", "named:/named", "-v", "/anon",
+        "--tmpfs", "/tmp:size=1m", "--tmpfs", "/scratch",
+        "--device", "/dev/null:/dev/xnull",
+        "--cap-add", "NET_ADMIN", "--cap-drop", "MKNOD",
+        "--memory", "64m", "--cpus", "0.5", "--pids-limit", "100",
+        "--ulimit", "nofile=512:512",
+        "--log-driver", "json-file", "--log-opt", "max-size=1m",
+        "-p", "127.0.0.1:18080:80", "--expose", "81",
+        "--network", "net1", "--ip", "172.30.0.10", "--ip6", "fd00:30::10",
+        "--network-alias", "first-alias",
+        "--dns", "127.0.0.2", "--dns-search", "lab.test", "--dns-option", "ndots:2",
+        "--add-host", "extra.test:127.0.0.3",
+        "--hostname", "full-host", "--mac-address", "02:42:ac:1e:00:99",
+        "--init", "--read-only", "--security-opt", "no-new-privileges",
+        "--health-cmd", "test -f /tmp/ready", "--health-interval", "1s",
+        "--health-retries", "2", "--stop-timeout", "3",
+        "-e", "USER_VAR=mine",
+        image,
+    )  # fmt: skip
+    lab.docker("network", "connect", "--ip", "172.31.0.20", "--alias", "second", "net2", "full")
+    lab.docker("start", "full")
+    lab.docker("exec", "full", "sh", "-c", "echo kept > /anon/data; echo kept > /imgvol/data")
+    before: Any = lab.inspect("full")
+    lab.build_image(image, changes=["ENV IMG_VAR=new", "WORKDIR /new", "VOLUME /imgvol"])
+
+    res = run_updock(lab)
+
+    assert res.returncode == 0, res.stderr
+    assert rows(res)["full"]["Updated"] == "true", res.stderr
+    after: Any = lab.inspect("full")
+    assert after["Id"] != before["Id"]
+    # What the image defines follows the new image...
+    env = after["Config"]["Env"]
+    assert "IMG_VAR=new" in env
+    assert "USER_VAR=mine" in env
+    assert after["Config"]["WorkingDir"] == "/new"
+    assert after["Config"]["Labels"]["updock.lab.version"] == "v2"
+    # ... and everything else is as it was, down to the addresses and the volumes' data.
+    old, new = comparable(before), comparable(after)
+    for c in (old, new):
+        c["Config"]["Env"] = [e for e in c["Config"]["Env"] if not e.startswith("IMG_VAR=")]
+        c["Config"].pop("WorkingDir")
+        c["Config"]["Labels"].pop("updock.lab.version")
+    # Item by item, for a readable failure.
+    assert sorted(new) == sorted(old)
+    for key in sorted(old):
+        if isinstance(old[key], dict):
+            for sub in sorted(set(old[key]) | set(new[key])):
+                assert (key, sub, new[key].get(sub)) == (key, sub, old[key].get(sub))
+        assert (key, new[key]) == (key, old[key])
+    assert lab.docker("exec", "full", "cat", "/anon/data", "/imgvol/data").stdout.split() == [
+        "kept",
+        "kept",
+    ]
+    assert after["NetworkSettings"]["Networks"]["net1"]["IPAddress"] == "172.30.0.10"
+    assert after["NetworkSettings"]["Networks"]["net1"]["GlobalIPv6Address"] == "fd00:30::10"
+    assert after["NetworkSettings"]["Networks"]["net2"]["IPAddress"] == "172.31.0.20"
+    assert after["NetworkSettings"]["Networks"]["net1"]["MacAddress"] == "02:42:ac:1e:00:99"
+
+
+def test_generated_hostname_and_mac_are_not_carried_over(docker_lab: DockerLab) -> None:
+    lab = docker_lab
+    image = lab.build_image(f"{lab.registry}/matrix/plain:latest")
+    start(lab, "plain", image)
+    before: Any = lab.inspect("plain")
+    lab.build_image(image)
+    res = run_updock(lab)
+    assert rows(res)["plain"]["Updated"] == "true", res.stderr
+    after: Any = lab.inspect("plain")
+    assert after["Config"]["Hostname"] == after["Id"][:12]  # docker's own, not the old one
+    assert before["Config"]["Hostname"] == before["Id"][:12]
+    assert after["Config"].get("MacAddress", "") == ""  # docker's own, chosen afresh
+
+
+@pytest.mark.parametrize("mode", ["host", "none"])
+def test_network_modes_are_kept(docker_lab: DockerLab, mode: str) -> None:
+    lab = docker_lab
+    image = lab.build_image(f"{lab.registry}/matrix/mode-{mode}:latest")
+    start(lab, "moded", image, "--network", mode)
+    lab.build_image(image)
+    res = run_updock(lab)
+    assert rows(res)["moded"]["Updated"] == "true", res.stderr
+    after: Any = lab.inspect("moded")
+    assert after["HostConfig"]["NetworkMode"] == mode
+    assert list(after["NetworkSettings"]["Networks"]) == [mode]
+
+
+def test_links_are_kept(docker_lab: DockerLab) -> None:
+    lab = docker_lab
+    db = lab.build_image(f"{lab.registry}/matrix/db:latest")
+    lab.docker("pull", db)
+    lab.docker("run", "-d", "--name", "db", db)
+    image = lab.build_image(f"{lab.registry}/matrix/linked:latest")
+    start(lab, "linked", image, "--link", "db:dbalias")
+    before: Any = lab.inspect("linked")
+    lab.build_image(image)
+    res = run_updock(lab)
+    assert rows(res)["linked"]["Updated"] == "true", res.stderr
+    after: Any = lab.inspect("linked")
+    assert after["HostConfig"]["Links"] == before["HostConfig"]["Links"] == ["/db:/linked/dbalias"]
+    hosts = lab.docker("exec", "linked", "cat", "/etc/hosts").stdout
+    assert "dbalias" in hosts

@@ -57,6 +57,9 @@ CGROUP_V1 = (
     "net_cls,net_prio",
 )
 
+#: docker.io's client (20.10, like the daemon); else the one on PATH.
+DOCKER_CLI = "/usr/bin/docker" if os.path.exists("/usr/bin/docker") else "docker"
+
 #: Debian packages of the Docker lab.
 APT_PACKAGES = {"docker.io": "dockerd", "docker-compose": "docker-compose"}
 
@@ -338,8 +341,9 @@ exec dockerd --data-root {self.root}/data --exec-root {self.root}/x \\
     def docker(
         self, *args: str, check: bool = True, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
-        """`docker ARGS` against the lab's dockerd."""
-        return self.run(["docker", *args], check=check, timeout=timeout)
+        """`docker ARGS` against the lab's dockerd, with docker.io's own client (of the daemon's
+        version: a newer one refuses some options on API 1.41, such as `--mac-address`)."""
+        return self.run([DOCKER_CLI, *args], check=check, timeout=timeout)
 
     def inspect(self, name: str) -> dict[str, object]:
         """`docker inspect NAME`'s object (the daemon's own JSON)."""
