@@ -465,6 +465,12 @@ class Docker:
         """Build, and keep for `create_container`, the configuration of the container that
         replaces `container_id`, on the image now under `image`."""
         container = self._call("inspect", self._api.inspect_container, container_id)
+        if (container.get("HostConfig") or {}).get("AutoRemove"):
+            name = str(container.get("Name", "")).lstrip("/")
+            raise EngineError(
+                f"container {name} is removed when it stops (--rm): updock could not put it "
+                "back if its update failed; create it without --rm"
+            )
         old = self._call("image inspect", self._api.inspect_image, container["Image"])
         new = self._call("image inspect", self._api.inspect_image, str(image))
         self._blueprints[container_id] = create_body(container, old, new)
