@@ -271,3 +271,74 @@ def test_links_are_kept(docker_lab: DockerLab) -> None:
     assert after["HostConfig"]["Links"] == before["HostConfig"]["Links"] == ["/db:/linked/dbalias"]
     hosts = lab.docker("exec", "linked", "cat", "/etc/hosts").stdout
     assert "dbalias" in hosts
+
+
+def test_compose_containers_keep_compose_labels(docker_lab: DockerLab) -> None:
+    """A container docker-compose (Debian's v1) created: reported as compose:<project>/<service>,
+    recreated with every compose label, and a later `docker-compose up` keeps it on the new
+    image."""
+    lab = docker_lab
+    image = lab.build_image(f"{lab.registry}/compose/web:latest")
+    folder = lab.root / "tmp" / "shop"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "docker-compose.yml").write_text(
+        "version: '2.4'\n"
+        "services:\n"
+        "  web:\n"
+        f"    image: {image}\n"
+        "    network_mode: none\n"
+        "    labels:\n"
+        "      io.containers.autoupdate: registry\n"
+    )
+    compose = ["docker-compose", "-p", "shop", "-f", str(folder / "docker-compose.yml")]
+    lab.run([*compose, "up", "-d"], netns=True)
+    before: Any = lab.inspect("shop_web_1")
+    lab.build_image(image)
+
+    res = run_updock(lab)
+
+    assert res.returncode == 0, res.stderr
+    row = rows(res)["shop_web_1"]
+    assert (row["Unit"], row["Updated"]) == ("compose:shop/web", "true")
+    after: Any = lab.inspect("shop_web_1")
+    compose_labels = {
+        k: v for k, v in before["Config"]["Labels"].items() if k.startswith("com.docker.compose")
+    }
+    assert {"com.docker.compose.project", "com.docker.compose.service",
+            "com.docker.compose.config-hash"} <= set(compose_labels)  # fmt: skip
+    assert {k: after["Config"]["Labels"].get(k) for k in compose_labels} == compose_labels
+    assert lab.container_version("shop_web_1") == "v2"
+    # compose still owns it: `up` finds it as the service's one container, on the new image.
+    # (compose v1's config hash covers the image's ID, so v1 recreates it once, on the same
+    # image; compose v2 compares `com.docker.compose.image`, which updock moves to the new one.)
+    lab.run([*compose, "up", "-d"], netns=True)
+    assert lab.container_version("shop_web_1") == "v2"
+    assert len(lab.run([*compose, "ps", "-q"], netns=True).stdout.split()) == 1
+    assert names(lab) == ["shop_web_1"]
+
+
+def test_a_container_sharing_anothers_network_follows_it(docker_lab: DockerLab) -> None:
+    """`app` runs in `vpn`'s network namespace: `vpn` is recreated (and verified) first, then
+    `app`, pointed at the new `vpn`."""
+    lab = docker_lab
+    vpn_image = lab.build_image(f"{lab.registry}/deps/vpn:latest")
+    app_image = lab.build_image(f"{lab.registry}/deps/app:latest")
+    start(lab, "vpn", vpn_image)
+    start(lab, "app", app_image, "--network", "container:vpn")
+    lab.build_image(vpn_image)
+    lab.build_image(app_image)
+
+    res = lab.updock(
+        "auto-update", "--engine", "docker", "--settle-time", "1", "--log-level", "info"
+    )
+
+    assert res.returncode == 0, res.stderr
+    vpn: Any = lab.inspect("vpn")
+    app: Any = lab.inspect("app")
+    assert app["HostConfig"]["NetworkMode"] == f"container:{vpn['Id']}"
+    assert (lab.container_version("vpn"), lab.container_version("app")) == ("v2", "v2")
+    # vpn was verified before app was touched.
+    log = res.stderr
+    assert log.index("unit container:vpn: updated") < log.index(
+        "unit container:app: old container stopped"
+    )

@@ -333,3 +333,22 @@ def test_verification_labels_up_to_a_day_are_taken(value: str) -> None:
     c = ctr("c", unit="c.service", labels={"io.updock.verify.timeout": value})
     units, errors = assemble_tasks([c], None)
     assert (list(units), errors) == (["c.service"], [])
+
+
+def test_a_container_is_updated_after_the_ones_it_depends_on() -> None:
+    def dep(name: str, image: str, *needs: str) -> Task:
+        container = Container(
+            id=(name * 64)[:64], name=name, image_id="i" * 64, raw_image_name=image,
+            depends_on=needs,
+        )  # fmt: skip
+        return Task(f"container:{name}", container, Policy.REGISTRY, registry_image_name(image))
+
+    app = dep("app", "quay.io/x/app:1", "vpn", "db")
+    vpn = dep("vpn", "quay.io/x/vpn:1")
+    db = dep("db", "quay.io/x/db:1")
+    other = dep("other", "quay.io/x/other:1", "gone")  # needs a container not updated
+    units = {t.unit: [t] for t in (app, db, other, vpn)}
+    assert unit_groups(units) == [
+        ["container:db", "container:vpn", "container:app"],
+        ["container:other"],
+    ]

@@ -130,6 +130,8 @@ class Container:
         pod_id: ID of the pod the container belongs to, or "".
         is_infra: whether this is the infra container of its pod.
         engine: the engine that runs it ("podman", "docker").
+        depends_on: names of the containers it needs (links, `network_mode: container:<x>`,
+            compose's `depends_on`): a recreated container is updated after them.
     """
 
     id: str
@@ -142,6 +144,7 @@ class Container:
     pod_id: str = ""
     is_infra: bool = False
     engine: str = "podman"
+    depends_on: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -196,6 +196,9 @@ def unit_groups(units: dict[str, list[Task]]) -> list[list[str]]:
     Groups are updated concurrently (podman restarts and waits for one unit at a time); the
     units of one group in order, so that an image name is pulled once and, after a rollback,
     checked and pulled again by the next unit that uses it (the spec's point 6).
+
+    A unit whose containers depend on another unit's (`Container.depends_on`) is in that unit's
+    group, after it: the container others need is recreated and verified before they are.
     """
     parent = {unit: unit for unit in units}
 
@@ -206,11 +209,38 @@ def unit_groups(units: dict[str, list[Task]]) -> list[list[str]]:
         return unit
 
     first_with: dict[str, str] = {}
+    unit_of = {t.container.name: u for u, tasks in units.items() for t in tasks}
+    needs: dict[str, set[str]] = {unit: set() for unit in units}
     for unit, tasks in units.items():
         for task in tasks:
             other = first_with.setdefault(task.image.key, unit)
             parent[root(unit)] = root(other)
+            for name in task.container.depends_on:
+                needed = unit_of.get(name)
+                if needed is not None and needed != unit:
+                    needs[unit].add(needed)
+                    parent[root(unit)] = root(needed)
     groups: dict[str, list[str]] = {}
     for unit in units:  # units are sorted: so are the groups and their members
         groups.setdefault(root(unit), []).append(unit)
-    return list(groups.values())
+    return [_dependencies_first(members, needs) for members in groups.values()]
+
+
+def _dependencies_first(members: list[str], needs: dict[str, set[str]]) -> list[str]:
+    """`members` in their order, but each after the units it needs (a cycle keeps the order)."""
+    done: list[str] = []
+    visiting: set[str] = set()
+
+    def visit(unit: str) -> None:
+        if unit in done or unit in visiting:
+            return
+        visiting.add(unit)
+        for needed in sorted(needs[unit]):
+            if needed in members:
+                visit(needed)
+        visiting.discard(unit)
+        done.append(unit)
+
+    for unit in members:
+        visit(unit)
+    return done

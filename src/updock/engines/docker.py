@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 #: The socket the docker CLI uses when `DOCKER_HOST` is not set.
 DEFAULT_SOCKET = "/var/run/docker.sock"
 
+#: The image ID docker compose v2 records on its containers (`up` recreates one whose image
+#: differs): it follows the new image.
+COMPOSE_IMAGE_LABEL = "com.docker.compose.image"
+
 #: The label prefix that makes a container a candidate (`core.model.LABEL_POLICY`).
 _CANDIDATE_PREFIX = "io.containers.autoupdate"
 
@@ -127,6 +131,8 @@ def create_body(
     if env:
         body["Env"] = env
     labels = _without_image_keys(config.get("Labels"), image_config.get("Labels"))
+    if COMPOSE_IMAGE_LABEL in labels:  # compose v2 compares it with the service's image
+        labels[COMPOSE_IMAGE_LABEL] = str(new_image["Id"])
     if labels:
         body["Labels"] = labels
     ports = _without_image_keys(config.get("ExposedPorts"), image_config.get("ExposedPorts"))
@@ -261,6 +267,7 @@ class Docker:
             raise EngineError(f"cannot reach the Docker daemon at {self.host}: {exc}") from exc
         self._blueprints: dict[str, tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]] = {}
         self._images: dict[str, Image] = {}
+        self._names: dict[str, str] = {}  # container ID -> name, as listed in this run
 
     def is_podman(self) -> bool:
         """Whether the socket is podman's Docker-compatible API (then the podman engine owns
@@ -292,11 +299,13 @@ class Docker:
     ) -> list[Container]:
         """Every running container; labelled ones inspected (for their exact image name)."""
         listing = self._call("ps", self._api.containers)
+        self._names.update({c["Id"]: (c.get("Names") or ["/"])[0].lstrip("/") for c in listing})
         out = []
         for c in listing:
             labels = dict(c.get("Labels") or {})
             name = (c.get("Names") or ["/"])[0].lstrip("/")
             raw = c.get("Image", "")
+            needs: tuple[str, ...] = ()
             if any(k.startswith(_CANDIDATE_PREFIX) for k in labels) or labels.get(
                 "com.centurylinklabs.watchtower.enable"
             ):
@@ -308,6 +317,7 @@ class Docker:
                     raise
                 raw = (inspected.get("Config") or {}).get("Image") or raw
                 name = str(inspected.get("Name", name)).lstrip("/")
+                needs = self._depends_on(inspected, listing)
             out.append(
                 Container(
                     id=c["Id"],
@@ -317,6 +327,7 @@ class Docker:
                     labels=labels,
                     running=c.get("State") == "running",
                     engine=self.name,
+                    depends_on=needs,
                 )
             )
         if on_candidates is not None:
@@ -324,6 +335,30 @@ class Docker:
             if candidates:
                 on_candidates(candidates)
         return out
+
+    def _depends_on(
+        self, inspected: Mapping[str, Any], listing: Iterable[Mapping[str, Any]]
+    ) -> tuple[str, ...]:
+        """The containers `inspected` needs: its links, the container whose network namespace
+        it shares, and the containers of the compose services it `depends_on`."""
+        host = inspected.get("HostConfig") or {}
+        needs = [link.split(":", 1)[0].lstrip("/") for link in host.get("Links") or []]
+        mode = str(host.get("NetworkMode") or "")
+        if mode.startswith("container:"):
+            target = mode.removeprefix("container:")
+            needs.append(self._names.get(target, target))
+        labels = (inspected.get("Config") or {}).get("Labels") or {}
+        project = labels.get("com.docker.compose.project")
+        for item in (labels.get("com.docker.compose.depends_on") or "").split(","):
+            service = item.split(":", 1)[0]
+            for c in listing if service and project else ():
+                other = c.get("Labels") or {}
+                if (
+                    other.get("com.docker.compose.project") == project
+                    and other.get("com.docker.compose.service") == service
+                ):
+                    needs.append((c.get("Names") or ["/"])[0].lstrip("/"))
+        return tuple(dict.fromkeys(needs))
 
     def images(self, ids: Iterable[str]) -> dict[str, Image]:
         out = {}
@@ -473,7 +508,14 @@ class Docker:
             )
         old = self._call("image inspect", self._api.inspect_image, container["Image"])
         new = self._call("image inspect", self._api.inspect_image, str(image))
-        self._blueprints[container_id] = create_body(container, old, new)
+        body, more = create_body(container, old, new)
+        mode = str(body["HostConfig"].get("NetworkMode") or "")
+        if mode.startswith("container:"):
+            # By name: the container it shares a namespace with may have been recreated (a new
+            # ID) earlier in this run.
+            target = mode.removeprefix("container:")
+            body["HostConfig"]["NetworkMode"] = f"container:{self._names.get(target, target)}"
+        self._blueprints[container_id] = (body, more)
 
     def stop_container(self, container_id: str) -> None:
         """Stop it with its own stop signal and timeout (dockerd applies both)."""
