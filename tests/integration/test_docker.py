@@ -342,3 +342,47 @@ def test_a_container_sharing_anothers_network_follows_it(docker_lab: DockerLab) 
     assert log.index("unit container:vpn: updated") < log.index(
         "unit container:app: old container stopped"
     )
+
+
+@pytest.mark.parametrize(
+    ("crash", "kind", "repaired"),
+    [
+        ("pull", ImageKind.HEALTHY, "undone before its restart"),
+        ("step-stopping", ImageKind.HEALTHY, "rolled back"),
+        ("step-renaming", ImageKind.HEALTHY, "rolled back"),
+        ("step-creating", ImageKind.HEALTHY, "rolled back"),
+        ("step-starting", ImageKind.HEALTHY, "verified and completed"),
+        ("step-verified", ImageKind.HEALTHY, "verified and completed"),
+        ("step-restoring", ImageKind.EXITS_AT_ONCE, "rolled back"),
+    ],
+)
+def test_a_run_killed_at_any_step_is_repaired_by_the_next(
+    docker_lab: DockerLab, crash: str, kind: ImageKind, repaired: str
+) -> None:
+    lab = docker_lab
+    image = lab.build_image(f"{lab.registry}/crash/{crash}:latest")
+    old_id = start(lab, "web", image)
+    lab.build_image(image, kind)
+
+    killed = lab.updock(
+        "auto-update", "--engine", "docker", "--settle-time", "1",
+        env={"UPDOCK_TEST_CRASH_AT": crash},
+    )  # fmt: skip
+    assert killed.returncode != 0
+    journal = json.loads((lab.root / "updock-state" / "state.json").read_text())
+    assert list(journal["units"]) == ["container:web"]
+
+    res = run_updock(lab)
+
+    assert f"recovery: unit container:web: the interrupted update was {repaired}" in res.stderr
+    assert json.loads((lab.root / "updock-state" / "state.json").read_text())["units"] == {}
+    # One container named web, nothing left aside, on the image the run ended with.
+    assert names(lab) == ["web"]
+    web: Any = lab.inspect("web")
+    assert web["State"]["Running"]
+    if kind is ImageKind.HEALTHY:
+        assert res.returncode == 0, res.stderr
+        assert lab.container_version("web") == "v2"
+    else:  # the repair put the old container back, and the update was rolled back again
+        assert rows(res)["web"]["Updated"] == "rolled back"
+        assert (web["Id"], lab.container_version("web")) == (old_id, "v1")
