@@ -598,21 +598,33 @@ def run_rollback(
     from updock.phases import PhaseLog
     from updock.state import StateStore
 
-    engine, connection = _host(engine, services, options, stop)
-    store = StateStore(options.state_dir)
     result = RunResult()
+    unreachable = RunResult()  # engine errors matter only if no engine has the unit
+    engines = [engine] if engine is not None else _host_engines(options, stop, unreachable)
+    connection = _connection(services)
+    store = StateStore(options.state_dir)
     with contextlib.ExitStack() as stack:
         stack.callback(connection.close)
         stack.enter_context(store.locked(options.lock_wait))
+        tasks: list[Task] = []
+        for each in engines:
+            units, _ = assemble_tasks(each.running_containers(), options.authfile)
+            # A recreated container may be named by its container name, too.
+            named = [t for ts in units.values() for t in ts if t.container.name == unit]
+            tasks = units.get(unit) or (named if named and named[0].unit != unit else [])
+            if tasks:
+                engine = each
+                unit = tasks[0].unit
+                break
         pending = _journal(store, result).get(unit)
         if pending is not None:
             raise UpdockError(
                 f"unit {unit} has an interrupted update to repair first (run `updock "
                 f"auto-update`; its last repair saw: {pending.repair_error or 'none yet'})"
             )
-        units, _ = assemble_tasks(engine.running_containers(), options.authfile)
-        tasks = units.get(unit, [])
-        if not tasks:
+        if not tasks or engine is None:
+            if unreachable.errors:
+                raise unreachable.errors[0]
             raise UpdockError(f"unit {unit} runs no container with an auto-update policy")
         previous = {}
         for task in tasks:

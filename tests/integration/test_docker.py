@@ -386,3 +386,25 @@ def test_a_run_killed_at_any_step_is_repaired_by_the_next(
     else:  # the repair put the old container back, and the update was rolled back again
         assert rows(res)["web"]["Updated"] == "rolled back"
         assert (web["Id"], lab.container_version("web")) == (old_id, "v1")
+
+
+def test_updock_rollback_puts_a_recreated_container_back_on_its_previous_image(
+    docker_lab: DockerLab,
+) -> None:
+    lab = docker_lab
+    image = lab.build_image(f"{lab.registry}/back/web:latest")
+    start(lab, "web", image)
+    previous = lab.image_id(image)
+    lab.build_image(image)
+    assert rows(run_updock(lab))["web"]["Updated"] == "true"
+
+    res = lab.updock("rollback", "web", "--format", "json", "--settle-time", "1")
+
+    assert res.returncode == 0, res.stderr
+    assert rows(res)["web"]["Updated"] == "rolled back"
+    assert lab.container_version("web") == "v1"
+    assert lab.inspect("web")["Image"] == previous
+    assert names(lab) == ["web"]
+    # It sticks: the next run leaves it on the image it went back to.
+    again = run_updock(lab)
+    assert (again.returncode, rows(again)["web"]["Updated"]) == (0, "false"), again.stderr
