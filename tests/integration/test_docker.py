@@ -66,20 +66,22 @@ def test_a_container_is_recreated_on_the_new_image_and_the_old_one_removed(
 
 
 @pytest.mark.parametrize(
-    ("kind", "health"),
+    ("kind", "health", "restart"),
     [
-        (ImageKind.EXITS_AT_ONCE, False),
-        (ImageKind.MISSING_ENTRYPOINT, False),
-        (ImageKind.DIES_AFTER_START, False),
-        (ImageKind.UNHEALTHY, True),
+        (ImageKind.EXITS_AT_ONCE, False, "no"),
+        (ImageKind.MISSING_ENTRYPOINT, False, "no"),
+        (ImageKind.DIES_AFTER_START, False, "no"),
+        # dockerd restarts it in place: the same container, started again.
+        (ImageKind.DIES_AFTER_START, False, "unless-stopped"),
+        (ImageKind.UNHEALTHY, True, "no"),
     ],
 )
 def test_a_broken_image_is_rolled_back_to_the_old_container(
-    docker_lab: DockerLab, kind: ImageKind, health: bool
+    docker_lab: DockerLab, kind: ImageKind, health: bool, restart: str
 ) -> None:
     lab = docker_lab
-    image = lab.build_image(f"{lab.registry}/broken/{kind.value}:latest")
-    args = ["--network", "none"]
+    image = lab.build_image(f"{lab.registry}/broken/{kind.value}-{restart}:latest")
+    args = ["--network", "none", "--restart", restart]
     if health:
         args += [a.replace("--health-retries=2", "--health-retries=1") for a in HEALTH_ARGS]
         args = [a.replace("--health-start-period=8s", "--health-start-period=1s") for a in args]

@@ -204,8 +204,10 @@ def _parse_state(c: Mapping[str, Any]) -> ContainerState:
     check = (c.get("Config") or {}).get("Healthcheck") or {}
     has_check = bool(health) and check.get("Test") != ["NONE"]
     return ContainerState(
-        id=c["Id"],
-        running=bool(state.get("Running")),
+        # A restart policy restarts a dying container in place (the same ID): its start time
+        # tells one run of it from the next, which verification must see as a restart.
+        id=f"{c['Id']}@{state.get('StartedAt', '')}",
+        running=bool(state.get("Running")) and not state.get("Restarting"),
         exit_code=int(state.get("ExitCode") or 0),
         image_id=c.get("Image", ""),
         health=(health.get("Status") or "starting") if has_check else "",
