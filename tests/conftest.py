@@ -14,12 +14,16 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from updock.testing.docker_lab import DockerLab, docker_missing
 from updock.testing.flavours import lab_flavours, make_lab, prepare
 from updock.testing.lab import Lab
+
+#: Modules whose tests the summary lists by name.
+NAMED_MODULES = ("test_quadlet", "test_rootless")
 
 #: podman version of each flavour whose lab started in this session.
 _STARTED: dict[str, str] = {}
@@ -49,6 +53,27 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if _STARTED:
         versions = sorted(set(_STARTED.values()), key=lambda v: [int(p) for p in v.split(".")])
         terminalreporter.write_line(f"podman versions tested: {', '.join(versions)}")
+    # CI shows these by name (issue 10): what podman 5's users run, and whether it ran here.
+    shown = [
+        (report.nodeid, report.outcome)
+        for reports in terminalreporter.stats.values()
+        for report in reports
+        if isinstance(report, pytest.TestReport)
+        and (report.when == "call" or report.outcome == "skipped")
+        and any(f"/{m}.py::" in report.nodeid for m in NAMED_MODULES)
+    ]
+    if shown:
+        terminalreporter.write_line("Quadlet, Notify=healthy and rootless tests:")
+        for nodeid, outcome in sorted(shown):
+            terminalreporter.write_line(f"  {outcome:8} {nodeid}")
+    path = os.environ.get("UPDOCK_CONFORMANCE_TABLE")
+    if path and _STARTED:
+        # Imported here: the unit tests' sessions need none of the lab's modules.
+        from tests.integration.conformance import OUTCOMES
+        from tests.integration.conformance_table import table
+
+        Path(path).write_text(table(OUTCOMES, _STARTED))
+        terminalreporter.write_line(f"conformance table written to {path}")
 
 
 @pytest.fixture(scope="session", params=lab_flavours())

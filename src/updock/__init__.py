@@ -4,7 +4,14 @@ Layers, and who may import whom (an import that goes upwards is a bug):
 
     entry.py          the `updock` command: spawns `podman ps` (prefetch.py) before anything else
     cli.py            the thin shell for users: parses flags, prints, maps errors to exit status
+    config.py         the TOML configuration file (what flags and UPDOCK_* do not say)
+    service/          `updock serve`: runs on a schedule, and the HTTP API
+    publish.py        after a run: its history, metrics and notification
+    notify/           notifications: the message, the JSON webhook, apprise
+    history.py        the update history (JSON lines in the state folder)
+    metrics.py        metrics in Prometheus' format (totals in the state folder, the textfile)
     run.py            one auto-update run: drives the core's plan with real engines/services
+    record.py         what happened in a run, per container (collected from the plan's actions)
     phases.py         the info-level log of each unit's phases and their timings
     engines/          container engines (podman): list containers and images, pull, tag
     registry/         registry digest checks, credentials, TLS

@@ -381,7 +381,7 @@ class ActionHandler:
             self._engine.tag(action.image_id, action.task.image.reference)
         elif isinstance(action, Verify):
             _crash_point("verify", delay=1.0)
-            self.verify(action.unit, action.tasks)
+            self.verify(action.unit, action.tasks, action.expected)
         elif isinstance(action, Finish):
             self._finish(action)
         elif isinstance(action, VerifyImages):
@@ -453,11 +453,13 @@ class ActionHandler:
 
     # -- verification -----------------------------------------------------------------------
 
-    def verify(self, unit: str, tasks: Sequence[Task]) -> None:
-        """Verify `unit` runs each task's container on the image tagged under its raw name."""
+    def verify(self, unit: str, tasks: Sequence[Task], expected: Sequence[str] = ()) -> None:
+        """Verify `unit` runs each task's container on its `expected` image (by position), or
+        where none is given, on the image tagged under its raw name (see `plan.Verify`)."""
         expect = []
-        for task in tasks:
-            image_id = self._engine.image_id(task.image.reference)
+        for i, task in enumerate(tasks):
+            image_id = expected[i] if i < len(expected) and expected[i] else None
+            image_id = image_id or self._engine.image_id(task.image.reference)
             if image_id is None:
                 raise EngineError(f"no image is tagged {task.image}")
             expect.append(Expectation(task.container.name, image_id, task.container.labels))

@@ -26,10 +26,15 @@ from updock.prefetch import command_index
 TYPE_CHECKING = False  # not typing's: importing typing costs start-up time
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
-    from typing import Any
+    from typing import Any, TypeVar
 
+    from updock.config import ConfigFile
     from updock.options import SafetyOptions
-    from updock.run import RunResult
+    from updock.publish import Publisher, PublishSettings
+    from updock.run import Options, RunResult
+    from updock.service.serve import ServeSettings
+
+    _V = TypeVar("_V")
 
 #: The exit status after Ctrl-C (128 + SIGINT), as a shell reports it.
 EXIT_INTERRUPTED = 130
@@ -138,6 +143,24 @@ def _count(text: str) -> int:
     return value
 
 
+def _engine(text: str) -> str:
+    """`--engine` (or `UPDOCK_ENGINE`, `[auto-update] engine`): `auto`, or the engines named,
+    comma separated, each once."""
+    if text.strip() == "auto":
+        return "auto"
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    if not names or any(n not in ("podman", "docker") for n in names):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not auto, or podman and/or docker (comma separated)"
+        )
+    return ",".join(names)
+
+
+def _engine_names(text: str) -> tuple[str, ...] | None:
+    """The engines of a checked `--engine` value: None for `auto`."""
+    return None if text == "auto" else tuple(text.split(","))
+
+
 class _BoolFlag(argparse.Action):
     """`--flag=VALUE` (`_normalize_bools` has made `--flag` into `--flag=true`)."""
 
@@ -151,13 +174,22 @@ class _BoolFlag(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
-def _add_bool(parser: argparse.ArgumentParser, name: str, default: bool | None, help: str) -> None:
+def _add_bool(
+    parser: argparse.ArgumentParser,
+    name: str,
+    default: bool | None,
+    help: str,
+    *,
+    filled: bool = False,
+) -> None:
+    """A boolean flag; with `filled`, left None when not given (`fill_from_environment` fills
+    it from the configuration file, else `default`)."""
     shown = "" if default is None else f" (default: {str(default).lower()})"
     parser.add_argument(
         name,
         action=_BoolFlag,
         type=_bool,
-        default=default,
+        default=None if filled else default,
         metavar="[=true|false]",
         help=help + shown,
     )
@@ -186,14 +218,14 @@ def _env_default(
     parser: argparse.ArgumentParser,
     namespace: argparse.Namespace,
     dest: str,
-    variable: str,
+    variable: str | None,
     convert: Callable[[str], object],
     fallback: object,
 ) -> None:
     """Fill an option the user did not give from `$variable`, else `fallback`."""
     if getattr(namespace, dest) is not None:
         return
-    raw = os.environ.get(variable)
+    raw = os.environ.get(variable) if variable else None
     if raw is None or raw == "":
         setattr(namespace, dest, fallback)
         return
@@ -203,11 +235,18 @@ def _env_default(
         parser.error(f"${variable}: {exc}")
 
 
-def _report(run: Callable[[], RunResult | None], fmt: str) -> int:
+def _report(
+    run: Callable[[], RunResult | None],
+    fmt: str,
+    after: Callable[[RunResult | None, Sequence[BaseException]], None] | None = None,
+) -> int:
     """Run, print the report in `fmt` on stdout and the errors on stderr; 125 on any error.
 
-    `run` returns None when there was nothing to do (no report at all, as podman).
+    `run` returns None when there was nothing to do (no report at all, as podman). `after`
+    gets the result (None if there was none) and the errors once they are printed (it
+    publishes the run: it cannot change the exit status).
     """
+    result: RunResult | None = None
     errors: list[BaseException] = []
     try:
         if fmt not in ("", "json"):
@@ -226,6 +265,10 @@ def _report(run: Callable[[], RunResult | None], fmt: str) -> int:
         errors = [exc]
     if errors:
         sys.stderr.write(f"Error: {format_errors(errors)}\n")
+        sys.stderr.flush()
+    if after is not None:
+        after(result, errors)
+    if errors:
         # A run stopped by a signal says so in its status (130, 143), as a shell would.
         from updock.errors import Interrupted
 
@@ -237,102 +280,313 @@ def _report(run: Callable[[], RunResult | None], fmt: str) -> int:
 # -- commands ----------------------------------------------------------------------------------
 
 
-def fill_from_environment(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> None:
-    """Options of `auto-update` the user did not give: from `UPDOCK_*`, else the defaults."""
-    _env_default(parser, ns, "settle_time", "UPDOCK_SETTLE_TIME", _verify_seconds, defaults.SETTLE)
-    _env_default(
-        parser,
-        ns,
+#: Options of `auto-update` filled when not given: (dest, key in the configuration file's
+#: `[auto-update]` table, environment variable, converter, default).
+_FILLED: tuple[tuple[str, str, str | None, Callable[[str], object], object], ...] = (
+    ("settle_time", "settle-time", "UPDOCK_SETTLE_TIME", _verify_seconds, defaults.SETTLE),
+    (
         "verify_timeout",
+        "verify-timeout",
         "UPDOCK_VERIFY_TIMEOUT",
         _verify_seconds,
         defaults.VERIFY_TIMEOUT,
-    )
-    _env_default(
-        parser, ns, "podman_timeout", "UPDOCK_PODMAN_TIMEOUT", _timeout, defaults.PODMAN_TIMEOUT
-    )
-    _env_default(parser, ns, "pull_timeout", "UPDOCK_PULL_TIMEOUT", _timeout, defaults.PULL_TIMEOUT)
-    _env_default(
-        parser,
-        ns,
+    ),
+    (
+        "podman_timeout",
+        "podman-timeout",
+        "UPDOCK_PODMAN_TIMEOUT",
+        _timeout,
+        defaults.PODMAN_TIMEOUT,
+    ),
+    ("pull_timeout", "pull-timeout", "UPDOCK_PULL_TIMEOUT", _timeout, defaults.PULL_TIMEOUT),
+    (
         "restart_concurrency",
+        "restart-concurrency",
         "UPDOCK_RESTART_CONCURRENCY",
         _count,
         defaults.RESTART_CONCURRENCY,
-    )
-    _env_default(parser, ns, "wave_size", "UPDOCK_WAVE_SIZE", _count, defaults.WAVE_SIZE)
-    _env_default(
-        parser,
-        ns,
+    ),
+    ("wave_size", "wave-size", "UPDOCK_WAVE_SIZE", _count, defaults.WAVE_SIZE),
+    (
         "registry_concurrency",
+        "registry-concurrency",
         "UPDOCK_REGISTRY_CONCURRENCY",
         _count,
         defaults.REGISTRY_CONCURRENCY,
+    ),
+    ("lock_wait", "lock-wait", None, _seconds, defaults.LOCK_WAIT),
+    ("dry_run", "dry-run", None, _bool, False),
+    ("rollback", "rollback", None, _bool, True),
+    ("keep_previous", "keep-previous", None, _bool, True),
+    ("tls_verify", "tls-verify", None, _bool, None),
+    ("engine", "engine", "UPDOCK_ENGINE", _engine, "auto"),
+    ("watchtower_labels", "watchtower-labels", None, _bool, False),
+)
+
+#: The keys of the configuration file's `[auto-update]` table.
+AUTO_UPDATE_KEYS = frozenset([key for _, key, *_ in _FILLED] + ["authfile"])
+
+
+def _from_config(
+    config: ConfigFile | None, key: str, convert: Callable[[str], object], default: object
+) -> object:
+    """`[auto-update] key` of the configuration file, converted as the flag's value; else
+    `default`.
+
+    Raises:
+        ConfigError: the value is not one the flag takes (naming the file and line).
+    """
+    if config is None:
+        return default
+    found = config.get(
+        "auto-update", key, lambda value: _flag_value(convert, value), AUTO_UPDATE_KEYS
     )
+    return default if found is None else found
+
+
+def _flag_value(convert: Callable[[str], _V], value: object) -> _V:
+    """`convert` of a value of the configuration file (or of a variable) written as a flag's
+    argument; ValueError when it is not one the flag takes."""
+    from updock.config import flag_text
+
+    try:
+        return convert(flag_text(value))
+    except argparse.ArgumentTypeError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def fill_from_environment(
+    parser: argparse.ArgumentParser, ns: argparse.Namespace, config: ConfigFile | None = None
+) -> None:
+    """Options of `auto-update` the user did not give: from `UPDOCK_*`, else the configuration
+    file, else the defaults.
+
+    Raises:
+        ConfigError: the configuration file has a bad value.
+    """
+    for dest, key, variable, convert, default in _FILLED:
+        if getattr(ns, dest, None) is None:
+            fallback = _from_config(config, key, convert, default)
+            _env_default(parser, ns, dest, variable, convert, fallback)
+
+
+def _load_config() -> ConfigFile | None:
+    """The configuration file, when there is one (nothing is imported when there is none).
+
+    Raises:
+        ConfigError: it cannot be read, or is not valid.
+    """
+    from updock.prefetch import config_path
+
+    if config_path() is None:
+        return None
+    from updock.config import ConfigFile
+
+    return ConfigFile.load()
+
+
+def _split_env(variable: str) -> list[str] | None:
+    raw = os.environ.get(variable, "").strip()
+    return raw.split() if raw else None
+
+
+#: The keys of the configuration file's `[notify]` table.
+NOTIFY_KEYS = ("urls", "on", "timeout", "title", "line")
+
+
+def _publish_settings(ns: argparse.Namespace, config: ConfigFile | None) -> PublishSettings:
+    """Notifications and metrics: flags, else `UPDOCK_*`, else the configuration file.
+
+    Raises:
+        ConfigError: a value of the configuration file or of a variable is bad.
+    """
+    from pathlib import Path
+
+    from updock.config import ConfigFile, strings, text
+    from updock.errors import ConfigError
+    from updock.notify import DEFAULT_TIMEOUT
+    from updock.notify.message import DEFAULT_EVENTS, Templates, check_template, parse_events
+    from updock.publish import PublishSettings
+
+    conf = config if config is not None else ConfigFile(None)
+    notify_keys = NOTIFY_KEYS
+    urls = getattr(ns, "notify", None) or _split_env("UPDOCK_NOTIFY")
+    if urls is None:
+        urls = conf.get("notify", "urls", strings, notify_keys) or []
+    events: frozenset[str] | None
+    if getattr(ns, "notify_on", None) is not None:
+        events = parse_events([ns.notify_on])  # checked by the flag's parser
+    elif os.environ.get("UPDOCK_NOTIFY_ON"):
+        try:
+            events = parse_events([os.environ["UPDOCK_NOTIFY_ON"]])
+        except ValueError as exc:
+            raise ConfigError(f"$UPDOCK_NOTIFY_ON: {exc}") from None
+    else:
+        events = conf.get("notify", "on", lambda v: parse_events(strings(v)), notify_keys)
+    timeout = os.environ.get("UPDOCK_NOTIFY_TIMEOUT")
+    if timeout:
+        try:
+            seconds: float | None = _timeout(timeout)
+        except argparse.ArgumentTypeError as exc:
+            raise ConfigError(f"$UPDOCK_NOTIFY_TIMEOUT: {exc}") from None
+    else:
+        seconds = conf.get("notify", "timeout", lambda v: _timeout(str(v)), notify_keys)
+    defaults_ = Templates()
+    templates = Templates(
+        title=conf.get("notify", "title", lambda v: check_template("title", text(v)), notify_keys)
+        or defaults_.title,
+        line=conf.get("notify", "line", lambda v: check_template("line", text(v)), notify_keys)
+        or defaults_.line,
+    )
+    metrics = getattr(ns, "metrics_file", None) or os.environ.get("UPDOCK_METRICS_FILE") or None
+    if metrics is None:
+        metrics = conf.get("metrics", "file", text, ("file",))
+    return PublishSettings(
+        notify_urls=tuple(urls),
+        notify_on=events if events is not None else DEFAULT_EVENTS,
+        notify_timeout=seconds if seconds is not None else DEFAULT_TIMEOUT,
+        templates=templates,
+        metrics_file=Path(metrics) if metrics else None,
+    )
+
+
+def _events(text: str) -> str:
+    """`--notify-on`: checked here, parsed with the others in `_publish_settings`."""
+    from updock.notify.message import parse_events
+
+    try:
+        parse_events([text])
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _auto_update(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int:
     if ns.args:
         parser.error("`updock auto-update` takes no arguments")
-    fill_from_environment(parser, ns)
-    authfile: str | None = ns.authfile
-    if authfile is None:
-        authfile = os.environ.get("REGISTRY_AUTH_FILE") or None
-    elif not os.path.exists(authfile):
-        parser.error(
-            f"--authfile: credential file is not accessible: {authfile}: no such file or directory"
+    import time
+
+    started = time.time()
+    try:
+        config = _load_config()
+        fill_from_environment(parser, ns, config)
+        authfile = _authfile(parser, ns, config)
+        wants_publisher = bool(
+            ns.notify
+            or ns.metrics_file
+            or _publishing_env()
+            or (config is not None and config.has_any("notify", "metrics"))
         )
+        # Notify URLs and templates are checked before anything changes; without any, the
+        # publisher (and all it imports) waits until there is something to do.
+        publisher = _publisher(ns, config) if wants_publisher else None
+    except UpdockError as exc:
+        sys.stderr.write(f"Error: {exc}\n")
+        return EXIT_ERROR
     if ns.tls_verify is False:
         import warnings
 
         # The user asked for unverified TLS: urllib3's warning per request is only noise.
         warnings.filterwarnings("ignore", message="Unverified HTTPS request")
-
-    engines = _engines(parser, ns.engine or os.environ.get("UPDOCK_ENGINE") or "auto")
+    entered: list[bool] = []  # the run began (the flags and the format were good)
+    ran: list[bool] = []  # and had something to do
 
     def run() -> RunResult | None:
+        nonlocal publisher
         from updock.prefetch import docker_in_play, nothing_to_do
 
-        if not docker_in_play(engines) and nothing_to_do(
+        entered.append(True)
+        if not docker_in_play(_engine_names(ns.engine)) and nothing_to_do(
             dry_run=ns.dry_run, timeout=ns.podman_timeout
         ):
             return None
+        ran.append(True)
         logs.configure(ns.log_level)  # only now: importing logging costs start-up time
-        from updock.run import Options, run_auto_update
-
-        options = Options(
-            authfile=authfile,
-            dry_run=ns.dry_run,
-            rollback=ns.rollback,
-            tls_verify=ns.tls_verify,
-            safety=_safety(ns.settle_time, ns.verify_timeout, ns.keep_previous),
-            lock_wait=ns.lock_wait,
-            registry_concurrency=ns.registry_concurrency,
-            podman_timeout=ns.podman_timeout,
-            pull_timeout=ns.pull_timeout,
-            restart_concurrency=ns.restart_concurrency,
-            wave_size=ns.wave_size,
-            engines=engines,
-            watchtower=ns.watchtower_labels,
-        )
+        if publisher is None:
+            publisher = _publisher(ns, config)
+        from updock.run import run_auto_update
         from updock.stopping import StopRequest
 
         stop = StopRequest()
         with stop.on_signals():
-            return run_auto_update(options, stop=stop)
+            return run_auto_update(_options(ns, authfile, ns.dry_run), stop=stop)
 
-    return _report(run, ns.fmt)
+    def after(result: RunResult | None, errors: Sequence[BaseException]) -> None:
+        if publisher is None or not entered:
+            return  # nothing to do and nothing asked for, or a bad --format
+        logs.configure(ns.log_level)
+        from updock.publish import failed_run
+
+        if result is not None and result.record is not None:
+            record = result.record
+        else:
+            record = failed_run(errors, dry_run=ns.dry_run, started=started)
+        if ran or record.errors or publisher.settings.metrics_file is not None:
+            publisher.publish(record)
+
+    return _report(run, ns.fmt, after)
 
 
-def _engines(parser: argparse.ArgumentParser, text: str) -> tuple[str, ...] | None:
-    """`--engine`'s value: None for `auto`, else the engines named (comma separated)."""
-    if text == "auto":
-        return None
-    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
-    unknown = [n for n in names if n not in ("podman", "docker")]
-    if unknown or not names:
-        parser.error(f"--engine: {text!r} is not auto, or podman and/or docker (comma separated)")
-    return names
+def _options(ns: argparse.Namespace, authfile: str | None, dry_run: bool) -> Options:
+    """The run's options from the filled flags."""
+    from updock.run import Options
+
+    return Options(
+        authfile=authfile,
+        dry_run=dry_run,
+        rollback=ns.rollback,
+        tls_verify=ns.tls_verify,
+        safety=_safety(ns.settle_time, ns.verify_timeout, ns.keep_previous),
+        lock_wait=ns.lock_wait,
+        registry_concurrency=ns.registry_concurrency,
+        podman_timeout=ns.podman_timeout,
+        pull_timeout=ns.pull_timeout,
+        restart_concurrency=ns.restart_concurrency,
+        wave_size=ns.wave_size,
+        engines=_engine_names(ns.engine),
+        watchtower=ns.watchtower_labels,
+    )
+
+
+def _publishing_env() -> bool:
+    return any(
+        os.environ.get(v) for v in ("UPDOCK_NOTIFY", "UPDOCK_METRICS_FILE", "UPDOCK_NOTIFY_ON")
+    )
+
+
+def _publisher(ns: argparse.Namespace, config: ConfigFile | None) -> Publisher:
+    """What publishes the run (history, metrics, notifications); checked now.
+
+    Raises:
+        ConfigError: a notify URL, template or setting is bad.
+    """
+    from updock.publish import Publisher
+
+    return Publisher(_publish_settings(ns, config))
+
+
+def _authfile(
+    parser: argparse.ArgumentParser, ns: argparse.Namespace, config: ConfigFile | None
+) -> str | None:
+    """`--authfile`, else `$REGISTRY_AUTH_FILE`, else the configuration file's."""
+    authfile: str | None = ns.authfile
+    if authfile is not None:
+        if not os.path.exists(authfile):
+            parser.error(
+                f"--authfile: credential file is not accessible: {authfile}: no such file or "
+                "directory"
+            )
+        return authfile
+    authfile = os.environ.get("REGISTRY_AUTH_FILE") or None
+    if authfile is None and config is not None:
+        from updock.config import text
+
+        authfile = config.get("auto-update", "authfile", text, AUTO_UPDATE_KEYS)
+        if authfile is not None and not os.path.exists(authfile):
+            raise config.error(
+                "auto-update", "authfile", f"credential file {authfile} does not exist"
+            )
+    return authfile
 
 
 def _safety(settle: float, verify_timeout: float, keep_previous: bool) -> SafetyOptions:
@@ -342,7 +596,13 @@ def _safety(settle: float, verify_timeout: float, keep_previous: bool) -> Safety
 
 
 def _rollback(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int:
-    _env_default(parser, ns, "settle_time", "UPDOCK_SETTLE_TIME", _verify_seconds, defaults.SETTLE)
+    try:
+        config = _load_config()
+        default = _from_config(config, "settle-time", _verify_seconds, defaults.SETTLE)
+    except UpdockError as exc:
+        sys.stderr.write(f"Error: {exc}\n")
+        return EXIT_ERROR
+    _env_default(parser, ns, "settle_time", "UPDOCK_SETTLE_TIME", _verify_seconds, default)
 
     def run() -> RunResult:
         logs.configure(ns.log_level)
@@ -362,7 +622,147 @@ def _rollback(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int:
             )
         return result
 
-    return _report(run, ns.fmt)
+    def after(result: RunResult | None, errors: Sequence[BaseException]) -> None:
+        # Into the history and the metrics (a manual rollback notifies nobody: its user knows).
+        if result is None or result.record is None:
+            return
+        import dataclasses
+
+        from updock.publish import Publisher
+
+        try:
+            settings = _publish_settings(ns, config)
+        except UpdockError as exc:
+            sys.stderr.write(f"Error: {exc}\n")
+            return
+        Publisher(dataclasses.replace(settings, notify_urls=())).publish(result.record)
+
+    return _report(run, ns.fmt, after)
+
+
+#: The keys of the configuration file's `[serve]` table.
+SERVE_KEYS = ("listen", "schedule", "jitter", "token-file", "dry-run")
+
+
+def _serve(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int:
+    from updock.service.serve import serve
+
+    logs.configure(ns.log_level)
+    try:
+        settings, options, publisher = _serve_setup(parser, ns)
+        return serve(settings, options, publisher)
+    except UpdockError as exc:
+        sys.stderr.write(f"Error: {exc}\n")
+        return EXIT_ERROR
+
+
+def _serve_setup(
+    parser: argparse.ArgumentParser, ns: argparse.Namespace
+) -> tuple[ServeSettings, Callable[[bool], Options], Publisher]:
+    """The service's settings (flags, else `UPDOCK_*`, else `[serve]`), its runs' options
+    (`[auto-update]` and `UPDOCK_*`) and its publisher.
+
+    Raises:
+        ConfigError: a setting is bad, or there is no token file.
+    """
+    from pathlib import Path
+
+    from updock.config import ConfigFile, text
+    from updock.errors import ConfigError
+    from updock.service.schedule import DEFAULT_JITTER, DEFAULT_SCHEDULE, OFF, Schedule
+    from updock.service.serve import DEFAULT_LISTEN, ServeSettings
+    from updock.state import default_state_dir
+
+    config = _load_config()
+    conf = config if config is not None else ConfigFile(None)
+    serve_dry_run = ns.dry_run  # serve's own flag; the run's options fill `ns.dry_run`
+    # The run's options: `[auto-update]` of the configuration file, and `UPDOCK_*`.
+    for dest, *_ in _FILLED:
+        setattr(ns, dest, getattr(ns, dest, None))
+    fill_from_environment(parser, ns, config)
+    authfile = os.environ.get("REGISTRY_AUTH_FILE") or None
+    if authfile is None and config is not None:
+        authfile = config.get("auto-update", "authfile", text, AUTO_UPDATE_KEYS)
+
+    def setting(flag: object, variable: str, key: str, convert: Callable[[object], Any]) -> Any:
+        if flag is not None:
+            return flag
+        if os.environ.get(variable):
+            try:
+                return convert(os.environ[variable])
+            except (ValueError, argparse.ArgumentTypeError) as exc:
+                raise ConfigError(f"${variable}: {exc}") from None
+        return conf.get("serve", key, convert, SERVE_KEYS)
+
+    listen = setting(ns.listen, "UPDOCK_LISTEN", "listen", _listen) or DEFAULT_LISTEN
+    token_file = setting(ns.token_file, "UPDOCK_TOKEN_FILE", "token-file", text)
+    if token_file is None:
+        raise ConfigError(
+            "updock serve needs a file with the API's bearer token: --token-file, "
+            "$UPDOCK_TOKEN_FILE or [serve] token-file (a token is never given on the "
+            "command line)"
+        )
+    expression = setting(ns.schedule, "UPDOCK_SCHEDULE", "schedule", text)
+    expression = DEFAULT_SCHEDULE if expression is None else expression
+    jitter = setting(ns.jitter, "UPDOCK_JITTER", "jitter", lambda v: _flag_value(_seconds, v))
+    jitter = DEFAULT_JITTER if jitter is None else jitter
+    dry_run = setting(
+        serve_dry_run, "UPDOCK_SERVE_DRY_RUN", "dry-run", lambda v: _flag_value(_bool, v)
+    )
+    schedule = None
+    if expression.strip().lower() != OFF:
+        try:
+            schedule = Schedule(expression, jitter)
+        except ValueError as exc:
+            raise ConfigError(f"schedule: {exc}") from None
+    settings = ServeSettings(
+        listen=listen,
+        token_file=Path(token_file),
+        schedule=schedule,
+        dry_run=bool(dry_run),
+        state_dir=default_state_dir(),
+    )
+    return settings, lambda dry: _options(ns, authfile, dry), _publisher(ns, config)
+
+
+def _listen(value: object) -> str:
+    from updock.service.api import parse_listen
+
+    if not isinstance(value, str):
+        raise TypeError(f"{value!r} is not a string")
+    parse_listen(value)  # raises ValueError
+    return value
+
+
+def _history(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int:
+    from updock.history import History, parse_duration
+    from updock.state import default_state_dir
+
+    if ns.fmt not in ("", "table", "json"):
+        parser.error(f"--format: {ns.fmt!r} is not json or table")
+    since = None
+    if ns.since is not None:
+        import time
+
+        try:
+            since = time.time() - parse_duration(ns.since)
+        except ValueError as exc:
+            parser.error(f"--since: {exc}")
+    logs.configure(ns.log_level)
+    try:
+        entries = History(default_state_dir()).read(since)
+    except UpdockError as exc:
+        sys.stderr.write(f"Error: {exc}\n")
+        return EXIT_ERROR
+    if ns.fmt == "json":
+        import json
+
+        sys.stdout.write(json.dumps(entries, indent=4) + "\n")
+        return 0
+    from updock.history import table
+
+    sys.stdout.write(table(entries))
+    return 0
 
 
 def _previous(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int:
@@ -418,7 +818,7 @@ def _install_units(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> i
     from updock.units import install
 
     try:
-        written = install(user=ns.user, dest=ns.dest, enable=ns.enable)
+        written = install(user=ns.user, dest=ns.dest, enable=ns.enable, serve=ns.serve)
     except UpdockError as exc:
         sys.stderr.write(f"Error: {exc}\n")
         return EXIT_ERROR
@@ -499,7 +899,11 @@ def _auto_update_parser(commands: _Subparsers[_Parser]) -> _Parser:
         "A container's io.containers.autoupdate.authfile label wins over both.",
     )
     _add_bool(
-        auto, "--dry-run", False, "Check for updates and report them as 'pending'; change nothing."
+        auto,
+        "--dry-run",
+        False,
+        "Check for updates and report them as 'pending'; change nothing.",
+        filled=True,
     )
     _format_option(
         auto,
@@ -512,6 +916,7 @@ def _auto_update_parser(commands: _Subparsers[_Parser]) -> _Parser:
         "--rollback",
         True,
         "Roll back to the previous image when an update fails (--rollback=false to turn off).",
+        filled=True,
     )
     _add_bool(
         auto,
@@ -519,6 +924,7 @@ def _auto_update_parser(commands: _Subparsers[_Parser]) -> _Parser:
         None,
         "Require HTTPS and verify certificates when contacting registries (default: as "
         "registries.conf says; --tls-verify=false allows plain HTTP).",
+        filled=True,
     )
     auto.add_argument("--settle-time", type=_verify_seconds, metavar="SECONDS", help=_SETTLE_HELP)
     auto.add_argument(
@@ -536,11 +942,11 @@ def _auto_update_parser(commands: _Subparsers[_Parser]) -> _Parser:
         True,
         "Keep the previous image (tagged localhost/updock-previous/<name>-<hash>) after a "
         "verified update, for `updock rollback`; --keep-previous=false releases it at once.",
+        filled=True,
     )
     auto.add_argument(
         "--lock-wait",
         type=_seconds,
-        default=defaults.LOCK_WAIT,
         metavar="SECONDS",
         help="How long to wait while another updock run updates this host (0: exit at once). "
         f"[default: {defaults.LOCK_WAIT:g}]",
@@ -587,6 +993,7 @@ def _auto_update_parser(commands: _Subparsers[_Parser]) -> _Parser:
     )
     auto.add_argument(
         "--engine",
+        type=_engine,
         metavar="ENGINES",
         help="Which engines' containers to update: podman, docker, or both (podman,docker). "
         "auto: podman when it is installed, and Docker when DOCKER_HOST is set or "
@@ -601,9 +1008,39 @@ def _auto_update_parser(commands: _Subparsers[_Parser]) -> _Parser:
         False,
         "Also update containers labelled com.centurylinklabs.watchtower.enable=true (as "
         "io.containers.autoupdate=registry), for hosts coming from Watchtower.",
+        filled=True,
     )
+    _publish_options(auto)
     auto.set_defaults(handler=_auto_update)
     return auto
+
+
+def _publish_options(parser: argparse.ArgumentParser) -> None:
+    """--notify, --notify-on, --metrics-file (of auto-update and serve)."""
+    parser.add_argument(
+        "--notify",
+        action="append",
+        metavar="URL",
+        help="Send one message per run that updated, rolled back or failed (see --notify-on): "
+        "an http(s):// URL gets a JSON POST; other URLs go to apprise (mailto://, ntfy://, "
+        "...; pip install 'updock[notify]'). Repeatable. A failing notifier is a warning, "
+        "never a failed run. [env: UPDOCK_NOTIFY, space-separated; config: [notify] urls]",
+    )
+    parser.add_argument(
+        "--notify-on",
+        type=_events,
+        metavar="EVENTS",
+        help="What makes a run notify, comma-separated: updated, rolled-back, failed, "
+        "available (a dry run's pending updates). [env: UPDOCK_NOTIFY_ON; config: [notify] "
+        "on; default: updated,rolled-back,failed]",
+    )
+    parser.add_argument(
+        "--metrics-file",
+        metavar="PATH",
+        help="Write Prometheus metrics to PATH after each run, atomically, for node_exporter's "
+        "textfile collector (name it *.prom in its folder). [env: UPDOCK_METRICS_FILE; "
+        "config: [metrics] file]",
+    )
 
 
 def _rollback_parser(commands: _Subparsers[_Parser]) -> _Parser:
@@ -657,12 +1094,90 @@ def _release_parser(commands: _Subparsers[_Parser]) -> _Parser:
     return release
 
 
+def _history_parser(commands: _Subparsers[_Parser]) -> _Parser:
+    history: _Parser = commands.add_parser(
+        "history",
+        help="List the updates, rollbacks and failures of earlier runs.",
+        description="List what earlier runs did, oldest first: every container updated, rolled "
+        "back (also by `updock rollback`) or failed, with its image, old and new digest, "
+        "outcome, duration and, for failures, what was seen; and errors of runs that named no "
+        "container. Kept in history.jsonl in the state folder (about 1 MiB, then rotated; three "
+        "older files are kept).",
+    )
+    history.add_argument(
+        "--since",
+        metavar="DURATION",
+        help="Only what happened in the last DURATION: 90s, 15m, 2h, 7d, 1w, 1h30m.",
+    )
+    _format_option(history, "'table' (the default) or 'json'.")
+    history.set_defaults(handler=_history)
+    return history
+
+
+def _serve_parser(commands: _Subparsers[_Parser]) -> _Parser:
+    serve: _Parser = commands.add_parser(
+        "serve",
+        help="Run auto-update on a schedule, with an HTTP API (status, history, metrics).",
+        description="Run `updock auto-update` on a schedule (a cron expression, plus random "
+        "jitter), and serve an HTTP API: POST /v1/update (begin a run now; 409 while one "
+        "runs), GET /v1/status, GET /v1/history, GET /metrics, GET /healthz, GET "
+        "/v1/openapi.json. Every route but /healthz needs the bearer token of --token-file. "
+        "Runs never overlap, nor with other updock runs on the host (the same lock). The "
+        "runs take their options from the configuration file's [auto-update] table and "
+        "UPDOCK_* variables. SIGTERM finishes the unit being updated and stops. "
+        "`updock install-units --serve` installs updock-serve.service.",
+    )
+    serve.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="The API's address. [env: UPDOCK_LISTEN; config: [serve] listen; default: "
+        "127.0.0.1:8425]",
+    )
+    serve.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="A file (not readable by others) holding the API's bearer token. [env: "
+        "UPDOCK_TOKEN_FILE; config: [serve] token-file]",
+    )
+    serve.add_argument(
+        "--schedule",
+        metavar="CRON",
+        help="When runs are due, in local time: five cron fields ('0 4 * * *') or @daily, "
+        "@hourly, ...; 'off': only on POST /v1/update. [env: UPDOCK_SCHEDULE; config: [serve] "
+        "schedule; default: @daily]",
+    )
+    serve.add_argument(
+        "--jitter",
+        type=_seconds,
+        metavar="SECONDS",
+        help="Delay each scheduled run by a random time below this. [env: UPDOCK_JITTER; "
+        "config: [serve] jitter; default: 900]",
+    )
+    _add_bool(
+        serve,
+        "--dry-run",
+        False,
+        "Scheduled runs only check (report 'pending', notify with --notify-on available); "
+        "POST /v1/update may still ask for a real run. [config: [serve] dry-run]",
+        filled=True,
+    )
+    _publish_options(serve)
+    serve.set_defaults(handler=_serve)
+    return serve
+
+
 def _install_units_parser(commands: _Subparsers[_Parser]) -> _Parser:
     units: _Parser = commands.add_parser(
         "install-units",
-        help="Install updock-auto-update.service and .timer.",
+        help="Install updock-auto-update.service and .timer (or updock-serve.service).",
         description="Install updock-auto-update.service and .timer (daily, randomized delay, "
-        "persistent).",
+        "persistent); with --serve, updock-serve.service instead (`updock serve`: a schedule "
+        "of its own and the HTTP API).",
+    )
+    units.add_argument(
+        "--serve",
+        action="store_true",
+        help="Install updock-serve.service (and enable it) instead of the timer.",
     )
     units.add_argument(
         "--user", action="store_true", help="Install for the user's systemd manager (rootless)."
@@ -677,7 +1192,8 @@ def _install_units_parser(commands: _Subparsers[_Parser]) -> _Parser:
         "--enable",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="Reload systemd and enable and start the timer (default: --enable).",
+        help="Reload systemd and enable and start the timer, or the service with --serve "
+        "(default: --enable).",
     )
     units.set_defaults(handler=_install_units)
     return units
@@ -688,6 +1204,8 @@ _COMMANDS: dict[str, Callable[[_Subparsers[_Parser]], _Parser]] = {
     "rollback": _rollback_parser,
     "previous": _previous_parser,
     "release": _release_parser,
+    "history": _history_parser,
+    "serve": _serve_parser,
     "install-units": _install_units_parser,
 }
 

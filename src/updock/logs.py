@@ -104,3 +104,12 @@ def configure(level: int) -> None:
     handler.setFormatter(logging.Formatter("updock: %(podman_level)s: %(message)s"))
     logger.addHandler(handler)
     logger.setLevel(level)
+
+
+def show_warnings(logger: logging.Logger) -> None:
+    """Let `logger`'s warnings through even at the default level (error): for what is part of
+    a run's result without failing it (a notification that failed, a history not written)."""
+    import logging
+
+    parent = logging.getLogger("updock").getEffectiveLevel()
+    logger.setLevel(min(parent, logging.WARNING))

@@ -189,6 +189,25 @@ def state_dir() -> str:
     return os.path.join(base, "updock")
 
 
+#: The environment variable that names the configuration file (`updock.config`).
+CONFIG_VARIABLE = "UPDOCK_CONFIG"
+
+
+def config_path() -> tuple[str, bool] | None:
+    """The configuration file to read (`updock.config`), and whether the user named it
+    (`$UPDOCK_CONFIG`); None when there is none. Here, with nothing imported, so that the
+    CLI can look for it at start-up for nothing more than a `stat`."""
+    named = os.environ.get(CONFIG_VARIABLE)
+    if named:
+        return named, True
+    if os.geteuid() == 0:
+        default = "/etc/updock/updock.toml"
+    else:
+        base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+        default = os.path.join(base, "updock", "updock.toml")
+    return (default, False) if os.path.exists(default) else None
+
+
 def _other_run_or_journal(folder: str) -> bool:
     """Whether another run holds the lock, or an unfinished update is journaled, or the state
     folder or its files are not as `updock.statefolder` accepts them (the full run reports it).

@@ -32,7 +32,8 @@ if TYPE_CHECKING:
     # The shell's heavier parts (D-Bus, verification, the plan) are imported when a unit must
     # change, so that a run with nothing to do starts fast.
     from updock.actions import HoldBook
-    from updock.core.plan import Check, CheckResult
+    from updock.core.plan import Action, Check, CheckResult, Outcome
+    from updock.record import RunRecord, RunRecorder
     from updock.registry import RegistryClient
     from updock.registry.client import RemoteTag
     from updock.state import Hold, JournalEntry, StateStore
@@ -95,10 +96,13 @@ ENGINES = ("podman", "docker")
 
 @dataclass
 class RunResult:
-    """The report rows, sorted by unit and container name, and every error of the run."""
+    """The report rows, sorted by unit and container name, and every error of the run; and
+    what happened to each container (`record.RunRecord`, for notifications, history and
+    metrics), once the run is over."""
 
     rows: list[ReportRow] = field(default_factory=list)
     errors: list[UpdockError] = field(default_factory=list)
+    record: RunRecord | None = None
 
 
 _CheckKey = tuple[str, str | None, str, str, str]
@@ -234,20 +238,6 @@ def _make_check(
     return check
 
 
-def _host(
-    engine: Engine | None,
-    services: Callable[[], ServiceManager] | None,
-    options: Options,
-    stop: StopRequest | None = None,
-) -> tuple[Engine, ServiceConnection]:
-    """The given engine and service manager, or this host's podman and systemd."""
-    if engine is None:
-        from updock.engines.podman import default_engine
-
-        engine = default_engine(options.podman_timeout, options.pull_timeout, stop)
-    return engine, _connection(services)
-
-
 def _connection(services: Callable[[], ServiceManager] | None) -> ServiceConnection:
     """The service manager's connection (made when a unit must restart): systemd by default."""
     if services is None:
@@ -323,13 +313,16 @@ def run_auto_update(
         The report rows (of the units begun) and every error; per-container problems never
         abort the run.
     """
+    from updock.record import RunRecorder
     from updock.state import StateStore
 
+    recorder = RunRecorder(dry_run=options.dry_run)
     result = RunResult()
     engines = [engine] if engine is not None else _host_engines(options, stop, result)
     connection = _connection(services)
     store = StateStore(options.state_dir)
     blocked: dict[int, frozenset[str]] = {}
+    tasks: list[Task] = []
     with contextlib.ExitStack() as stack:
         stack.callback(connection.close)
         if not options.dry_run:
@@ -342,8 +335,20 @@ def run_auto_update(
             for i, each in enumerate(engines):
                 blocked[i] = _recover(each, connection, store, options, result)
         for i, each in enumerate(engines):
-            _update(each, registry, connection, store, options, result, stack, stop, blocked.get(i))
+            tasks += _update(
+                each,
+                registry,
+                connection,
+                store,
+                options,
+                result,
+                stack,
+                stop,
+                blocked.get(i, frozenset()),
+                recorder,
+            )
     result.rows.sort(key=ReportRow.sort_key)
+    result.record = recorder.finish(result.rows, tasks, result.errors)
     return result
 
 
@@ -455,11 +460,12 @@ def _update(
     result: RunResult,
     stack: contextlib.ExitStack,
     stop: StopRequest | None,
-    blocked: frozenset[str] | None = None,
-) -> None:
+    blocked: frozenset[str] = frozenset(),
+    recorder: RunRecorder | None = None,
+) -> list[Task]:
+    """Check and update the containers of one engine; the tasks of the run (for its record)."""
     from updock.engines import engine_name
 
-    blocked = blocked or frozenset()
     authfile = options.authfile
     if engine_name(engine) == "docker" and authfile is None:
         from updock.engines.docker import docker_config_file
@@ -487,6 +493,8 @@ def _update(
                     )
                 )
                 client.preload()
+            if recorder is not None:
+                recorder.count_requests(client.counts.snapshot)
             started.append(_Checks(client, stack))
         return started[0]
 
@@ -499,9 +507,11 @@ def _update(
     units, errors = assemble_tasks(containers, authfile, watchtower=options.watchtower)
     result.errors.extend(errors)
     if not units:
-        return
+        return []
     all_tasks = [t for tasks in units.values() for t in tasks]
     images = engine.images({t.container.image_id for t in all_tasks})
+    if recorder is not None:
+        recorder.know_images(images)
     # Names that only inspect revealed (a raw name other than ps showed) start now.
     checks().start(
         (t.image.reference, t.authfile) for t in all_tasks if t.policy is Policy.REGISTRY
@@ -524,6 +534,10 @@ def _update(
     states = SharedStates(engine)
     keeper = PreviousKeeper(engine)
 
+    def watched(handler: Callable[[Action], Outcome]) -> Callable[[Action], Outcome]:
+        # The phase log, and the run's record of what happened (`updock.record`).
+        return PhaseLog(recorder.watch(handler) if recorder is not None else handler)
+
     def run_group(index: int, group: list[str]) -> RunResult:
         # Each thread has its own D-Bus connection (they are not thread-safe).
         own = connection if index == 0 else type(connection)(connection.connect)
@@ -538,7 +552,7 @@ def _update(
             holds=holds,
             restart_slots=restart_slots,
             states=states,
-            wrap=PhaseLog,
+            wrap=watched,
             keeper=keeper,
         )
         plan = update_group(
@@ -549,7 +563,7 @@ def _update(
             wave_size=options.wave_size,
         )
         try:
-            rows, errors = drive(plan, PhaseLog(handler))
+            rows, errors = drive(plan, watched(handler))
         finally:
             if own is not connection:
                 own.close()
@@ -570,6 +584,7 @@ def _update(
     if stop is not None and stop.requested:
         skipped = ", ".join(sorted(not_begun)) or "none"
         result.errors.append(stop.error(f"units not begun: {skipped}"))
+    return all_tasks
 
 
 __all__ = ["Options", "RegistryError", "RunResult", "run_auto_update"]
@@ -596,6 +611,7 @@ def run_rollback(
     from updock.core.plan import drive, rollback_unit
     from updock.core.reference import previous_tag
     from updock.phases import PhaseLog
+    from updock.record import RunRecorder
     from updock.state import StateStore
 
     result = RunResult()
@@ -653,9 +669,12 @@ def run_rollback(
             holds=holds,
         )
         plan = rollback_unit(unit, tasks, previous)
-        rows, errs = drive(plan, PhaseLog(handler))
+        recorder = RunRecorder("rollback")
+        recorder.know_images(engine.images({t.container.image_id for t in tasks}))
+        rows, errs = drive(plan, PhaseLog(recorder.watch(handler)))
         result.rows.extend(rows)
         result.errors.extend(errs)
+        result.record = recorder.finish(result.rows, tasks, result.errors)
     return result
 
 

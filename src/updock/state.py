@@ -236,19 +236,25 @@ class StateStore:
 
     # -- journal --------------------------------------------------------------------------
 
-    def load(self) -> dict[str, JournalEntry]:
+    def load(self, *, set_aside: bool = True) -> dict[str, JournalEntry]:
         """The unfinished updates, by unit.
+
+        Args:
+            set_aside: move an unreadable file aside (only under the lock; `updock serve`'s
+                status only looks).
 
         Raises:
             StateFileSetAside: the state file was not a journal this updock can read; it is
                 moved aside now, so the next `load` finds none (see the module's docstring).
-            ConfigError: the state folder is unsafe, or the file cannot be read at all.
+            ConfigError: the state folder is unsafe, or the file cannot be read at all, or it
+                is unreadable and `set_aside` is False.
         """
         entries = self._read(
             self.path.name,
             _parse_journal,
             consequence="an interrupted update it recorded is not repaired (the file names the "
             "units to look at); this run goes on with an empty journal",
+            set_aside=set_aside,
         )
         return entries if entries is not None else {}
 

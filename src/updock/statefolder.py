@@ -156,6 +156,15 @@ class StateFolder:
             raise
         os.fsync(self._fd)
 
+    def rename(self, name: str, new_name: str) -> None:
+        """Rename `name` to `new_name` in the folder (replacing it), durably.
+
+        Raises:
+            OSError: it cannot be renamed (`FileNotFoundError` when it does not exist).
+        """
+        os.rename(name, new_name, src_dir_fd=self._fd, dst_dir_fd=self._fd)
+        os.fsync(self._fd)
+
     def move_aside(self, name: str, why: str) -> Path:
         """Rename `name` to a new unique name `<name>.<why>-<random>` in the folder (kept for
         inspection); its new path.

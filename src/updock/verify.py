@@ -4,7 +4,9 @@ systemd's restart job ends `done` as soon as the container has started; a contai
 second later, or never becomes healthy, still counts as a success for podman. updock counts an
 update as done only when, within a window, the unit is active, every container of the update is
 running on the image now tagged under its name, stays running (same container) for the settle
-time, and passes its health check when it has one.
+time, and passes its health check when it has one. A check that podman itself already saw pass
+in the new container (its state says `healthy`) is not run again: with `--sdnotify=healthy`
+(Quadlet's `Notify=healthy`), systemd's restart job waited for exactly that.
 """
 
 from __future__ import annotations
@@ -238,6 +240,11 @@ def verify_unit(
                 )
             if seen_ids.setdefault(e.name, cs.id) != cs.id:
                 fail(f"container {e.name} was restarted ({cs.id[:12]})")
+            if cs.has_healthcheck and e.name not in healthy and cs.health == "healthy":
+                # podman's own checks of this new container passed already. With
+                # `--sdnotify=healthy` (Quadlet's Notify=healthy) that is what systemd's restart
+                # job waited for: neither the check nor its window again.
+                healthy.add(e.name)
             if cs.has_healthcheck and e.name not in healthy:
                 if not extended:
                     # Give the health check the time its own settings need.

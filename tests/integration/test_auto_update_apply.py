@@ -14,9 +14,12 @@ import pytest
 
 from tests.integration.conformance import (
     Outcome,
+    States,
+    compare_runs,
     podman_since,
     run_podman,
     run_updock,
+    unit_states,
     without_ids,
 )
 from updock.testing.lab import ImageKind, Lab
@@ -26,28 +29,18 @@ pytestmark = pytest.mark.lab
 Setup = Callable[[Lab], list[str]]
 
 
-def _versions(lab: Lab, names: list[str]) -> dict[str, tuple[str, str]]:
+def _units(names: list[str]) -> dict[str, str]:
+    return {name: f"container-{name}.service" for name in names}
+
+
+def _versions(lab: Lab, names: list[str]) -> States:
     """container name -> (unit state, /version in the running container or "-")."""
-    out = {}
-    for name in names:
-        res = lab.run(["podman", "exec", name, "/bin/cat", "/version"], check=False)
-        version = res.stdout.strip() if res.returncode == 0 else "-"
-        out[name] = (lab.unit_state(f"container-{name}.service"), version)
-    return out
+    return unit_states(lab, _units(names))
 
 
-def _compare(
-    lab: Lab, setup: Setup, *args: str
-) -> tuple[Outcome, Outcome, dict[str, tuple[str, str]], dict[str, tuple[str, str]]]:
+def _compare(lab: Lab, setup: Setup, *args: str) -> tuple[Outcome, Outcome, States, States]:
     """Set up, run podman; reset, set up again, run updock. Returns both outcomes and states."""
-    names = setup(lab)
-    podman = run_podman(lab, "--format", "json", *args)
-    podman_state = _versions(lab, names)
-    lab.reset()
-    setup(lab)
-    updock = run_updock(lab, "--format", "json", *args)
-    updock_state = _versions(lab, names)
-    return podman, updock, podman_state, updock_state
+    return compare_runs(lab, lambda lab: _units(setup(lab)), *args)
 
 
 def _good_and_broken(

@@ -63,7 +63,8 @@ def test_a_manual_rollback_sticks_until_another_image_or_a_release(lab: Lab) -> 
     assert _rollback(lab, unit) == ["rolled back"]
     assert run_updock(lab, "--format", "json").statuses() == {name: "false"}
     lab.build_image(image, version="v3")
-    assert run_updock(lab, "--format", "json").statuses() == {name: "true"}
+    res = run_updock(lab, "--format", "json")
+    assert res.statuses() == {name: "true"}, res.stderr
     assert lab.container_version(name) == "v3"
     assert lab.updock("release").stdout == "no image is held back\n"
     nothing = lab.updock("release", image)

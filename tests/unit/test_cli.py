@@ -16,14 +16,6 @@ from updock.core.model import LABEL_POLICY
 from updock.prefetch import LABEL_POLICY as PREFETCH_LABEL_POLICY
 
 
-def _parse(*args: str) -> dict[str, object]:
-    from updock.cli import _normalize_bools
-
-    parser, commands = build_parser("auto-update")
-    ns = parser.parse_args(["auto-update", *_normalize_bools(commands["auto-update"], args)])
-    return vars(ns)
-
-
 def _usage_error(capsys: pytest.CaptureFixture[str], *args: str) -> str:
     with pytest.raises(SystemExit) as caught:
         main(list(args))
@@ -35,18 +27,18 @@ def _usage_error(capsys: pytest.CaptureFixture[str], *args: str) -> str:
 
 
 def test_booleans_as_pflag_parses_them() -> None:
-    assert _parse()["dry_run"] is False
-    assert _parse()["rollback"] is True
-    assert _parse()["tls_verify"] is None
-    assert _parse("--dry-run")["dry_run"] is True
-    assert _parse("--dry-run=false")["dry_run"] is False
-    assert _parse("--rollback=false", "--tls-verify=FALSE")["rollback"] is False
-    assert _parse("--tls-verify=t")["tls_verify"] is True
+    assert _filled()["dry_run"] is False
+    assert _filled()["rollback"] is True
+    assert _filled()["tls_verify"] is None
+    assert _filled("--dry-run")["dry_run"] is True
+    assert _filled("--dry-run=false")["dry_run"] is False
+    assert _filled("--rollback=false", "--tls-verify=FALSE")["rollback"] is False
+    assert _filled("--tls-verify=t")["tls_verify"] is True
     # A word after a boolean flag is an argument, not its value (then refused, as by podman).
-    assert _parse("--dry-run", "false")["args"] == ["false"]
+    assert _filled("--dry-run", "false")["args"] == ["false"]
     # The value of a flag that takes one is left alone, even when it looks like a flag.
-    assert _parse("--format", "--dry-run")["fmt"] == "--dry-run"
-    assert _parse("--format", "--dry-run")["dry_run"] is False
+    assert _filled("--format", "--dry-run")["fmt"] == "--dry-run"
+    assert _filled("--format", "--dry-run")["dry_run"] is False
 
 
 def _filled(*args: str) -> dict[str, object]:
@@ -180,20 +172,14 @@ HEAVY = (
 )  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    "args",
-    [
-        ["auto-update"],
-        ["auto-update", "--dry-run", "--format", "json"],
-        ["--log-level", "debug", "auto-update"],
-        ["auto-update", "--log-level=info"],
-    ],
-)
-def test_a_run_with_nothing_to_do_imports_nothing_heavy(tmp_path: Path, args: list[str]) -> None:
-    """`updock auto-update` run for real (`updock.entry.main`) in a fresh interpreter, with a
-    `podman` that lists one container without an auto-update label: the run ends early, says
-    nothing, and has imported none of `HEAVY` (the background imports of a run with work to do,
-    `prefetch.warm_up`, are switched off: they are not the main thread's start-up)."""
+def _run_with_nothing_to_do(
+    tmp_path: Path, args: list[str], env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`updock ARGS` run for real (`updock.entry.main`) in a fresh interpreter, with a `podman`
+    that lists one container without an auto-update label. If the run ends early, its standard
+    output ends with `ended early with STATUS: ` and which of `HEAVY` it loaded (the background
+    imports of a run with work to do, `prefetch.warm_up`, are switched off: they are not the main
+    thread's start-up)."""
     (tmp_path / "podman").write_text(
         "#!/bin/sh\n"
         f'echo "$*" >> {tmp_path}/podman.calls\n'
@@ -214,18 +200,63 @@ os._exit = report
 sys.argv = ["updock", *{args!r}]
 entry.main()
 """
-    env = {
+    full_env = {
         **os.environ,
         "PATH": f"{tmp_path}:{os.environ['PATH']}",
         "UPDOCK_STATE_DIR": str(tmp_path / "state"),
+        # No configuration file: the user's default one is in an empty home (root's would be
+        # /etc/updock/updock.toml).
+        "UPDOCK_CONFIG": "",
+        "HOME": str(tmp_path),
+        "XDG_CONFIG_HOME": "",
+        **(env or {}),
     }
-    res = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=False
+    if full_env["UPDOCK_CONFIG"] == "":
+        del full_env["UPDOCK_CONFIG"]
+    return subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=full_env, check=False
     )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["auto-update"],
+        ["auto-update", "--dry-run", "--format", "json"],
+        ["--log-level", "debug", "auto-update"],
+        ["auto-update", "--log-level=info"],
+    ],
+)
+def test_a_run_with_nothing_to_do_imports_nothing_heavy(tmp_path: Path, args: list[str]) -> None:
+    """No configuration file (the default one of a user, in an empty home), no notification,
+    no metrics file: the run ends early, says nothing, and has imported none of `HEAVY`."""
+    res = _run_with_nothing_to_do(tmp_path, args)
     assert (res.returncode, res.stdout, res.stderr) == (0, "ended early with 0: ", "")
     # The listing was spawned by `entry` first thing, and is the only podman command.
     calls = (tmp_path / "podman.calls").read_text()
     assert calls == "ps --no-trunc --format json\n"
+
+
+def test_a_configuration_file_costs_only_its_reading_with_nothing_to_do(tmp_path: Path) -> None:
+    (tmp_path / "updock.toml").write_text("[auto-update]\nsettle-time = 3\n[serve]\n")
+    res = _run_with_nothing_to_do(
+        tmp_path, ["auto-update"], {"UPDOCK_CONFIG": str(tmp_path / "updock.toml")}
+    )
+    assert res.returncode == 0, res.stderr
+    loaded = res.stdout.removeprefix("ended early with 0: ").split()
+    # tomllib imports typing; nothing of a run is loaded.
+    assert set(loaded) <= {"typing"}, loaded
+    assert (tmp_path / "podman.calls").read_text() == "ps --no-trunc --format json\n"
+
+
+def test_a_metrics_file_is_written_also_when_there_is_nothing_to_do(tmp_path: Path) -> None:
+    prom = tmp_path / "updock.prom"
+    res = _run_with_nothing_to_do(tmp_path, ["auto-update", "--metrics-file", str(prom)])
+    assert res.returncode == 0, res.stderr
+    text = prom.read_text()
+    assert "updock_last_run_timestamp_seconds " in text
+    assert 'updock_runs_total{kind="auto-update"} 1.0' in text
+    assert not (tmp_path / "state" / "history.jsonl").exists()  # nothing happened
 
 
 def test_importing_the_registry_package_loads_no_http_stack() -> None:

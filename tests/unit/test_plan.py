@@ -24,7 +24,14 @@ from updock.core.plan import (
     update_unit,
 )
 from updock.core.reference import parse_image_name, registry_image_name
-from updock.errors import EngineError, Interrupted, RegistryError, ServiceError, UpdockError
+from updock.errors import (
+    EngineError,
+    Interrupted,
+    RegistryError,
+    ServiceError,
+    UpdockError,
+    VerificationError,
+)
 
 IMAGE = "quay.io/app/web:latest"
 DIGEST = "sha256:" + "ab" * 32
@@ -579,3 +586,23 @@ def test_a_stop_before_the_journal_leaves_the_task_alone() -> None:
     rows, errors = stop.value.value
     assert statuses(rows) == [Status.FAILED]
     assert [e.exit_code for e in errors] == [143]
+
+
+def test_an_update_is_verified_on_the_images_it_moved_to_and_a_rollback_on_the_names() -> None:
+    """A unit that puts another image under the name as it starts (kube play pulls `latest`
+    again) must not pass for updated: verification expects the checked and pulled images."""
+    web, local = make_task("web"), make_task("dev", policy=Policy.LOCAL, image="localhost/d:1")
+    plan = update_unit(
+        "web.service", [web, local], dry_run=False, rollback=True, images_done=SharedImageState()
+    )
+    assert next(plan) == Check(web)
+    assert plan.send(CheckResult(True, DIGEST)) == Journal(web)
+    assert plan.send(None) == Pull(web, DIGEST)
+    assert plan.send(NEW_IMAGE) == Check(local)
+    assert plan.send(CheckResult(True, image_id="e" * 64)) == Journal(local)
+    assert plan.send(None) == Restart("web.service", interruptible=True)
+    assert plan.send(None) == Verify("web.service", (web, local), (NEW_IMAGE, "e" * 64))
+    assert plan.send(VerificationError("runs image 0000")) == Retag(web)
+    assert plan.send(None) == Retag(local)
+    assert plan.send(None) == Restart("web.service", interruptible=False)
+    assert plan.send(None) == Verify("web.service", (web, local))  # the names, tagged again

@@ -159,6 +159,26 @@ def test_health_check_must_pass_and_is_run_at_its_interval() -> None:
     assert all(g >= 1.0 for g in gaps)
 
 
+def test_healthy_in_podmans_own_state_runs_no_check_and_waits_only_the_settle_time() -> None:
+    # `--sdnotify=healthy`: the restart job ended once podman saw the container healthy.
+    def marked_healthy(t: float) -> ContainerState:
+        return ContainerState(
+            "c1", True, 0, IMAGE, "healthy", health_interval=30, health_retries=3,
+            health_start_period=60,
+        )  # fmt: skip
+
+    host = Host(Clock(), container=marked_healthy, health=lambda t: "unhealthy")
+    assert 1.0 <= verify(host, settle=1) < 1.5
+    assert host.health_runs == []
+
+
+def test_a_check_still_starting_in_podmans_state_is_run_by_updock() -> None:
+    host = Host(Clock(), container=_with_check, health=lambda t: "unhealthy")
+    with pytest.raises(VerificationError, match="is unhealthy"):
+        verify(host, settle=1)
+    assert host.health_runs == [0.0]
+
+
 def test_unhealthy_fails() -> None:
     host = Host(
         Clock(), container=_with_check, health=lambda t: "starting" if t < 3 else "unhealthy"

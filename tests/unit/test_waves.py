@@ -76,7 +76,7 @@ class Host:
                 return ServiceError(f'restarting systemd unit "{action.unit}" failed')
             return None
         if isinstance(action, Verify):
-            self.log.append(("verify", action.unit))
+            self.log.append(("verify", action.unit, *(i[:1] for i in action.expected)))
             if self._scripted(self.verify_fails, action.unit):
                 return VerificationError(f"verifying unit {action.unit} failed: it died")
             return None
@@ -137,6 +137,10 @@ def test_a_canary_then_one_wave_of_the_others() -> None:
     # One pull, by the canary; the others journal the pulled image as their new one.
     assert [e for e in host.log if e[0] == "pull"] == [("pull", "a")]
     assert ("journal", "b", "f") in host.log
+    # Each is verified on the image the canary pulled (not on whatever the name holds then).
+    assert [e for e in host.log if e[0] == "verify"] == [
+        ("verify", f"{u}.service", "f") for u in "abcd"
+    ]
     assert [e for e in host.log if e[0] == "finish"] == [
         ("finish", f"{u}.service", "True") for u in "abcd"
     ]

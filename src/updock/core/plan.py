@@ -117,14 +117,24 @@ class Journal:
 
 @dataclass(frozen=True)
 class Verify:
-    """Check that the unit really runs: active, every task's container running on the image
-    now tagged under its raw name, stable for the settle time, healthy if it has a health check.
+    """Check that the unit really runs: active, every task's container running on its expected
+    image, stable for the settle time, healthy if it has a health check.
 
     Outcome: None, or an error that says what was seen.
+
+    Attributes:
+        unit: the unit.
+        tasks: its tasks that were updated (or rolled back).
+        expected: the image ID each task's container must run, in the order of `tasks`: an
+            update's new images, as checked and pulled. Where empty (or "", or missing): the
+            image tagged under the task's raw name when verified (a rollback's previous image).
+            A unit that puts another image under the name as it starts (kube play pulls a
+            `latest` tag at every start) does not run the update.
     """
 
     unit: str
     tasks: tuple[Task, ...]
+    expected: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -414,12 +424,17 @@ def _journal(
 
 
 def _restart_and_verify(
-    unit: str, updated: Sequence[Task], *, interruptible: bool = False
+    unit: str,
+    updated: Sequence[Task],
+    *,
+    interruptible: bool = False,
+    expected: Sequence[str] = (),
 ) -> Generator[Action, Outcome, UpdockError | None]:
-    """Restart the unit, then verify it; the first failure, or None."""
+    """Restart the unit, then verify it (on the `expected` images, see `Verify`); the first
+    failure, or None."""
     failure = _expect_none((yield Restart(unit, interruptible)))
     if failure is None:
-        failure = _expect_none((yield Verify(unit, tuple(updated))))
+        failure = _expect_none((yield Verify(unit, tuple(updated), tuple(expected))))
     return failure
 
 
@@ -437,7 +452,8 @@ def _restart(
     A rollback that works is no error, as in podman (exit status 0, rows `rolled back`); when it
     fails, the original restart failure is reported along with the rollback's.
     """
-    failure = yield from _restart_and_verify(unit, updated, interruptible=True)
+    new_images = [images.pulled_image(t.image.key) or "" for t in updated]
+    failure = yield from _restart_and_verify(unit, updated, interruptible=True, expected=new_images)
     if failure is None:
         for task in updated:
             status[task.container.id] = Status.UPDATED

@@ -162,11 +162,14 @@ def _wave_member(
     """One unit of a wave: check (cached), journal, restart, verify; no rollback here (the wave
     rolls back its failed members together, once every member has been restarted)."""
     m = _Member(unit, tasks, {t.container.id: Status.FAILED for t in tasks})
+    new_images: list[str] = []
     for task in tasks:
         if task.policy is Policy.REGISTRY and images.is_pulled(task.image.key):
             # Its canary pulled the name and verified the new image.
-            if (yield from _journal(task, m.errors, images.pulled_image(task.image.key))):
+            pulled = images.pulled_image(task.image.key)
+            if (yield from _journal(task, m.errors, pulled)):
                 m.updated.append(task)
+                new_images.append(pulled or "")
             continue
         outcome = yield Check(task)
         if isinstance(outcome, UpdockError):
@@ -179,9 +182,12 @@ def _wave_member(
             m.status[task.container.id] = Status.NOT_UPDATED
         elif (yield from _journal(task, m.errors)):
             m.updated.append(task)  # the local policy: nothing to pull
+            new_images.append(outcome.image_id or "")
     if not m.updated:
         return m
-    m.failure = yield from _restart_and_verify(unit, m.updated, interruptible=True)
+    m.failure = yield from _restart_and_verify(
+        unit, m.updated, interruptible=True, expected=new_images
+    )
     if m.failure is None:
         for task in m.updated:
             m.status[task.container.id] = Status.UPDATED

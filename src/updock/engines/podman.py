@@ -189,11 +189,13 @@ LIST_ATTEMPTS = 3
 
 
 class _Vanished(Exception):
-    """Internal: labelled containers of a listing were gone when inspected."""
+    """Internal: labelled containers of a listing were gone when inspected, and a container of
+    the same name is listed again (`listing`): replaced, not removed."""
 
-    def __init__(self, names: list[str]) -> None:
+    def __init__(self, names: list[str], listing: list[Any]) -> None:
         super().__init__(", ".join(names))
         self.names = names
+        self.listing = listing
 
 
 # -- recreating a container that no unit runs ---------------------------------------------------
@@ -402,14 +404,16 @@ class Podman:
         `images`, which the run asks next): two podman processes side by side.
 
         A labelled container that is gone by the time it is inspected was removed or replaced
-        (its unit restarted, by another run that held the lock meanwhile, or by systemd): the
-        list is taken again rather than the container missed; a removed one is then simply
-        not listed (as podman >= 5.2 ignores containers removed during a run).
+        (its unit restarted, by another run that held the lock meanwhile, or by systemd). A new
+        listing tells which: a container of the same name in it replaced it, and that listing
+        is used instead, rather than the new container missed; a removed one is left out (as
+        podman >= 5.2 ignores containers removed during a run), however many short-lived
+        containers come and go meanwhile.
 
         Raises:
-            EngineError: labelled containers vanished between listing and inspection
-                `LIST_ATTEMPTS` times in a row (they are being replaced faster than a run can
-                list them); the error names them. Never an empty listing instead.
+            EngineError: labelled containers were replaced between listing and inspection
+                `LIST_ATTEMPTS` times in a row (faster than a run can list them); the error
+                names them. Never an empty listing instead.
         """
         listing = self._listing()
         vanished: list[str] = []
@@ -417,12 +421,11 @@ class Podman:
             try:
                 return self._containers(listing, on_candidates if attempt == 0 else None)
             except _Vanished as exc:
-                vanished = exc.names
+                vanished, listing = exc.names, exc.listing
                 log.info(
-                    "containers vanished while being inspected: %s; listing again",
+                    "containers replaced while being inspected: %s; listing again",
                     ", ".join(vanished),
                 )
-            listing = self._json(*PS_ARGS)
         raise EngineError(
             "containers vanished between `podman ps` and `podman inspect` "
             f"{LIST_ATTEMPTS} times in a row (replaced while listed?): {', '.join(vanished)}"
@@ -436,7 +439,8 @@ class Podman:
         """The containers of one `ps` listing.
 
         Raises:
-            _Vanished: a labelled container was gone when it was inspected.
+            _Vanished: a labelled container was gone when it was inspected, and another of
+                its name is listed now.
         """
         listed = [c for c in listing if c.get("State") == "running"]
         labelled = [c for c in listed if wants_update(c.get("Labels") or {})]
@@ -448,14 +452,17 @@ class Podman:
         inspected = {c["Id"]: c for c in self._finish(inspecting, "container", labelled)}
         if images is not None:
             self._images.update(parse_images(self._finish(images, "image", image_ids)))
-        if len(inspected) < len(labelled):
-            raise _Vanished(
-                [
-                    f"{(c.get('Names') or ['?'])[0]} ({c['Id'][:12]})"
-                    for c in labelled
-                    if c["Id"] not in inspected
-                ]
-            )
+        gone = [c for c in labelled if c["Id"] not in inspected]
+        if gone:
+            now = self._json(*PS_ARGS)
+            names_now = {n for c in now for n in c.get("Names") or ()}
+            replaced = [c for c in gone if names_now.intersection(c.get("Names") or ())]
+            if replaced:
+                raise _Vanished(
+                    [f"{(c.get('Names') or ['?'])[0]} ({c['Id'][:12]})" for c in replaced], now
+                )
+            removed = {c["Id"] for c in gone}
+            listed = [c for c in listed if c["Id"] not in removed]
         return parse_listing(listed, inspected.values())
 
     def _start(self, *args: str) -> subprocess.Popen[str] | None:

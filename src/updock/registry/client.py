@@ -50,6 +50,7 @@ from updock.registry.auth import DOCKER_HUB, CredentialHelpers, find_credentials
 from updock.registry.call import Call
 from updock.registry.challenge import Challenge, basic_authorization, parse_challenge
 from updock.registry.contact import confirmation, first_contact
+from updock.registry.counts import RequestCounts
 from updock.registry.exchange import Reply
 from updock.registry.hosts import Hosts, HostState
 from updock.registry.manifest import (
@@ -165,6 +166,8 @@ class RegistryClient:
         self._hints_file = hints_file
         self._hosts = Hosts(concurrency, hints.load(hints_file) if hints_file is not None else {})
         self._tokens = Tokens(self._tls, self._token_request, clock)
+        #: The requests sent, per host, and those that failed (`counts.py`).
+        self.counts = RequestCounts()
 
     def preload(self) -> None:
         """Import the HTTP stack in a background thread now, before the first request needs it
@@ -430,10 +433,15 @@ class RegistryClient:
         def exchange(method: str, url: str, headers: Mapping[str, str], verify: bool) -> Reply:
             return self._transport().exchange(call.endpoint, method, url, headers, verify)
 
+        # Counted per attempt: an insecure registry's HTTPS probe before plain HTTP is a step
+        # of one request, not a request (nor an error) of its own.
         return self._with_retries(
             call.image,
             state.pacing,
-            lambda: exchange_at(call, state, self._hosts.lock, exchange, method, path, headers),
+            lambda: self.counts.counted(
+                call.endpoint,
+                lambda: exchange_at(call, state, self._hosts.lock, exchange, method, path, headers),
+            ),
         )
 
     def _token_request(self, image: str, request: TokenRequest) -> Reply:
@@ -442,7 +450,12 @@ class RegistryClient:
         return self._with_retries(
             image,
             self._hosts.token_server(r.host),
-            lambda: self._transport().exchange(r.who, r.method, r.url, r.headers, r.verify, r.body),
+            lambda: self.counts.counted(
+                r.host,
+                lambda: self._transport().exchange(
+                    r.who, r.method, r.url, r.headers, r.verify, r.body
+                ),
+            ),
         )
 
     def _with_retries(self, image: str, pacing: HostPacing, once: Callable[[], Reply]) -> Reply:

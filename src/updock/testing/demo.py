@@ -4,16 +4,20 @@ Run with `./scripts/demo` (root). Three services run in the lab's systemd from t
 then a new version of each is pushed: a good one for `web`, one whose entrypoint is missing for
 `api` (systemd's restart fails), and one that starts and dies two seconds later for `worker`
 (systemd's restart succeeds: podman auto-update reports `true` and leaves it down). updock
-updates `web` and rolls `api` and `worker` back to the images they ran before, verified.
+updates `web` and rolls `api` and `worker` back to the images they ran before, verified, and
+sends one notification of it to a webhook receiver on 127.0.0.1, which prints what arrived; then
+`updock history` lists what happened.
 
 Then the same on Docker (when docker.io is installed): a dockerd in a network namespace of its
 own, two containers no unit runs, a good update of `shop` and one of `cart` that dies after its
-start; updock recreates both, keeps `shop` on the new image and puts the old `cart` back.
+start; updock recreates both, keeps `shop` on the new image and puts the old `cart` back, and
+`updock history` lists both outcomes.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 import time
@@ -21,6 +25,7 @@ import time
 from updock.testing.docker_lab import DockerLab, docker_missing
 from updock.testing.flavours import FLAVOURS, make_lab, prepare
 from updock.testing.lab import ImageKind, Lab, running_lab
+from updock.testing.receiver import Receiver
 
 
 def _say(text: str) -> None:
@@ -28,7 +33,9 @@ def _say(text: str) -> None:
 
 
 def _show(lab: Lab, tool: list[str], *args: str) -> int:
-    shown = ["updock", "auto-update"] if tool[0] != "podman" else tool
+    # As a user would type it: `updock ...`, whatever runs it in this lab's flavour.
+    prefix = lab.updock_command()
+    shown = ["updock", *tool[len(prefix) :]] if tool[: len(prefix)] == prefix else tool
     print(f"$ {shlex.join([*shown, *args])}", flush=True)
     res = lab.run([*tool, *args], check=False, timeout=300)
     sys.stdout.write(res.stdout)
@@ -44,6 +51,20 @@ def _state(lab: Lab, names: list[str]) -> None:
         res = lab.run(["podman", "exec", name, "/bin/cat", "/version"], check=False)
         version = res.stdout.strip()
         print(f"  {unit:28} {lab.unit_state(unit):8} running image version {version or '-'}")
+
+
+def _received(receiver: Receiver) -> None:
+    """What the webhook receiver got: the message's title and body, and its JSON fields."""
+    _say(f"The webhook receiver on {receiver.url} got {len(receiver.received)} message(s)")
+    for got in receiver.received:
+        doc = got.json()
+        assert isinstance(doc, dict)
+        print(f"POST {got.path} ({got.headers.get('Content-Type')})")
+        print(f"  title: {doc['title']}")
+        for line in str(doc["body"]).splitlines():
+            print(f"  | {line}")
+        counts = json.dumps(doc["counts"])
+        print(f"  counts: {counts}; {len(doc['containers'])} containers listed")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,10 +107,24 @@ def main(argv: list[str] | None = None) -> int:
         lab.build_image(f"{lab.plain.host}/demo/worker:latest", ImageKind.DIES_AFTER_START)
         _show(lab, tool, "--dry-run")
 
-        _say("Update for real: web is updated, api and worker are rolled back")
-        status = _show(lab, tool)
-        time.sleep(3)  # long enough for a crash-after-start image to have died
-        _state(lab, names)
+        metrics = lab.root / "updock.prom"
+        with Receiver() as receiver:
+            notify = []
+            if opts.tool == "updock":
+                notify = ["--notify", f"{receiver.url}/updock", "--metrics-file", str(metrics)]
+            _say("Update for real: web is updated, api and worker are rolled back")
+            status = _show(lab, tool, *notify)
+            time.sleep(3)  # long enough for a crash-after-start image to have died
+            _state(lab, names)
+            if notify:
+                _received(receiver)
+        if opts.tool == "updock":
+            _say("What updock remembers")
+            _show(lab, [*lab.updock_command(), "history"])
+            _say(f"Its metrics, for node_exporter's textfile collector ({metrics.name})")
+            for line in metrics.read_text().splitlines():
+                if not line.startswith("#"):
+                    print(f"  {line}")
         _say("Done; stopping the lab")
     if opts.tool == "updock":
         docker_status = _docker_demo()
@@ -120,6 +155,9 @@ def _docker_demo() -> int:
         sys.stderr.write(res.stderr)
         print(f"(exit status {res.returncode})")
         _docker_state(lab)
+        _say("What updock remembers of the recreated containers")
+        print("$ updock history", flush=True)
+        sys.stdout.write(lab.updock("history").stdout)
         return res.returncode
 
 

@@ -235,11 +235,13 @@ class Registry:
     """A distribution registry of the lab.
 
     Attributes:
-        name: "plain" or "secure".
+        name: "plain", "secure", or that of a registry a test added (`Lab.add_registry`).
         port: its port on 127.0.0.1.
         log: the file its log (one line per request) is written to.
-        tls: whether it speaks HTTPS (with the lab's self-signed CA).
+        tls: whether it speaks HTTPS (with the lab's self-signed CA, unless `certificate`).
         auth: whether it demands basic auth (`LAB_USER`/`LAB_PASSWORD`).
+        certificate: for TLS, the (certificate chain, key) files it serves instead of the
+            lab's own.
     """
 
     name: str
@@ -247,6 +249,7 @@ class Registry:
     log: Path
     tls: bool = False
     auth: bool = False
+    certificate: tuple[Path, Path] | None = None
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -354,6 +357,8 @@ class Lab:
         self.secure = Registry(
             "secure", free_port(), self.root / "registry-secure.log", tls=True, auth=True
         )
+        #: Registries a test started with `add_registry` (stopped by `reset` and `stop`).
+        self.added_registries: list[Registry] = []
         self.systemd_pid: int | None = None
         self._unshare: subprocess.Popen[bytes] | None = None
         self._versions: dict[str, int] = {}
@@ -392,14 +397,8 @@ class Lab:
                 self.run(["podman", "pod", "rm", "-af", "-t", "0"], check=False, timeout=60)
                 self.run(["podman", "rm", "-af", "-t", "0"], check=False, timeout=60)
         self._end_namespace()
-        for reg in (self.plain, self.secure):
-            if reg.proc is not None and reg.proc.poll() is None:
-                reg.proc.terminate()
-                try:
-                    reg.proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    reg.proc.kill()
-                    reg.proc.wait(5)
+        for reg in (self.plain, self.secure, *self.added_registries):
+            _stop_registry(reg)
         if self._own_root and not os.environ.get("UPDOCK_LAB_KEEP"):
             shutil.rmtree(self.root, ignore_errors=True)
 
@@ -410,6 +409,8 @@ class Lab:
         Images and the registries' contents stay: tests use names of their own.
         """
         self._stop_units()
+        while self.added_registries:
+            _stop_registry(self.added_registries.pop())
         for unit in self.units.glob("container-*.service"):
             unit.unlink()
         # Start counts and output are per unit name: a later test may reuse the name.
@@ -568,13 +569,11 @@ class Lab:
         }
         if reg.tls:
             certs = self.root / "certs"
+            cert, key = reg.certificate or (certs / "registry.crt", certs / "registry.key")
             config["http"] = {
                 "addr": reg.host,
                 "secret": "updock-lab",
-                "tls": {
-                    "certificate": str(certs / "registry.crt"),
-                    "key": str(certs / "registry.key"),
-                },
+                "tls": {"certificate": str(cert), "key": str(key)},
             }
         if reg.auth:
             config["auth"] = {
@@ -589,6 +588,23 @@ class Lab:
                 start_new_session=True, preexec_fn=die_with_parent,  # noqa: PLW1509 (only prctl)
             )  # fmt: skip
         _wait_for_port(reg.port, 20, reg.proc, reg.log)
+
+    def add_registry(self, name: str, *, chain: bytes, key: bytes) -> Registry:
+        """Start another registry on 127.0.0.1, over TLS with this certificate chain and key
+        (PEM), no authentication; `reset` stops it. Its CA is trusted nowhere until the test
+        puts it in a certs.d (`certs.write_certs_d(lab.etc_containers / "certs.d", ...)`).
+        """
+        folder = self.root / "certs" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "server.crt").write_bytes(chain)
+        (folder / "server.key").write_bytes(key)
+        reg = Registry(
+            name, free_port(), self.root / f"registry-{name}.log", tls=True,
+            certificate=(folder / "server.crt", folder / "server.key"),
+        )  # fmt: skip
+        self.added_registries.append(reg)
+        self._start_registry(reg)
+        return reg
 
     def _namespace_command(self) -> list[str]:
         """Flavour hook: the command whose child becomes PID 1 (systemd) of the namespaces."""
@@ -703,6 +719,10 @@ class Lab:
     def podman(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run `podman ARGS` in the lab."""
         return self.run(["podman", *args], check=check)
+
+    def hostname(self) -> str:
+        """The host name updock sees in the lab (a rootfs lab has a UTS namespace of its own)."""
+        return self.run(["cat", "/proc/sys/kernel/hostname"]).stdout.strip()
 
     def systemctl(
         self, *args: str, check: bool = True, timeout: float = 60
@@ -869,6 +889,9 @@ Description=Podman {unit}
 Wants=network-online.target
 After=network-online.target
 RequiresMountsFor=%t/containers
+# Tests start a unit more than five times in ten seconds (update, rollback, update...): without
+# this, systemd's default start limit fails the sixth start ("start-limit-hit").
+StartLimitIntervalSec=0
 
 [Service]
 Environment=PODMAN_SYSTEMD_UNIT=%n
@@ -967,6 +990,20 @@ WantedBy=default.target
         proc.communicate()
         raise LabError("updock did not start in the lab")
 
+    def spawn(
+        self, args: Sequence[str], env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen[str]:
+        """A command started in the lab and not waited for, its output discarded: the caller
+        waits for it (and kills it if it must)."""
+        return subprocess.Popen(
+            [*self._enter(), *args],
+            env=self._command_env(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+
     def auto_update(self, *args: str) -> subprocess.CompletedProcess[str]:
         """The real `podman auto-update ARGS` in the lab (never raises on its exit status)."""
         return self.run(["podman", "auto-update", *args], check=False)
@@ -997,6 +1034,16 @@ def busybox_image_tar(folder: Path, kind: ImageKind, version: str) -> Path:
         for path in sorted(rootfs.rglob("*")):
             t.add(path, arcname=str(path.relative_to(rootfs)), recursive=False)
     return tar
+
+
+def _stop_registry(reg: Registry) -> None:
+    if reg.proc is not None and reg.proc.poll() is None:
+        reg.proc.terminate()
+        try:
+            reg.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            reg.proc.kill()
+            reg.proc.wait(5)
 
 
 def _sd_quote(s: str) -> str:

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -60,12 +60,23 @@ SUITE_PACKAGES = {"bookworm": ("runc",)}
 RUNTIMES = {"bookworm": "runc"}
 
 
+#: The extras of updock the rootfs gets too: the tests use them in both flavours.
+ROOTFS_EXTRAS = ("notify",)
+
+
 def python_deps() -> list[str]:
     """updock's own dependencies (pyproject.toml's, as installed), for the rootfs's Python.
 
-    pip installs them there: Debian's are too old in bookworm (python3-requests 2.28).
+    Those of ROOTFS_EXTRAS included. pip installs them there: Debian's are too old in bookworm
+    (python3-requests 2.28).
     """
-    return sorted(r for r in importlib.metadata.requires("updock") or [] if ";" not in r)
+    deps = []
+    for requirement in importlib.metadata.requires("updock") or []:
+        spec, _, marker = requirement.partition(";")
+        marker = marker.replace("'", '"').replace(" ", "")
+        if not marker or any(f'extra=="{extra}"' == marker for extra in ROOTFS_EXTRAS):
+            deps.append(spec.strip())
+    return sorted(deps)
 
 
 #: Where they go inside the rootfs.
@@ -75,6 +86,10 @@ PYTHON_DEPS_DIR = "/opt/updock-deps"
 LAB_USER_NAME = "u1"
 #: Its UID.
 LAB_USER_UID = 1000
+#: Its home folder.
+USER_HOME = f"/home/{LAB_USER_NAME}"
+#: The system unit that runs its systemd user manager (the lab's stand-in for user@.service).
+USER_MANAGER = f"lab-user@{LAB_USER_UID}.service"
 
 #: Bumped whenever the steps after debootstrap change, so that old caches are not reused.
 RECIPE = 1
@@ -310,6 +325,27 @@ class RootfsLab(Lab):
         self._write_overlay()
         super()._write_config()
 
+    def _start_systemd(self) -> None:
+        super()._start_systemd()
+        self._write_users_podman_config()
+
+    def _write_users_podman_config(self) -> None:
+        """The lab user's own podman settings, in its `~/.config/containers`.
+
+        Not in the lab's `/etc/containers`: root's podman reads the lab's own containers.conf
+        and registries.conf (`CONTAINERS_CONF`, ...) but still `registries.conf.d` there.
+        """
+        containers, engine = self._podman_settings()
+        files = {
+            "containers.conf": f'[containers]\n{containers}log_driver = "k8s-file"\n'
+            f'[engine]\n{engine}events_logger = "file"\n',
+            "registries.conf": "unqualified-search-registries = []\n"
+            f'[[registry]]\nlocation = "{self.plain.host}"\ninsecure = true\n',
+        }
+        write = 'mkdir -p "$HOME/.config/containers" && cat > "$HOME/.config/containers/$0"'
+        for name, text in files.items():
+            self.run([*self.as_user(), "sh", "-c", write, name], input=text)
+
     def _podman_settings(self) -> tuple[str, str]:
         # No pids controller in the lab's cgroup: the runtime fails to set a pids limit.
         return "pids_limit = 0\n", f'runtime = "{self.oci_runtime}"\n'
@@ -342,8 +378,10 @@ class RootfsLab(Lab):
         """`lab-user@UID.service`: a user's own systemd (no logind here), for rootless podman.
 
         Written, not started (`lab-user@1000.service` is `LAB_USER_NAME`'s: see `as_user`).
-        Its unit path is restricted as the system's is, and its session bus is a dbus-daemon
-        of its own; its only generator is Quadlet's user generator.
+        Its unit path is restricted as the system's is, to the lab's user units, the user's own
+        `~/.config/systemd/user` (where `updock install-units --user` writes) and the
+        generator's output; its session bus is a dbus-daemon of its own; its only generator is
+        Quadlet's user generator (`~/.config/containers/systemd/`).
         """
         assert self.rootfs is not None
         # In the rootfs (the lab's own layer): the lab's folder is root's only.
@@ -370,6 +408,7 @@ class RootfsLab(Lab):
         if (self.rootfs / quadlet.relative_to("/")).exists():
             (user_generators / quadlet.name).symlink_to(quadlet)
         run = "/run/user/%i"
+        unit_path = f"{inside}/units:$$HOME/.config/systemd/user:{run}/systemd/generator"
         (self.units / "lab-user@.service").write_text(
             f"""[Unit]
 Description=systemd user manager of %i (the lab's stand-in for user@.service)
@@ -379,10 +418,15 @@ Type=notify
 NotifyAccess=all
 Delegate=yes
 KillMode=mixed
+TimeoutStopSec=20
 ExecStartPre=+install -d -o %i -g %i -m 700 {run}
 Environment=XDG_RUNTIME_DIR={run} DBUS_SESSION_BUS_ADDRESS=unix:path={run}/bus
-Environment=SYSTEMD_UNIT_PATH={inside}/units SYSTEMD_GENERATOR_PATH={inside}/generators
-ExecStart=/usr/lib/systemd/systemd --user
+Environment=SYSTEMD_GENERATOR_PATH={inside}/generators
+# The system manager's environment holds root's podman settings (the lab's storage, which
+# the user may not read): the user's podman uses its own (`_write_users_podman_config`).
+UnsetEnvironment={" ".join(sorted(self.env))}
+# $HOME is the user's (User=): the unit path has the user's own unit folder.
+ExecStart=/bin/sh -c 'SYSTEMD_UNIT_PATH={unit_path} exec /usr/lib/systemd/systemd --user'
 """
         )
 
@@ -506,14 +550,83 @@ ExecStart=/usr/lib/systemd/systemd --user
     def python(self) -> list[str]:
         return ["/usr/local/bin/updock-python"]
 
-    def as_user(self) -> list[str]:
+    def as_user(self, env: Mapping[str, str] | None = None) -> list[str]:
         """The command prefix that runs a command as `LAB_USER_NAME`, with the environment of
-        its `lab-user@UID.service` (which must be started for its bus and systemd to exist)."""
+        its `lab-user@UID.service` (which must be started for its bus and systemd to exist)
+        and `env`."""
         run = f"/run/user/{LAB_USER_UID}"
         return [
             "runuser", "-u", LAB_USER_NAME, "--", "env", "-i", f"PATH={ROOTFS_PATH}",
-            f"XDG_RUNTIME_DIR={run}", f"DBUS_SESSION_BUS_ADDRESS=unix:path={run}/bus",
+            f"HOME={USER_HOME}", f"USER={LAB_USER_NAME}", f"LOGNAME={LAB_USER_NAME}",
+            "LANG=C.UTF-8", f"XDG_RUNTIME_DIR={run}",
+            f"DBUS_SESSION_BUS_ADDRESS=unix:path={run}/bus",
+            *(f"{k}={v}" for k, v in (env or {}).items()),
         ]  # fmt: skip
+
+    def user_run(
+        self,
+        args: Sequence[str],
+        *,
+        check: bool = True,
+        timeout: float = 120,
+        env: Mapping[str, str] | None = None,
+        input: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a command as `LAB_USER_NAME` (as `Lab.run` does for root), its user manager
+        started first; `env` is all of the command's environment beyond the user's session."""
+        if self.unit_state(USER_MANAGER) != "active":
+            self.systemctl("start", USER_MANAGER)
+        return self.run([*self.as_user(env), *args], check=check, timeout=timeout, input=input)
+
+    def user_systemctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """`systemctl --user ARGS` against the lab user's own systemd."""
+        return self.user_run(["systemctl", "--user", *args], check=check)
+
+    def write_quadlet(self, name: str, text: str, *, user: bool = False) -> str:
+        """Write a Quadlet file and run the generator (`daemon-reload`); its unit's name.
+
+        Args:
+            name: the file's name: `x.container`, `x.kube` (unit `x.service`), `x.pod` (unit
+                `x-pod.service`).
+            text: its contents.
+            user: the lab user's (`~/.config/containers/systemd/`, its user manager) instead
+                of the system's (`/etc/containers/systemd/`).
+        """
+        stem, kind = name.rsplit(".", 1)
+        unit = f"{stem}.service" if kind in ("container", "kube") else f"{stem}-{kind}.service"
+        if user:
+            folder = f"{USER_HOME}/.config/containers/systemd"
+            self.user_run(["sh", "-c", f'mkdir -p {folder} && cat > "{folder}/{name}"'], input=text)
+            self.user_systemctl("daemon-reload")
+        else:
+            folder_path = self.etc_containers / "systemd"
+            folder_path.mkdir(exist_ok=True)
+            (folder_path / name).write_text(text)
+            self.systemctl("daemon-reload")
+        return unit
+
+    def reset(self) -> None:
+        """As `Lab.reset`, and also the system's Quadlet files and all the lab user left: its
+        services and timers, containers, Quadlet files, installed units and updock state."""
+        for quadlet in (self.etc_containers / "systemd").glob("*.*"):
+            quadlet.unlink()
+        if self.unit_state(USER_MANAGER) == "active":
+            # The user's units first, while its manager runs: stopping the manager with
+            # podman units still up waits for them, and they for the manager.
+            listed = self.user_systemctl(
+                "list-units", "--plain", "--no-legend", "--type=service,timer", check=False
+            ).stdout
+            units = [line.split()[0] for line in listed.splitlines() if line.strip()]
+            units = [u for u in units if u != "dbus.service"]
+            if units:
+                self.user_systemctl("stop", *units, check=False)
+            self.user_run(["podman", "rm", "-af", "-t", "0"], check=False, timeout=60)
+            self.user_run([
+                "rm", "-rf", f"{USER_HOME}/.config/containers/systemd",
+                f"{USER_HOME}/.config/systemd", f"{USER_HOME}/.local/state/updock",
+            ], check=False)  # fmt: skip
+        self.systemctl("stop", USER_MANAGER, check=False)
+        super().reset()
 
     def updock_command(self) -> list[str]:
         return ["/usr/local/bin/updock"]

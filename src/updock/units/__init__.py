@@ -1,6 +1,7 @@
-"""systemd units that run `updock auto-update` daily, for the system and for users.
+"""systemd units that run `updock auto-update` daily, for the system and for users; or
+`updock serve` (scheduled runs and the HTTP API) as a service.
 
-`updock install-units [--user]` writes them with the path of this updock filled in.
+`updock install-units [--user] [--serve]` writes them with the path of this updock filled in.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from updock.errors import ConfigError
 
 UNITS = ("updock-auto-update.service", "updock-auto-update.timer")
 TIMER = "updock-auto-update.timer"
+#: `updock serve` as a service: instead of the timer (it has a schedule of its own).
+SERVE = "updock-serve.service"
 
 
 def updock_bindir() -> str:
@@ -34,8 +37,9 @@ def render(name: str, bindir: str) -> str:
     return text.replace("@BINDIR@", bindir)
 
 
-def install(*, user: bool, dest: str | None, enable: bool) -> list[Path]:
-    """Write the units and, with `enable`, reload systemd and enable the timer.
+def install(*, user: bool, dest: str | None, enable: bool, serve: bool = False) -> list[Path]:
+    """Write the units and, with `enable`, reload systemd and enable the timer (with `serve`:
+    write and enable updock-serve.service instead).
 
     Raises:
         ConfigError: the folder cannot be written or systemctl fails.
@@ -48,7 +52,7 @@ def install(*, user: bool, dest: str | None, enable: bool) -> list[Path]:
     written = []
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        for name in UNITS:
+        for name in (SERVE,) if serve else UNITS:
             path = folder / name
             path.write_text(render(name, bindir))
             written.append(path)
@@ -56,7 +60,7 @@ def install(*, user: bool, dest: str | None, enable: bool) -> list[Path]:
         raise ConfigError(f"cannot write units to {folder}: {exc}") from exc
     if enable:
         systemctl = ["systemctl", "--user"] if user else ["systemctl"]
-        for args in (["daemon-reload"], ["enable", "--now", TIMER]):
+        for args in (["daemon-reload"], ["enable", "--now", SERVE if serve else TIMER]):
             res = subprocess.run([*systemctl, *args], capture_output=True, text=True, check=False)
             if res.returncode != 0:
                 raise ConfigError(f"systemctl {' '.join(args)} failed: {res.stderr.strip()}")
