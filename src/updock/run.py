@@ -316,9 +316,9 @@ def run_auto_update(
     from updock.record import RunRecorder
     from updock.state import StateStore
 
-    recorder = RunRecorder(dry_run=options.dry_run)
     result = RunResult()
     engines = [engine] if engine is not None else _host_engines(options, stop, result)
+    recorder = RunRecorder(dry_run=options.dry_run, engine=_engines_named(engines))
     connection = _connection(services)
     store = StateStore(options.state_dir)
     blocked: dict[int, frozenset[str]] = {}
@@ -350,6 +350,14 @@ def run_auto_update(
     result.rows.sort(key=ReportRow.sort_key)
     result.record = recorder.finish(result.rows, tasks, result.errors)
     return result
+
+
+def _engines_named(engines: Sequence[Engine]) -> str:
+    """The run's engines as its record names them: "podman", "docker", "podman,docker"."""
+    from updock.engines import engine_name
+    from updock.record import ENGINE
+
+    return ",".join(dict.fromkeys(engine_name(e) for e in engines)) or ENGINE
 
 
 def _journal(store: StateStore, result: RunResult) -> dict[str, JournalEntry]:
@@ -669,7 +677,7 @@ def run_rollback(
             holds=holds,
         )
         plan = rollback_unit(unit, tasks, previous)
-        recorder = RunRecorder("rollback")
+        recorder = RunRecorder("rollback", engine=_engines_named([engine]))
         recorder.know_images(engine.images({t.container.image_id for t in tasks}))
         rows, errs = drive(plan, PhaseLog(recorder.watch(handler)))
         result.rows.extend(rows)

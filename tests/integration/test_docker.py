@@ -37,6 +37,14 @@ def names(lab: DockerLab) -> list[str]:
     return sorted(lab.docker("ps", "-a", "--format", "{{.Names}}").stdout.split())
 
 
+def history(lab: DockerLab) -> list[dict[str, Any]]:
+    """`updock history --format json` in the lab."""
+    res = lab.updock("history", "--format", "json")
+    assert res.returncode == 0, res.stderr
+    found: list[dict[str, Any]] = json.loads(res.stdout)
+    return found
+
+
 def test_a_container_is_recreated_on_the_new_image_and_the_old_one_removed(
     docker_lab: DockerLab,
 ) -> None:
@@ -60,6 +68,16 @@ def test_a_container_is_recreated_on_the_new_image_and_the_old_one_removed(
     # The previous image is kept, as for units.
     kept = lab.image_id(str(previous_tag("web")))
     assert kept != lab.image_id(image)
+    # The history (and so the notification and the metrics: one record) has the update.
+    (entry,) = history(lab)
+    assert (entry["engine"], entry["unit"], entry["container"], entry["outcome"]) == (
+        "docker",
+        "container:web",
+        "web",
+        "true",
+    )
+    assert entry["new_digest"].startswith("sha256:")
+    assert entry["error"] == ""
     # Nothing new: nothing done.
     again = run_updock(lab)
     assert (again.returncode, rows(again)["web"]["Updated"]) == (0, "false"), again.stderr
@@ -101,6 +119,14 @@ def test_a_broken_image_is_rolled_back_to_the_old_container(
     assert lab.container_version("app") == "v1"
     # The image name is back on the previous image (a later `docker run` gets the good one).
     assert lab.image_id(image) == previous
+    # The history says so, with what was seen of the new container.
+    (entry,) = history(lab)
+    assert (entry["engine"], entry["unit"], entry["outcome"]) == (
+        "docker",
+        "container:app",
+        "rolled back",
+    )
+    assert entry["error"], entry
 
 
 def test_a_daemon_that_cannot_be_reached_is_an_error_naming_its_socket(
