@@ -83,50 +83,60 @@ def test_a_container_is_recreated_on_the_new_image_and_the_old_one_removed(
     assert (again.returncode, rows(again)["web"]["Updated"]) == (0, "false"), again.stderr
 
 
-@pytest.mark.parametrize(
-    ("kind", "health", "restart"),
-    [
-        (ImageKind.EXITS_AT_ONCE, False, "no"),
-        (ImageKind.MISSING_ENTRYPOINT, False, "no"),
-        (ImageKind.DIES_AFTER_START, False, "no"),
-        # dockerd restarts it in place: the same container, started again.
-        (ImageKind.DIES_AFTER_START, False, "unless-stopped"),
-        (ImageKind.UNHEALTHY, True, "no"),
-    ],
+#: Broken updates, each in its own way: (container name, the new image's kind, health check,
+#: restart policy).
+BROKEN = (
+    ("exits", ImageKind.EXITS_AT_ONCE, False, "no"),
+    ("noentry", ImageKind.MISSING_ENTRYPOINT, False, "no"),
+    ("dies", ImageKind.DIES_AFTER_START, False, "no"),
+    # dockerd restarts it in place: the same container, started again.
+    ("restarted", ImageKind.DIES_AFTER_START, False, "unless-stopped"),
+    ("unhealthy", ImageKind.UNHEALTHY, True, "no"),
 )
-def test_a_broken_image_is_rolled_back_to_the_old_container(
-    docker_lab: DockerLab, kind: ImageKind, health: bool, restart: str
-) -> None:
+
+
+def test_broken_images_are_rolled_back_to_the_old_containers(docker_lab: DockerLab) -> None:
+    """One run, one container per broken image (they share no image name, so their recreates
+    go side by side): each old container is back, on its image, under its name."""
     lab = docker_lab
-    image = lab.build_image(f"{lab.registry}/broken/{kind.value}-{restart}:latest")
-    args = ["--network", "none", "--restart", restart]
-    if health:
-        args += [a.replace("--health-retries=2", "--health-retries=1") for a in HEALTH_ARGS]
-        args = [a.replace("--health-start-period=8s", "--health-start-period=1s") for a in args]
-    old_id = start(lab, "app", image, *args)
-    previous = lab.image_id(image)
-    lab.build_image(image, kind)
+    before: dict[str, tuple[str, str, str]] = {}  # name: (container ID, image ID, image name)
+    for name, _, health, restart in BROKEN:
+        image = lab.build_image(f"{lab.registry}/broken/{name}:latest")
+        args = ["--network", "none", "--restart", restart]
+        if health:
+            args += [a.replace("--health-retries=2", "--health-retries=1") for a in HEALTH_ARGS]
+            args = [a.replace("--health-start-period=8s", "--health-start-period=1s") for a in args]
+        before[name] = (start(lab, name, image, *args), lab.image_id(image), image)
+    for name, kind, _, _ in BROKEN:
+        lab.build_image(before[name][2], kind)
 
     # Settled longer than the dying image lives.
     res = run_updock(lab, "--verify-timeout", "8", "--settle-time", str(DIES_AFTER_SECONDS + 1))
 
     assert res.returncode == 0, res.stderr
-    assert rows(res)["app"]["Updated"] == "rolled back", res.stderr
-    # The very same container runs again, on its image, under its name.
-    assert names(lab) == ["app"]
-    back: Any = lab.inspect("app")
-    assert (back["Id"], back["Image"], back["State"]["Running"]) == (old_id, previous, True)
-    assert lab.container_version("app") == "v1"
-    # The image name is back on the previous image (a later `docker run` gets the good one).
-    assert lab.image_id(image) == previous
-    # The history says so, with what was seen of the new container.
-    (entry,) = history(lab)
-    assert (entry["engine"], entry["unit"], entry["outcome"]) == (
-        "docker",
-        "container:app",
-        "rolled back",
-    )
-    assert entry["error"], entry
+    assert {n: r["Updated"] for n, r in rows(res).items()} == dict.fromkeys(
+        before, "rolled back"
+    ), res.stderr
+    # The very same containers run again, on their images, under their names.
+    assert names(lab) == sorted(before)
+    for name, (old_id, previous, image) in before.items():
+        back: Any = lab.inspect(name)
+        assert (name, back["Id"], back["Image"], back["State"]["Running"]) == (
+            name,
+            old_id,
+            previous,
+            True,
+        )
+        assert (name, lab.container_version(name)) == (name, "v1")
+        # The image name is back on the previous image (a later `docker run` gets the good one).
+        assert (name, lab.image_id(image)) == (name, previous)
+    # The history says so, with what was seen of each new container.
+    entries = {e["container"]: e for e in history(lab)}
+    assert {n: (e["engine"], e["unit"], e["outcome"]) for n, e in entries.items()} == {
+        n: ("docker", f"container:{n}", "rolled back") for n in before
+    }
+    for entry in entries.values():
+        assert entry["error"], entry
 
 
 def test_a_daemon_that_cannot_be_reached_is_an_error_naming_its_socket(

@@ -60,26 +60,42 @@ def test_a_container_no_unit_runs_is_recreated_with_its_volumes(lab: Lab) -> Non
     assert lab.podman("exec", "loose", "cat", "/anon/data").stdout.strip() == "kept"
 
 
-@pytest.mark.parametrize(
-    "kind", [ImageKind.EXITS_AT_ONCE, ImageKind.DIES_AFTER_START, ImageKind.UNHEALTHY]
+#: Broken updates: (container name, the new image's kind).
+BROKEN = (
+    ("exits", ImageKind.EXITS_AT_ONCE),
+    ("dies", ImageKind.DIES_AFTER_START),
+    ("unhealthy", ImageKind.UNHEALTHY),
 )
-def test_a_broken_image_puts_the_old_container_back(lab: Lab, kind: ImageKind) -> None:
-    image = lab.build_image(f"{lab.plain.host}/loose/{kind.value}:latest")
+
+
+def test_broken_images_put_the_old_containers_back(lab: Lab) -> None:
+    """One run, one container per broken image (no image name shared: their recreates go side
+    by side): each old container is back, on its image, under its name."""
     health = [
         a.replace("--health-start-period=8s", "--health-start-period=1s") for a in HEALTH_ARGS
     ]
-    old_id = loose(lab, "shaky", image, *health)
-    previous = lab.image_id(image)
-    lab.build_image(image, kind)
+    before: dict[str, tuple[str, str]] = {}  # name: (container ID, image ID)
+    for name, kind in BROKEN:
+        image = lab.build_image(f"{lab.plain.host}/loose/{kind.value}:latest")
+        before[name] = (loose(lab, name, image, *health), lab.image_id(image))
+        lab.build_image(image, kind)
 
     res = updock(lab, "--verify-timeout", "8", "--settle-time", str(DIES_AFTER_SECONDS + 1))
 
     assert res.returncode == 0, res.stderr
-    assert rows(res)["shaky"]["Updated"] == "rolled back", res.stderr
-    back = inspect(lab, "shaky")
-    assert (back["Id"], back["Image"], back["State"]["Running"]) == (old_id, previous, True)
-    assert names(lab) == ["shaky"]
-    assert lab.container_version("shaky") == "v1"
+    assert {n: r["Updated"] for n, r in rows(res).items()} == dict.fromkeys(
+        before, "rolled back"
+    ), res.stderr
+    assert names(lab) == sorted(before)
+    for name, (old_id, previous) in before.items():
+        back = inspect(lab, name)
+        assert (name, back["Id"], back["Image"], back["State"]["Running"]) == (
+            name,
+            old_id,
+            previous,
+            True,
+        )
+        assert (name, lab.container_version(name)) == (name, "v1")
 
 
 def test_units_and_unitless_containers_in_one_run(lab: Lab) -> None:
