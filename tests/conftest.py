@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from updock.testing.docker_lab import DockerLab, docker_missing
 from updock.testing.flavours import lab_flavours, make_lab, prepare
 from updock.testing.lab import Lab
 
@@ -101,3 +102,34 @@ def lab(lab_session: Lab) -> Iterator[Lab]:
         yield lab_session
     finally:
         lab_session.reset()
+
+
+@pytest.fixture(scope="session")
+def docker_lab_session() -> Iterator[DockerLab]:
+    """One dockerd (in a network namespace of its own, with its own registry) for the session."""
+    if os.geteuid() != 0:
+        if os.environ.get("UPDOCK_REQUIRE_LAB"):
+            pytest.fail("the Docker lab needs root")
+        pytest.skip("the Docker lab needs root")
+    missing = docker_missing()
+    if missing:
+        if os.environ.get("UPDOCK_REQUIRE_LAB"):
+            pytest.fail(f"the Docker lab needs {', '.join(missing)} (./scripts/setup installs)")
+        pytest.skip(f"the Docker lab needs {', '.join(missing)}")
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    lab = DockerLab()
+    lab.start()
+    try:
+        yield lab
+    finally:
+        lab.stop()
+
+
+@pytest.fixture
+def docker_lab(docker_lab_session: DockerLab) -> Iterator[DockerLab]:
+    """The Docker lab, emptied of containers, networks, volumes and updock's state after the
+    test."""
+    try:
+        yield docker_lab_session
+    finally:
+        docker_lab_session.reset()

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from updock.core.model import Phase, ReportRow, Status, Task
+from updock.core.model import Phase, ReportRow, Status, Step, Task
 from updock.core.plan import (
     Action,
     Begin,
@@ -43,8 +43,9 @@ from updock.core.plan import (
     drive,
 )
 from updock.core.recovery import recover_unit
+from updock.core.recreate import CreateNew, Prepare, RecreateAction, SetStep, recreated_unit
 from updock.core.reference import ImageReference, previous_tag
-from updock.engines import Engine
+from updock.engines import Engine, engine_name
 from updock.errors import EngineError, UpdockError
 from updock.options import SafetyOptions
 from updock.state import (
@@ -69,7 +70,8 @@ log = logging.getLogger(__name__)
 
 #: Test seam: `UPDOCK_TEST_CRASH_AT=pull|restart|verify|wave` kills this process with SIGKILL at
 #: that point (`wave`: a second into a wave of units), so the integration tests can prove that
-#: the next run repairs the state.
+#: the next run repairs the state. For a recreate, `step-<step>` (`stopping`, `renaming`,
+#: `creating`, `starting`, `verified`, `restoring`) kills it right after that step was done.
 CRASH_ENV = "UPDOCK_TEST_CRASH_AT"
 
 
@@ -151,7 +153,10 @@ class JournalBook:
         """Journal `task`'s container with its current image (and the image it moves to, when
         known already); False if it already was."""
         with self._lock:
-            entry = self._entries.setdefault(task.unit, JournalEntry(task.unit))
+            entry = self._entries.setdefault(
+                task.unit,
+                JournalEntry(task.unit, apply=task.apply, engine=task.container.engine),
+            )
             if entry.task(task.container.name) is not None:
                 return False
             entry.tasks.append(
@@ -188,6 +193,21 @@ class JournalBook:
             if journaled is not None:
                 journaled.new_image = image_id
                 self._store.save(self._entries)
+
+    def set_step(self, unit: str, container: str, step: Step, new_container: str = "") -> None:
+        """Record that the recreate of `container` is at `step` (the unit's phase moves on from
+        pulling: something is about to change)."""
+        with self._lock:
+            entry = self._entries.get(unit)
+            journaled = entry.task(container) if entry else None
+            if entry is None or journaled is None:
+                return
+            if entry.phase == PULLING:
+                entry.phase = RESTARTING
+            journaled.step = step.value
+            if new_container:
+                journaled.new_container = new_container
+            self._store.save(self._entries)
 
     def defer(self, unit: str, phase: Phase, error: str) -> None:
         """Keep the unit's entry for the next run's repair, at `phase`, noting the attempt."""
@@ -290,6 +310,8 @@ class ActionHandler:
         self._states: ContainerProbe = states if states is not None else engine
         self._keeper = keeper if keeper is not None else PreviousKeeper(engine)
         self._wrap = wrap
+        # The last step of a recreate journaled, per thread (for `_crash_point`).
+        self._steps = threading.local()
 
     def _together(self, action: Together) -> tuple[object, ...]:
         """Drive each plan in a thread of its own (this handler serves them all); their
@@ -314,6 +336,8 @@ class ActionHandler:
                 raise self._stop.error(f"unit {action.unit} not restarted")
             if isinstance(action, Begin):
                 raise self._stop.error(f"unit {action.unit} not begun")
+            if isinstance(action, Prepare) and action.interruptible:
+                raise self._stop.error(f"container {action.task.container.name} not recreated")
         if isinstance(action, Check):
             return self._check(action)
         if isinstance(action, Pull):
@@ -354,9 +378,26 @@ class ActionHandler:
             self._journal_book.defer(action.unit, action.phase, action.error)
         elif isinstance(action, HoldBack):
             self._hold(action)
+        elif isinstance(action, RecreateAction):
+            self._recreate(action)
         else:
             raise TypeError(f"unknown action {action!r}")
         return None
+
+    def _recreate(self, action: RecreateAction) -> None:
+        """A step of a recreate (`core.recreate`), journaled before it is taken."""
+        from updock.recreating import perform, recreator
+
+        if isinstance(action, SetStep):
+            self._journal_book.set_step(action.unit, action.container, action.step)
+            self._steps.last = action.step
+            return
+        new_id = perform(recreator(self._engine), action)
+        if isinstance(action, CreateNew) and new_id:
+            task = action.task
+            self._journal_book.set_step(task.unit, task.container.name, Step.CREATING, new_id)
+        if not isinstance(action, Prepare):
+            _crash_point(f"step-{getattr(self._steps, 'last', '')}")
 
     # -- journal ----------------------------------------------------------------------------
 
@@ -424,6 +465,26 @@ class ActionHandler:
             raise
 
     def _verify_unit(self, unit: str, expect: Sequence[Expectation]) -> None:
+        if recreated_unit(unit):
+            # No unit to ask: the containers alone say whether the update worked.
+            from updock.recreating import NoUnit, recreator
+
+            engine = recreator(self._engine)
+            names = [e.name for e in expect]
+
+            def read_logs(unit: str) -> str:
+                return "\n".join(engine.container_logs(name) for name in names).strip()
+
+            verify_unit(
+                unit,
+                expect,
+                self._states,
+                NoUnit(),
+                settle=self._safety.settle,
+                timeout=self._safety.verify_timeout,
+                read_logs=read_logs,
+            )
+            return
         verify_unit(
             unit,
             expect,
@@ -461,6 +522,8 @@ def recover(
     book = JournalBook(store)
     handler = ActionHandler(engine, services, book, safety, check=_no_check, tls_verify=None)
     for entry in book.entries():
+        if entry.engine != engine_name(engine):
+            continue  # another engine's run repairs it
         outcome = drive(recover_unit(entry.interrupted()), handler)
         if isinstance(outcome, UpdockError):
             report.errors.append(outcome)

@@ -143,6 +143,24 @@ def _count(text: str) -> int:
     return value
 
 
+def _engine(text: str) -> str:
+    """`--engine` (or `UPDOCK_ENGINE`, `[auto-update] engine`): `auto`, or the engines named,
+    comma separated, each once."""
+    if text.strip() == "auto":
+        return "auto"
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    if not names or any(n not in ("podman", "docker") for n in names):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not auto, or podman and/or docker (comma separated)"
+        )
+    return ",".join(names)
+
+
+def _engine_names(text: str) -> tuple[str, ...] | None:
+    """The engines of a checked `--engine` value: None for `auto`."""
+    return None if text == "auto" else tuple(text.split(","))
+
+
 class _BoolFlag(argparse.Action):
     """`--flag=VALUE` (`_normalize_bools` has made `--flag` into `--flag=true`)."""
 
@@ -301,6 +319,8 @@ _FILLED: tuple[tuple[str, str, str | None, Callable[[str], object], object], ...
     ("rollback", "rollback", None, _bool, True),
     ("keep_previous", "keep-previous", None, _bool, True),
     ("tls_verify", "tls-verify", None, _bool, None),
+    ("engine", "engine", "UPDOCK_ENGINE", _engine, "auto"),
+    ("watchtower_labels", "watchtower-labels", None, _bool, False),
 )
 
 #: The keys of the configuration file's `[auto-update]` table.
@@ -473,10 +493,12 @@ def _auto_update(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int
 
     def run() -> RunResult | None:
         nonlocal publisher
-        from updock.prefetch import nothing_to_do
+        from updock.prefetch import docker_in_play, nothing_to_do
 
         entered.append(True)
-        if nothing_to_do(dry_run=ns.dry_run, timeout=ns.podman_timeout):
+        if not docker_in_play(_engine_names(ns.engine)) and nothing_to_do(
+            dry_run=ns.dry_run, timeout=ns.podman_timeout
+        ):
             return None
         ran.append(True)
         logs.configure(ns.log_level)  # only now: importing logging costs start-up time
@@ -521,6 +543,8 @@ def _options(ns: argparse.Namespace, authfile: str | None, dry_run: bool) -> Opt
         pull_timeout=ns.pull_timeout,
         restart_concurrency=ns.restart_concurrency,
         wave_size=ns.wave_size,
+        engines=_engine_names(ns.engine),
+        watchtower=ns.watchtower_labels,
     )
 
 
@@ -966,6 +990,25 @@ def _auto_update_parser(commands: _Subparsers[_Parser]) -> _Parser:
         help="Requests in flight to one registry at most; checks of different registries run "
         "side by side. "
         f"[env: UPDOCK_REGISTRY_CONCURRENCY; default: {defaults.REGISTRY_CONCURRENCY}]",
+    )
+    auto.add_argument(
+        "--engine",
+        type=_engine,
+        metavar="ENGINES",
+        help="Which engines' containers to update: podman, docker, or both (podman,docker). "
+        "auto: podman when it is installed, and Docker when DOCKER_HOST is set or "
+        "/var/run/docker.sock exists (a daemon that cannot be reached is an error; podman's "
+        "containers are updated all the same). Containers no systemd unit runs (every Docker "
+        "container) are recreated: stopped, renamed aside, created again on the new image, "
+        "verified, and the old one removed, or put back. [env: UPDOCK_ENGINE; default: auto]",
+    )
+    _add_bool(
+        auto,
+        "--watchtower-labels",
+        False,
+        "Also update containers labelled com.centurylinklabs.watchtower.enable=true (as "
+        "io.containers.autoupdate=registry), for hosts coming from Watchtower.",
+        filled=True,
     )
     _publish_options(auto)
     auto.set_defaults(handler=_auto_update)

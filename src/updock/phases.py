@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import ClassVar
 
 from updock.core.model import Task
 from updock.core.plan import (
@@ -41,15 +42,30 @@ from updock.core.plan import (
     Verify,
     VerifyImages,
 )
+from updock.core.recreate import (
+    CreateNew,
+    Prepare,
+    RemoveOld,
+    RenameAside,
+    Restore,
+    SetStep,
+    StartNew,
+    StopOld,
+)
 from updock.errors import UpdockError
 
 log = logging.getLogger(__name__)
+
+#: The steps of a recreate that the info log shows.
+RecreateStep = Prepare | StopOld | RenameAside | CreateNew | StartNew | RemoveOld | Restore
 
 Handler = Callable[[Action], Outcome]
 
 
 def _unit_of(action: Action) -> str:
     if isinstance(action, Restart | Verify | Finish | VerifyImages | SetPhase | Defer | Begin):
+        return action.unit
+    if isinstance(action, SetStep | StopOld | RenameAside | RemoveOld | Restore):
         return action.unit
     if isinstance(action, TagImage | Together):
         return ""
@@ -145,6 +161,32 @@ class PhaseLog:
             )
         elif isinstance(action, Finish):
             self._finish(action, unit)
+        elif isinstance(action, RecreateStep):
+            self._recreate_step(action, unit, seconds, failed=failed)
+
+    #: What the info log says of each step of a recreate.
+    _RECREATE_WORDS: ClassVar[dict[type, str]] = {
+        Prepare: "new configuration prepared",
+        StopOld: "old container stopped",
+        RenameAside: "old container renamed aside",
+        CreateNew: "new container created",
+        StartNew: "new container started",
+        RemoveOld: "old container removed",
+        Restore: "old container restored",
+    }
+
+    def _recreate_step(
+        self,
+        action: RecreateStep,
+        unit: str,
+        seconds: str,
+        *,
+        failed: bool,
+    ) -> None:
+        if isinstance(action, Restore):
+            self._rollback_began.setdefault(action.unit, self._clock())
+        what = self._RECREATE_WORDS[type(action)]
+        log.info("%s: %s%s %s", unit, what, " failed after" if failed else " in", seconds)
 
     def _finish(self, action: Finish, unit: str) -> None:
         now = self._clock()

@@ -44,6 +44,10 @@ WARM_MODULES = (
 PS_TIMEOUT = 300.0
 
 
+#: Docker's default socket (`engines.docker.DEFAULT_SOCKET`; a unit test holds them equal).
+DOCKER_SOCKET = "/var/run/docker.sock"
+
+
 #: The flags of `updock` itself that take a value; they may come before the command
 #: (`updock --log-level debug auto-update`).
 GLOBAL_VALUE_FLAGS = ("--log-level",)
@@ -264,6 +268,15 @@ def _other_run_or_journal(folder: str) -> bool:
         return doc["version"] != 1 or bool(doc["units"])
     except (ValueError, KeyError, TypeError):
         return True
+
+
+def docker_in_play(engines: Sequence[str] | None) -> bool:
+    """Whether the run looks at Docker too (`--engine`; for `auto`, when `DOCKER_HOST` is set
+    or Docker's default socket exists: one `stat`), so that `podman ps` alone cannot say that
+    there is nothing to do."""
+    if engines is not None:
+        return "docker" in engines
+    return bool(os.environ.get("DOCKER_HOST")) or os.path.exists(DOCKER_SOCKET)
 
 
 def nothing_to_do(*, dry_run: bool, timeout: float = PS_TIMEOUT) -> bool:

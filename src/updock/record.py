@@ -36,12 +36,23 @@ from updock.core.plan import (
     Tag,
     Together,
     Verify,
+    VerifyImages,
+)
+from updock.core.recreate import (
+    CreateNew,
+    Prepare,
+    RemoveOld,
+    RenameAside,
+    Restore,
+    SetStep,
+    StartNew,
+    StopOld,
 )
 from updock.errors import UpdockError
 
 Handler = Callable[[Action], Outcome]
 
-#: The engine every record names (the only one updock drives so far).
+#: The engine a record names when it knows of no other.
 ENGINE = "podman"
 
 
@@ -58,10 +69,11 @@ class TaskRecord:
     """What happened to one container in a run.
 
     Attributes:
-        unit: the systemd unit.
+        unit: the systemd unit (for a recreated container: `container:<name>` or
+            `compose:<project>/<service>`, as the report's Unit column).
         container: the container's name.
         container_id: its full ID when the run began.
-        engine: the container engine ("podman").
+        engine: the container engine that runs it ("podman", "docker").
         image: its image name as created (the report's Image column).
         policy: its auto-update policy.
         status: the report's status (`true`, `false`, `failed`, `pending`, `rolled back`).
@@ -108,7 +120,7 @@ class RunRecord:
     Attributes:
         kind: "auto-update" or "rollback" (`updock rollback UNIT`).
         host: this host's name.
-        engine: the container engine ("podman").
+        engine: the run's container engines ("podman", "docker", "podman,docker").
         dry_run: whether the run only checked.
         started: when it began (seconds since the epoch).
         duration: seconds it took.
@@ -180,6 +192,7 @@ class RunRecorder:
     Args:
         kind: the record's kind ("auto-update", "rollback").
         dry_run: whether the run only checks.
+        engine: the run's engines, as `RunRecord.engine`.
         clock: seconds, monotonic (for tests).
         wall: seconds since the epoch (for tests).
     """
@@ -189,11 +202,13 @@ class RunRecorder:
         kind: str = "auto-update",
         *,
         dry_run: bool = False,
+        engine: str = ENGINE,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self._kind = kind
         self._dry_run = dry_run
+        self._engine = engine
         self._clock = clock
         self._wall = wall
         self._started_wall = wall()
@@ -201,19 +216,20 @@ class RunRecorder:
         self._lock = threading.Lock()
         self._units: dict[str, _Unit] = {}
         self._digests: dict[str, str] = {}  # image name key -> digest its check found
-        self._images: Mapping[str, Image] = {}
-        self._registry: Callable[[], tuple[Mapping[str, int], Mapping[str, int]]] | None = None
+        self._images: dict[str, Image] = {}
+        self._registry: list[Callable[[], tuple[Mapping[str, int], Mapping[str, int]]]] = []
 
     def know_images(self, images: Mapping[str, Image]) -> None:
-        """The local images of the run's containers, by ID (their digests are the old ones)."""
-        self._images = images
+        """The local images of the run's containers, by ID (their digests are the old ones);
+        each engine's are added to the others'."""
+        self._images.update(images)
 
     def count_requests(
         self, counts: Callable[[], tuple[Mapping[str, int], Mapping[str, int]]]
     ) -> None:
         """Where the registry requests of the run are counted: returns (requests, errors) per
-        host, read when the record is made."""
-        self._registry = counts
+        host, read when the record is made (each engine's registry client adds its own)."""
+        self._registry.append(counts)
 
     def watch(self, handler: Handler) -> Handler:
         """`handler`, noting each action's outcome in this recorder."""
@@ -277,19 +293,40 @@ class RunRecorder:
                 unit.rolling_back = True
             elif isinstance(action, Restart | Verify) and failure is not None:
                 self._unit_failed(unit, str(failure))
+            elif isinstance(action, Prepare | CreateNew | StartNew) and failure is not None:
+                # A step of a recreate failed: what was seen (the new container would not
+                # start, ...), as a unit's failed restart.
+                self._container_failed(unit, action.task.container.id, str(failure))
+            elif isinstance(action, StopOld | RenameAside | RemoveOld) and failure is not None:
+                self._container_failed(unit, action.old_id, str(failure))
+            elif isinstance(action, Restore | VerifyImages):
+                # Putting a recreated container back (and verifying it on its old image) is its
+                # rollback.
+                unit.rolling_back = True
+                if failure is not None:
+                    if isinstance(action, Restore):
+                        self._container_failed(unit, action.old_id, str(failure))
+                    else:
+                        self._unit_failed(unit, str(failure))
             elif isinstance(action, Finish):
                 unit.finished_at = self._wall()
 
-    @staticmethod
-    def _unit_failed(unit: _Unit, error: str) -> None:
+    @classmethod
+    def _unit_failed(cls, unit: _Unit, error: str) -> None:
         """A restart or verification of the unit failed: what was seen, for each container
         being updated (a failure during the rollback is added to the update's)."""
         for container_id in unit.updated or list(unit.tasks):
-            seen = unit.tasks.setdefault(container_id, _Seen())
-            if not seen.error:
-                seen.error = error
-            elif unit.rolling_back:
-                seen.error += f"\nduring rollback: {error}"
+            cls._container_failed(unit, container_id, error)
+
+    @staticmethod
+    def _container_failed(unit: _Unit, container_id: str, error: str) -> None:
+        """What was seen of one container (a failure during the rollback is added to the
+        update's)."""
+        seen = unit.tasks.setdefault(container_id, _Seen())
+        if not seen.error:
+            seen.error = error
+        elif unit.rolling_back:
+            seen.error += f"\nduring rollback: {error}"
 
     def finish(
         self, rows: Iterable[ReportRow], tasks: Iterable[Task], errors: Sequence[UpdockError]
@@ -319,7 +356,7 @@ class RunRecorder:
                         unit=row.unit,
                         container=row.container_name,
                         container_id=row.container_id,
-                        engine=ENGINE,
+                        engine=task.container.engine if task is not None else self._engine,
                         image=row.image,
                         policy=str(row.policy),
                         status=row.updated,
@@ -333,17 +370,24 @@ class RunRecorder:
                         finished=(unit.finished_at if unit and unit.finished_at else self._wall()),
                     )
                 )
-        requests, failures = self._registry() if self._registry is not None else ({}, {})
+        requests: dict[str, int] = {}
+        failures: dict[str, int] = {}
+        for counts in self._registry:
+            sent, failed = counts()
+            for total, more in ((requests, sent), (failures, failed)):
+                for host, n in more.items():
+                    total[host] = total.get(host, 0) + n
         return RunRecord(
             kind=self._kind,
             host=socket.gethostname(),
+            engine=self._engine,
             dry_run=self._dry_run,
             started=self._started_wall,
             duration=self._clock() - self._started,
             tasks=tuple(records),
             errors=tuple(str(e) for e in errors),
-            registry_requests=dict(requests),
-            registry_errors=dict(failures),
+            registry_requests=requests,
+            registry_errors=failures,
         )
 
 
@@ -361,6 +405,8 @@ def _unit_of(action: Action) -> str | None:
     """The unit an action concerns (None for one that concerns no unit of the record)."""
     if isinstance(action, Begin | Restart | Verify | Finish | SetPhase):
         return action.unit
-    if isinstance(action, Check | Journal | Pull | Tag | Retag):
+    if isinstance(action, Check | Journal | Pull | Tag | Retag | Prepare | CreateNew | StartNew):
         return action.task.unit
+    if isinstance(action, VerifyImages | SetStep | StopOld | RenameAside | RemoveOld | Restore):
+        return action.unit
     return None

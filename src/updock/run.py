@@ -14,7 +14,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from updock import defaults
 from updock.core.model import Container, Image, Policy, ReportRow, Task
@@ -68,6 +68,10 @@ class Options:
         restart_concurrency: units restarting at once at most, in all.
         wave_size: units of one image name restarted and verified side by side at most, once
             a canary verified the name's new image (`core.waves`).
+        engines: the engines to update ("podman", "docker"); None: podman when it is
+            installed, and Docker when `DOCKER_HOST` is set or its default socket exists.
+        watchtower: containers labelled `com.centurylinklabs.watchtower.enable=true` (and no
+            auto-update label) get the registry policy.
     """
 
     authfile: str | None = None
@@ -82,6 +86,12 @@ class Options:
     pull_timeout: float = defaults.PULL_TIMEOUT
     restart_concurrency: int = defaults.RESTART_CONCURRENCY
     wave_size: int = defaults.WAVE_SIZE
+    engines: tuple[str, ...] | None = None
+    watchtower: bool = False
+
+
+#: The engines `--engine` takes.
+ENGINES = ("podman", "docker")
 
 
 @dataclass
@@ -228,24 +238,53 @@ def _make_check(
     return check
 
 
-def _host(
-    engine: Engine | None,
-    services: Callable[[], ServiceManager] | None,
-    options: Options,
-    stop: StopRequest | None = None,
-) -> tuple[Engine, ServiceConnection]:
-    """The given engine and service manager, or this host's podman and systemd."""
-    if engine is None:
-        from updock.engines.podman import default_engine
-
-        engine = default_engine(options.podman_timeout, options.pull_timeout, stop)
+def _connection(services: Callable[[], ServiceManager] | None) -> ServiceConnection:
+    """The service manager's connection (made when a unit must restart): systemd by default."""
     if services is None:
         from updock.systemd import connect
 
         services = connect
     from updock.systemd import ServiceConnection
 
-    return engine, ServiceConnection(services)
+    return ServiceConnection(services)
+
+
+def _host_engines(options: Options, stop: StopRequest | None, result: RunResult) -> list[Engine]:
+    """The engines of this host a run updates (`Options.engines`).
+
+    A Docker daemon that cannot be reached is an error of the run (naming its socket), not of
+    the podman containers: they are updated all the same.
+    """
+    import shutil
+
+    from updock.engines.docker import docker_configured
+
+    names = options.engines
+    if names is None:
+        docker = docker_configured()
+        podman = shutil.which("podman") is not None or not docker
+        names = tuple(n for n, on in (("podman", podman), ("docker", docker)) if on)
+    engines: list[Engine] = []
+    for name in names:
+        if name == "podman":
+            from updock.engines.podman import default_engine
+
+            engines.append(default_engine(options.podman_timeout, options.pull_timeout, stop))
+            continue
+        from updock.engines.docker import Docker
+
+        try:
+            docker_engine = Docker(
+                timeout=options.podman_timeout, pull_timeout=options.pull_timeout, stop=stop
+            )
+            if options.engines is None and docker_engine.is_podman():
+                log.info("%s is podman's own API: its containers are podman's", docker_engine.host)
+                continue
+        except EngineError as exc:
+            result.errors.append(exc)
+            continue
+        engines.append(docker_engine)
+    return engines
 
 
 def run_auto_update(
@@ -277,11 +316,12 @@ def run_auto_update(
     from updock.record import RunRecorder
     from updock.state import StateStore
 
-    recorder = RunRecorder(dry_run=options.dry_run)
-    engine, connection = _host(engine, services, options, stop)
-    store = StateStore(options.state_dir)
     result = RunResult()
-    blocked: frozenset[str] = frozenset()
+    engines = [engine] if engine is not None else _host_engines(options, stop, result)
+    recorder = RunRecorder(dry_run=options.dry_run, engine=_engines_named(engines))
+    connection = _connection(services)
+    store = StateStore(options.state_dir)
+    blocked: dict[int, frozenset[str]] = {}
     tasks: list[Task] = []
     with contextlib.ExitStack() as stack:
         stack.callback(connection.close)
@@ -292,13 +332,32 @@ def run_auto_update(
                 from updock.prefetch import take_listing
 
                 take_listing()
-            blocked = _recover(engine, connection, store, options, result)
-        tasks = _update(
-            engine, registry, connection, store, options, result, stack, stop, blocked, recorder
-        )
+            for i, each in enumerate(engines):
+                blocked[i] = _recover(each, connection, store, options, result)
+        for i, each in enumerate(engines):
+            tasks += _update(
+                each,
+                registry,
+                connection,
+                store,
+                options,
+                result,
+                stack,
+                stop,
+                blocked.get(i, frozenset()),
+                recorder,
+            )
     result.rows.sort(key=ReportRow.sort_key)
     result.record = recorder.finish(result.rows, tasks, result.errors)
     return result
+
+
+def _engines_named(engines: Sequence[Engine]) -> str:
+    """The run's engines as its record names them: "podman", "docker", "podman,docker"."""
+    from updock.engines import engine_name
+    from updock.record import ENGINE
+
+    return ",".join(dict.fromkeys(engine_name(e) for e in engines)) or ENGINE
 
 
 def _journal(store: StateStore, result: RunResult) -> dict[str, JournalEntry]:
@@ -378,6 +437,28 @@ def _honour_holds(
     return held_check
 
 
+def _registry_settings(
+    engine: Engine, domains: Iterable[str], stack: contextlib.ExitStack
+) -> dict[str, Any]:
+    """How the registry client asks for `engine`'s images: podman's registries.conf and
+    certs.d by default; for Docker, the daemon's own insecure registries (a registries.conf of
+    the run's, written from the daemon's settings) and /etc/docker/certs.d."""
+    settings = getattr(engine, "registries_conf_text", None)
+    if settings is None:
+        return {}
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="updock-docker.")))
+    conf = folder / "registries.conf"
+    conf.write_text(settings(sorted(set(domains))))
+    return {
+        "registries_conf": conf,
+        "registries_conf_dirs": [],
+        "certs_dirs": [Path("/etc/docker/certs.d")],
+    }
+
+
 def _update(
     engine: Engine,
     registry: RegistryClient | None,
@@ -390,8 +471,16 @@ def _update(
     blocked: frozenset[str] = frozenset(),
     recorder: RunRecorder | None = None,
 ) -> list[Task]:
-    """Check and update the containers; the tasks of the run (for its record)."""
+    """Check and update the containers of one engine; the tasks of the run (for its record)."""
+    from updock.engines import engine_name
+
+    authfile = options.authfile
+    if engine_name(engine) == "docker" and authfile is None:
+        from updock.engines.docker import docker_config_file
+
+        authfile = docker_config_file()  # what the docker CLI reads, and only that
     started: list[_Checks] = []
+    domains: set[str] = set()
 
     def checks() -> _Checks:
         # The registry client (and its HTTP stack) is made only once there are containers to
@@ -408,6 +497,7 @@ def _update(
                         tls_verify=options.tls_verify,
                         concurrency=options.registry_concurrency,
                         hints_file=store.folder / FILE_NAME,
+                        **_registry_settings(engine, domains, stack),
                     )
                 )
                 client.preload()
@@ -417,10 +507,12 @@ def _update(
         return started[0]
 
     def candidates(found: list[Container]) -> None:
-        checks().start(_head_keys(found, options.authfile))
+        keys = _head_keys(found, authfile)
+        domains.update(ref.domain for ref, _ in keys)
+        checks().start(keys)
 
     containers = engine.running_containers(on_candidates=candidates)
-    units, errors = assemble_tasks(containers, options.authfile)
+    units, errors = assemble_tasks(containers, authfile, watchtower=options.watchtower)
     result.errors.extend(errors)
     if not units:
         return []
@@ -524,21 +616,33 @@ def run_rollback(
     from updock.record import RunRecorder
     from updock.state import StateStore
 
-    engine, connection = _host(engine, services, options, stop)
-    store = StateStore(options.state_dir)
     result = RunResult()
+    unreachable = RunResult()  # engine errors matter only if no engine has the unit
+    engines = [engine] if engine is not None else _host_engines(options, stop, unreachable)
+    connection = _connection(services)
+    store = StateStore(options.state_dir)
     with contextlib.ExitStack() as stack:
         stack.callback(connection.close)
         stack.enter_context(store.locked(options.lock_wait))
+        tasks: list[Task] = []
+        for each in engines:
+            units, _ = assemble_tasks(each.running_containers(), options.authfile)
+            # A recreated container may be named by its container name, too.
+            named = [t for ts in units.values() for t in ts if t.container.name == unit]
+            tasks = units.get(unit) or (named if named and named[0].unit != unit else [])
+            if tasks:
+                engine = each
+                unit = tasks[0].unit
+                break
         pending = _journal(store, result).get(unit)
         if pending is not None:
             raise UpdockError(
                 f"unit {unit} has an interrupted update to repair first (run `updock "
                 f"auto-update`; its last repair saw: {pending.repair_error or 'none yet'})"
             )
-        units, _ = assemble_tasks(engine.running_containers(), options.authfile)
-        tasks = units.get(unit, [])
-        if not tasks:
+        if not tasks or engine is None:
+            if unreachable.errors:
+                raise unreachable.errors[0]
             raise UpdockError(f"unit {unit} runs no container with an auto-update policy")
         previous = {}
         for task in tasks:
@@ -567,7 +671,7 @@ def run_rollback(
             holds=holds,
         )
         plan = rollback_unit(unit, tasks, previous)
-        recorder = RunRecorder("rollback")
+        recorder = RunRecorder("rollback", engine=_engines_named([engine]))
         recorder.know_images(engine.images({t.container.image_id for t in tasks}))
         rows, errs = drive(plan, PhaseLog(recorder.watch(handler)))
         result.rows.extend(rows)

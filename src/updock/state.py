@@ -48,7 +48,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from updock.core.model import Phase
+from updock.core.model import Apply, Phase, Step
 from updock.core.recovery import Interrupted, JournaledContainer
 from updock.errors import ConfigError, UpdockError
 from updock.statefolder import NotARegularFile, StateFolder
@@ -92,6 +92,8 @@ class JournalTask:
         raw_image_name: the name that is re-tagged.
         previous_image: ID of the image it ran before the update.
         new_image: ID of the image pulled for it, once known.
+        step: a recreated container's step (`core.model.Step`), "" before the first.
+        new_container: a recreated container's new container's ID, once created.
     """
 
     container: str
@@ -99,6 +101,8 @@ class JournalTask:
     raw_image_name: str
     previous_image: str
     new_image: str = ""
+    step: str = ""
+    new_container: str = ""
 
 
 @dataclass
@@ -113,6 +117,8 @@ class JournalEntry:
         started: when it began (seconds since the epoch).
         repair_attempts: how many repairs of it (`actions.recover`) failed.
         repair_error: what the last failed repair saw.
+        apply: how the update is applied (`core.model.Apply`).
+        engine: the engine of its containers ("podman", "docker"), which repairs it.
     """
 
     unit: str
@@ -122,6 +128,8 @@ class JournalEntry:
     started: float = field(default_factory=time.time)
     repair_attempts: int = 0
     repair_error: str = ""
+    apply: Apply = Apply.RESTART
+    engine: str = "podman"
 
     def task(self, container: str) -> JournalTask | None:
         """The entry's task for `container`, if any."""
@@ -133,10 +141,18 @@ class JournalEntry:
             self.unit,
             self.phase,
             tuple(
-                JournaledContainer(t.container, t.raw_image_name, t.previous_image, t.new_image)
+                JournaledContainer(
+                    t.container,
+                    t.raw_image_name,
+                    t.previous_image,
+                    t.new_image,
+                    container_id=t.container_id,
+                    step=Step(t.step) if t.step else None,
+                )
                 for t in self.tasks
             ),
             attempts=self.repair_attempts,
+            apply=self.apply,
         )
 
 
@@ -366,6 +382,8 @@ def _parse_journal(doc: object) -> dict[str, JournalEntry]:
                 raw_image_name=_string(t, "raw_image_name"),
                 previous_image=_string(t, "previous_image"),
                 new_image=_string(t, "new_image", ""),
+                step=_step(_string(t, "step", "")),
+                new_container=_string(t, "new_container", ""),
             )
             for t in e["tasks"]
         ]
@@ -379,6 +397,8 @@ def _parse_journal(doc: object) -> dict[str, JournalEntry]:
             started=float(e.get("started", 0)),
             repair_attempts=int(e.get("repair_attempts", 0)),
             repair_error=_string(e, "repair_error", ""),
+            apply=Apply(e.get("apply", Apply.RESTART.value)),
+            engine=_string(e, "engine", "podman"),
         )
     return entries
 
@@ -403,6 +423,11 @@ def _parse_holds(doc: object) -> dict[str, Hold]:
             name, _string(h, "image_id"), tuple(digests), tuple(units), float(h["since"])
         )
     return holds
+
+
+def _step(text: str) -> str:
+    """A journaled step: "" or one of `core.model.Step`'s (ValueError otherwise)."""
+    return Step(text).value if text else ""
 
 
 def _string(obj: dict[str, object], key: str, default: str | None = None) -> str:

@@ -87,6 +87,8 @@ def test_unset_options_come_from_the_environment_then_the_defaults(
         (["auto-update", "--pull-timeout", "0"], "'0' is not a number of seconds (> 0)"),
         (["auto-update", "--podman-timeout", "inf"], "'inf' is not a number of seconds"),
         (["auto-update", "--authfile", "/no/such/auth.json"], "/no/such/auth.json"),
+        (["auto-update", "--engine", "lxc"], "--engine: 'lxc' is not auto, or podman"),
+        (["auto-update", "--engine", ","], "--engine: ',' is not auto"),
         (["rollback"], "UNIT"),
         (["bogus"], "invalid choice: 'bogus'"),
         ([], "missing command"),
@@ -132,6 +134,19 @@ def test_version_and_help_exit_0(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_prefetch_knows_the_policy_label() -> None:
     assert PREFETCH_LABEL_POLICY == LABEL_POLICY
+
+
+def test_prefetch_knows_dockers_default_socket(monkeypatch: pytest.MonkeyPatch) -> None:
+    from updock import prefetch
+    from updock.engines.docker import DEFAULT_SOCKET
+
+    assert prefetch.DOCKER_SOCKET == DEFAULT_SOCKET
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    assert prefetch.docker_in_play(("podman", "docker"))
+    assert not prefetch.docker_in_play(("podman",))
+    monkeypatch.setenv("DOCKER_HOST", "unix:///var/tmp/x.sock")
+    assert prefetch.docker_in_play(None)  # auto: a Docker host, `podman ps` alone cannot say
+    assert not prefetch.docker_in_play(("podman",))
 
 
 def test_prefetch_times_podman_ps_out_like_any_podman_command() -> None:

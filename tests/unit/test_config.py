@@ -199,3 +199,41 @@ def test_serve_needs_a_token_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("UPDOCK_TOKEN_FILE", "/x")
     with pytest.raises(ConfigError, match="schedule: '99 \\* \\* \\* \\*' is no cron expression"):
         _serve_setup()
+
+
+def test_engines_and_watchtower_labels_come_from_the_file_and_reach_serves_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("UPDOCK_ENGINE", raising=False)
+    path = _write(
+        tmp_path,
+        "[auto-update]\nengine = 'docker, podman'\nwatchtower-labels = true\n"
+        "[serve]\ntoken-file = '/etc/updock/api-token'\n",
+    )
+    config = ConfigFile(path)
+    ns = _filled(config)
+    assert (ns.engine, ns.watchtower_labels) == ("docker,podman", True)
+    assert (_filled(ConfigFile(None)).engine, _filled(ConfigFile(None)).watchtower_labels) == (
+        "auto",
+        False,
+    )
+    monkeypatch.setenv("UPDOCK_ENGINE", "podman")
+    assert _filled(config).engine == "podman"
+    assert _filled(config, "--engine", "docker", "--watchtower-labels=false").engine == "docker"
+    monkeypatch.delenv("UPDOCK_ENGINE")
+    monkeypatch.setenv("UPDOCK_CONFIG", str(path))
+    _, options = _serve_setup()
+    assert (options.engines, options.watchtower) == (("docker", "podman"), True)
+
+
+def test_a_bad_engine_in_the_file_names_the_file_and_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("UPDOCK_ENGINE", raising=False)
+    path = _write(tmp_path, "[auto-update]\n\nengine = 'lxc'\n")
+    monkeypatch.setenv("UPDOCK_CONFIG", str(path))
+    monkeypatch.setenv("UPDOCK_STATE_DIR", str(tmp_path / "state"))
+    assert main(["auto-update", "--dry-run"]) == 125
+    err = capsys.readouterr().err
+    assert f"{path}:3: " in err
+    assert "'lxc' is not auto, or podman and/or docker" in err

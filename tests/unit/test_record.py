@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import pytest
+
 from tests.unit.test_waves import DIGEST, IMAGE, NEW, OLD, task
 from updock.core.model import Image, Policy, ReportRow, Status
 from updock.core.plan import (
@@ -29,7 +31,7 @@ from updock.core.plan import (
     drive,
 )
 from updock.core.waves import update_group
-from updock.errors import RegistryError, UpdockError, VerificationError
+from updock.errors import EngineError, RegistryError, UpdockError, VerificationError
 from updock.record import RunRecord, RunRecorder, short_digest
 
 OLD_DIGEST = "sha256:" + "01" * 32
@@ -168,3 +170,57 @@ def test_an_error_of_the_run_names_the_container_it_belongs_to() -> None:
     ]
     rec = recorder.finish([row], [t], errors)
     assert rec.tasks[0].error == "unit a.service: repair pending (attempt 2)"
+
+
+def recreate_record(fail: dict[tuple[str, str], UpdockError]) -> RunRecord:
+    """A Docker container's update, recreated (`core.recreate`), through the recorder."""
+    from tests.unit.test_recreate import OLD_IMAGE, World, make_task
+
+    recorder = RunRecorder(engine="podman,docker")
+    recorder.know_images({OLD_IMAGE: Image(OLD_IMAGE, digests=(OLD_DIGEST,))})
+    t = make_task("web")
+    plan = update_group({t.unit: [t]}, dry_run=False, rollback=True, images_done=SharedImageState())
+    rows, errors = drive(plan, recorder.watch(World(fail=dict(fail))))
+    return recorder.finish(rows, [t], errors)
+
+
+@pytest.mark.parametrize("failing", ["StopOld", "RenameAside", "CreateNew", "StartNew", "Verify"])
+def test_a_recreated_container_rolled_back_says_what_was_seen(failing: str) -> None:
+    rec = recreate_record({(failing, "web"): EngineError(f"{failing}: it went wrong")})
+    (only,) = rec.tasks
+    assert (only.unit, only.engine, only.status) == ("container:web", "docker", Status.ROLLED_BACK)
+    assert only.error == f"{failing}: it went wrong"
+    assert (only.old_digest, only.new_image) == (OLD_DIGEST, "f" * 64)
+    assert rec.engine == "podman,docker"
+
+
+def test_a_recreated_container_that_could_not_be_put_back_says_both() -> None:
+    rec = recreate_record(
+        {
+            ("StartNew", "web"): EngineError("exec: /bin/app: not found"),
+            ("Restore", "web"): EngineError("the old container is gone"),
+        }
+    )
+    (only,) = rec.tasks
+    assert only.status is Status.FAILED
+    assert only.error == ("exec: /bin/app: not found\nduring rollback: the old container is gone")
+
+
+def test_a_recreated_container_updated_has_no_error() -> None:
+    (only,) = recreate_record({}).tasks
+    assert (only.status, only.engine, only.error) == (Status.UPDATED, "docker", "")
+
+
+def test_images_and_registry_counts_of_each_engine_add_up() -> None:
+    recorder = RunRecorder()
+    recorder.know_images({OLD: Image(OLD, digests=(OLD_DIGEST,))})
+    recorder.know_images({NEW: Image(NEW)})
+    recorder.count_requests(lambda: ({"quay.io": 2}, {"quay.io": 1}))
+    recorder.count_requests(lambda: ({"quay.io": 1, "127.0.0.1:5000": 3}, {}))
+    t = task("a")
+    row = ReportRow("a.service", t.container.id, "a", IMAGE, Policy.REGISTRY, Status.NOT_UPDATED)
+    rec = recorder.finish([row], [t], [])
+    assert rec.tasks[0].old_digest == OLD_DIGEST  # the first engine's images are still known
+    assert rec.registry_requests == {"quay.io": 3, "127.0.0.1:5000": 3}
+    assert rec.registry_errors == {"quay.io": 1}
+    assert (rec.engine, rec.tasks[0].engine) == ("podman", "podman")

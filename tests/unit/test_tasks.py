@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import pytest
 
-from updock.core.model import Container, Policy, Task
+from updock.core.model import Apply, Container, Policy, Task
 from updock.core.reference import registry_image_name
 from updock.core.tasks import assemble_tasks, unit_groups
 from updock.errors import ContainerConfigError, ImageReferenceError, PolicyError
@@ -105,20 +105,47 @@ def test_invalid_policy_is_an_error_and_others_proceed() -> None:
     )
 
 
-def test_missing_unit_label() -> None:
+def test_a_container_no_unit_runs_is_recreated() -> None:
+    """A container outside pods without a unit label (a Docker container, a podman container
+    started by hand or by a script) is no error: updock recreates it itself."""
     lost = ctr("lost")
-    tasks, errors = assemble_tasks([lost], None)
-    assert tasks == {}
-    assert len(errors) == 1
-    assert isinstance(errors[0], ContainerConfigError)
-    assert str(errors[0]) == (
-        f'auto-updating container "{lost.id}": no PODMAN_SYSTEMD_UNIT label found'
+    blank = ctr("blank", unit="")  # an empty label cannot be restarted either
+    tasks, errors = assemble_tasks([lost, blank], None)
+    assert errors == []
+    assert {u: [(t.container.name, t.apply) for t in ts] for u, ts in tasks.items()} == {
+        "container:blank": [("blank", Apply.RECREATE)],
+        "container:lost": [("lost", Apply.RECREATE)],
+    }
+    with_unit = assemble_tasks([ctr("web", unit="web.service")], None)[0]
+    assert with_unit["web.service"][0].apply is Apply.RESTART
+
+
+def test_compose_containers_are_named_by_project_and_service() -> None:
+    compose = {"com.docker.compose.project": "shop", "com.docker.compose.service": "api"}
+    one, two = ctr("shop_api_1", labels=compose), ctr("shop_api_2", labels=compose)
+    tasks, errors = assemble_tasks([two, one], None)
+    assert errors == []
+    assert {u: [t.container.name for t in ts] for u, ts in tasks.items()} == {
+        "compose:shop/api": ["shop_api_1", "shop_api_2"]
+    }
+
+
+@pytest.mark.parametrize(
+    ("value", "flag", "taken"),
+    [("true", True, True), ("1", True, True), ("false", True, False), ("true", False, False)],
+)
+def test_watchtower_label_only_with_the_flag(value: str, flag: bool, taken: bool) -> None:
+    tower = ctr("tower", policy=None, labels={"com.centurylinklabs.watchtower.enable": value})
+    tasks, errors = assemble_tasks([tower], None, watchtower=flag)
+    assert errors == []
+    assert [t.policy for ts in tasks.values() for t in ts] == ([Policy.REGISTRY] if taken else [])
+
+
+def test_an_own_policy_label_wins_over_watchtowers() -> None:
+    tower = ctr(
+        "tower", policy="disabled", labels={"com.centurylinklabs.watchtower.enable": "true"}
     )
-
-
-def test_empty_unit_label_counts_as_missing() -> None:
-    _, errors = assemble_tasks([ctr("x", unit="")], None)
-    assert "no PODMAN_SYSTEMD_UNIT label found" in str(errors[0])
+    assert assemble_tasks([tower], None, watchtower=True) == ({}, [])
 
 
 def test_empty_raw_image_name() -> None:
@@ -257,7 +284,7 @@ def test_units_and_tasks_are_ordered() -> None:
 
 def test_errors_name_each_container_and_keep_order() -> None:
     one = ctr("one", policy="bogus")
-    two = ctr("two")
+    two = ctr("two", pod_id="q" * 64)  # a pod without an infra container
     three = ctr("three", unit="t.service", image="alpine")
     _, errors = assemble_tasks([one, two, three], None)
     assert [type(e) for e in errors] == [PolicyError, ContainerConfigError, ImageReferenceError]
@@ -306,3 +333,22 @@ def test_verification_labels_up_to_a_day_are_taken(value: str) -> None:
     c = ctr("c", unit="c.service", labels={"io.updock.verify.timeout": value})
     units, errors = assemble_tasks([c], None)
     assert (list(units), errors) == (["c.service"], [])
+
+
+def test_a_container_is_updated_after_the_ones_it_depends_on() -> None:
+    def dep(name: str, image: str, *needs: str) -> Task:
+        container = Container(
+            id=(name * 64)[:64], name=name, image_id="i" * 64, raw_image_name=image,
+            depends_on=needs,
+        )  # fmt: skip
+        return Task(f"container:{name}", container, Policy.REGISTRY, registry_image_name(image))
+
+    app = dep("app", "quay.io/x/app:1", "vpn", "db")
+    vpn = dep("vpn", "quay.io/x/vpn:1")
+    db = dep("db", "quay.io/x/db:1")
+    other = dep("other", "quay.io/x/other:1", "gone")  # needs a container not updated
+    units = {t.unit: [t] for t in (app, db, other, vpn)}
+    assert unit_groups(units) == [
+        ["container:db", "container:vpn", "container:app"],
+        ["container:other"],
+    ]

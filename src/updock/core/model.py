@@ -21,6 +21,11 @@ LABEL_POLICY = "io.containers.autoupdate"
 LABEL_AUTHFILE = "io.containers.autoupdate.authfile"
 #: Label with the systemd unit that runs the container.
 LABEL_UNIT = "PODMAN_SYSTEMD_UNIT"
+#: Labels docker-compose (and podman-compose) put on the containers it creates.
+LABEL_COMPOSE_PROJECT = "com.docker.compose.project"
+LABEL_COMPOSE_SERVICE = "com.docker.compose.service"
+#: Watchtower's opt-in label, taken as the registry policy with `--watchtower-labels`.
+LABEL_WATCHTOWER = "com.centurylinklabs.watchtower.enable"
 #: updock's labels that tune the verification of a container after a restart (seconds).
 LABEL_SETTLE = "io.updock.verify.settle"
 LABEL_VERIFY_TIMEOUT = "io.updock.verify.timeout"
@@ -81,6 +86,35 @@ class Phase(StrEnum):
     """The previous images are tagged again and the unit restarted on them."""
 
 
+class Step(StrEnum):
+    """Where the recreate of one container stands: journaled before each change, so that a
+    run killed at any point leaves the next one to repair it (`core.recovery`)."""
+
+    STOPPING = "stopping"
+    """The old container is being stopped (its name and configuration untouched)."""
+    RENAMING = "renaming"
+    """The old container is being renamed aside (`core.recreate.aside_name`)."""
+    CREATING = "creating"
+    """The new container is being created under the old one's name."""
+    STARTING = "starting"
+    """The new container is being started and verified."""
+    VERIFIED = "verified"
+    """Every new container of the unit verified: the old ones are being removed."""
+    RESTORING = "restoring"
+    """Rolling back: the new container removed, the old one renamed back and started."""
+
+
+class Apply(StrEnum):
+    """How an update of a task is applied (`Task.apply`)."""
+
+    RESTART = "restart"
+    """Its systemd unit is restarted, and creates a new container on the new image (podman's
+    way: `podman generate systemd --new`, Quadlet)."""
+    RECREATE = "recreate"
+    """updock recreates the container itself (`core.recreate`): a Docker container, or a
+    podman container no unit runs."""
+
+
 @dataclass(frozen=True)
 class Container:
     """A container as the engine reports it.
@@ -95,6 +129,9 @@ class Container:
         running: whether the container is running.
         pod_id: ID of the pod the container belongs to, or "".
         is_infra: whether this is the infra container of its pod.
+        engine: the engine that runs it ("podman", "docker").
+        depends_on: names of the containers it needs (links, `network_mode: container:<x>`,
+            compose's `depends_on`): a recreated container is updated after them.
     """
 
     id: str
@@ -106,6 +143,8 @@ class Container:
     running: bool = True
     pod_id: str = ""
     is_infra: bool = False
+    engine: str = "podman"
+    depends_on: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -164,11 +203,14 @@ class Task:
     """One container to consider in one unit.
 
     Attributes:
-        unit: the systemd unit that runs the container (or its pod).
+        unit: the systemd unit that runs the container (or its pod); for a container updock
+            recreates, `container:<name>`, or `compose:<project>/<service>` for one that
+            docker-compose created (the report's Unit column).
         container: the container.
         policy: its effective policy (never DISABLED).
         image: the container's image name, parsed: what is checked, pulled and tagged.
         authfile: credentials file to use for this container, or None.
+        apply: how its update is applied: its unit restarted, or the container recreated.
     """
 
     unit: str
@@ -176,6 +218,7 @@ class Task:
     policy: Policy
     image: ImageName
     authfile: str | None = None
+    apply: Apply = Apply.RESTART
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,9 @@ from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from updock.core.model import Phase, Policy, ReportRow, Status, Task
+from updock.core.model import Apply, Phase, Policy, ReportRow, Status, Task
 from updock.core.policy import go_quote
+from updock.core.recreate import RecreateAction
 from updock.core.reference import ImageReference
 from updock.errors import Interrupted, UpdockError
 
@@ -256,7 +257,7 @@ class Together:
 
 Action = (
     Check | Pull | Restart | Retag | Journal | Verify | Finish | Tag | HoldBack | Begin
-    | Together | RepairAction
+    | Together | RepairAction | RecreateAction
 )  # fmt: skip
 Outcome = CheckResult | str | tuple[object, ...] | UpdockError | None
 UnitResult = tuple[list[ReportRow], list[UpdockError]]
@@ -395,7 +396,13 @@ def update_unit(
             images_done.record_pull(name, outcome.image_id)
         updated.append(task)
 
-    if updated:
+    if updated and updated[0].apply is Apply.RECREATE:
+        from updock.core.recreate import apply_recreate
+
+        yield from apply_recreate(
+            unit, updated, status, errors, rollback=rollback, images=images_done
+        )
+    elif updated:
         yield from _restart(unit, updated, status, errors, rollback=rollback, images=images_done)
     elif journaled:  # every pull failed: the unit was never touched; clear its journal entry
         yield Finish(unit, (), verified=False)
@@ -535,7 +542,20 @@ def rollback_unit(unit: str, tasks: Sequence[Task], previous: Mapping[str, str])
             errors.append(_wrap(failure, f"rolling back container {go_quote(task.container.id)}"))
             continue
         moved.append(task)
-    if moved:
+    if moved and moved[0].apply is Apply.RECREATE:
+        from updock.core.recreate import recreate_and_verify
+
+        done = yield from recreate_and_verify(unit, moved)
+        if done.failure is None:
+            for task in moved:
+                status[task.container.id] = Status.ROLLED_BACK
+        else:  # the containers were restored on their current images: names back to them
+            errors.append(_wrap(done.failure, f"rolling back {_containers(moved)}"))
+            for task in moved:
+                _expect_none((yield Retag(task)))
+        errors.extend(done.errors)
+        yield Finish(unit, tuple(moved), verified=done.failure is None)
+    elif moved:
         failure = yield from _restart_and_verify(unit, moved)
         if failure is None:
             for task in moved:

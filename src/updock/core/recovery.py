@@ -14,6 +14,12 @@ the actions of `core.plan` for the shell to perform (as `update_unit` does):
 Before a step that changes the unit, the phase the next attempt must start from is journaled
 (`SetPhase`): once a rollback has begun, a run killed during it never completes the update.
 
+A recreated container (`core.recreate`) is repaired from the step journaled for it, by name and
+by the old container's ID: once every container of the unit verified (a `verified` step), the
+old containers are removed; a new container still being verified is verified again and kept if
+it passes; anything else is restored (the new container removed, the old one renamed back and
+started), verified on its previous image.
+
 A repair that fails is not dropped: `Defer` keeps the entry, at the phase to start again from,
 with what was seen; the next run tries again, and until then the unit's containers are not
 updated (`updock.run`).
@@ -24,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 
-from updock.core.model import Phase, ReportRow, Status, Task
+from updock.core.model import Apply, Phase, ReportRow, Status, Step, Task
 from updock.core.plan import (
     Action,
     Defer,
@@ -38,6 +44,7 @@ from updock.core.plan import (
     _rows,
     _wrap,
 )
+from updock.core.recreate import RemoveOld, Restore, SetStep
 from updock.core.reference import parse_image_name
 from updock.errors import ImageReferenceError, UpdockError
 
@@ -56,12 +63,17 @@ class JournaledContainer:
         raw_image_name: the name that was being moved to the new image.
         previous_image: ID of the image it ran before the update.
         new_image: ID of the image it was being moved to, or "" if not known yet.
+        container_id: the container's ID when the update began (a recreated container's old
+            container).
+        step: where its recreate stood (None: not begun, or a unit's container).
     """
 
     name: str
     raw_image_name: str
     previous_image: str
     new_image: str = ""
+    container_id: str = ""
+    step: Step | None = None
 
 
 @dataclass(frozen=True)
@@ -73,12 +85,14 @@ class Interrupted:
         phase: where it stood.
         containers: its containers.
         attempts: how many repairs of it failed already.
+        apply: how the update was being applied (a unit restarted, or containers recreated).
     """
 
     unit: str
     phase: Phase
     containers: tuple[JournaledContainer, ...]
     attempts: int = 0
+    apply: Apply = Apply.RESTART
 
 
 RepairPlan = Generator[Action, Outcome, str | UpdockError]
@@ -95,6 +109,8 @@ def recover_unit(entry: Interrupted) -> RepairPlan:
         What was done (one of `COMPLETED`, `UNDONE`, `ROLLED_BACK`), or the error of a failed
         repair, naming the unit and saying what was seen.
     """
+    if entry.apply is Apply.RECREATE:
+        return (yield from _recover_recreated(entry))
     unit = entry.unit
     previous = tuple((c.name, c.previous_image) for c in entry.containers)
     phase = entry.phase
@@ -129,6 +145,73 @@ def recover_unit(entry: Interrupted) -> RepairPlan:
     failure = _expect_none((yield Restart(unit)))
     if failure is None:
         failure = _expect_none((yield VerifyImages(unit, previous)))
+    if failure is None:
+        yield Finish(unit, (), verified=False)
+        return ROLLED_BACK
+    return (yield from _defer(entry, phase, failure))
+
+
+def _retag_previous(entry: Interrupted) -> Generator[Action, Outcome, UpdockError | None]:
+    """Tag each image name on its container's previous image again."""
+    for c in entry.containers:
+        try:
+            name = parse_image_name(c.raw_image_name).reference
+        except ImageReferenceError as exc:  # journaled from a valid name: not expected
+            return exc
+        failure = _expect_none((yield TagImage(c.previous_image, name)))
+        if failure is not None:
+            return _wrap(failure, f"tagging {c.raw_image_name} on image {c.previous_image[:12]}")
+    return None
+
+
+def _complete_recreated(entry: Interrupted) -> Generator[Action, Outcome, UpdockError | None]:
+    """Every new container verified: remove the old ones (journaled first)."""
+    for c in entry.containers:
+        failure = _expect_none((yield SetStep(entry.unit, c.name, Step.VERIFIED)))
+        if failure is None:
+            failure = _expect_none((yield RemoveOld(entry.unit, c.name, c.container_id)))
+        if failure is not None:
+            return failure
+    yield Finish(entry.unit, (), verified=True)
+    return None
+
+
+def _recover_recreated(entry: Interrupted) -> RepairPlan:
+    """Repair the recreate of a unit's containers from each one's journaled step."""
+    unit = entry.unit
+    containers = entry.containers
+    if any(c.step is Step.VERIFIED for c in containers):
+        failure = yield from _complete_recreated(entry)
+        return COMPLETED if failure is None else (yield from _defer(entry, entry.phase, failure))
+    phase = entry.phase
+    if phase is Phase.RESTARTING and all(
+        c.step is Step.STARTING and c.new_image for c in containers
+    ):
+        new = tuple((c.name, c.new_image) for c in containers)
+        if _expect_none((yield VerifyImages(unit, new))) is None:
+            failure = yield from _complete_recreated(entry)
+            if failure is None:
+                return COMPLETED
+            return (yield from _defer(entry, phase, failure))
+    touched = any(c.step is not None for c in containers)
+    if touched and phase is not Phase.ROLLING_BACK:
+        # From here on it is a rollback: a run killed during it must not complete the update.
+        failure = _expect_none((yield SetPhase(unit, Phase.ROLLING_BACK)))
+        if failure is not None:
+            return (yield from _defer(entry, phase, failure))
+        phase = Phase.ROLLING_BACK
+    failure = yield from _retag_previous(entry)
+    if failure is not None:
+        return (yield from _defer(entry, phase, failure))
+    previous = tuple((c.name, c.previous_image) for c in containers)
+    if not touched and _expect_none((yield VerifyImages(unit, previous))) is None:
+        yield Finish(unit, (), verified=False)
+        return UNDONE
+    for c in reversed(containers):
+        failure = _expect_none((yield Restore(unit, c.name, c.container_id)))
+        if failure is not None:
+            return (yield from _defer(entry, phase, failure))
+    failure = _expect_none((yield VerifyImages(unit, previous)))
     if failure is None:
         yield Finish(unit, (), verified=False)
         return ROLLED_BACK

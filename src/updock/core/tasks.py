@@ -10,16 +10,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from updock.core.model import (
+    LABEL_COMPOSE_PROJECT,
+    LABEL_COMPOSE_SERVICE,
     LABEL_SETTLE,
     LABEL_UNIT,
     LABEL_VERIFY_TIMEOUT,
+    LABEL_WATCHTOWER,
     MAX_LABEL_SECONDS,
+    Apply,
     Container,
     Policy,
     Task,
     label_seconds,
 )
 from updock.core.policy import effective_labels, go_quote, lookup_policy
+from updock.core.recreate import COMPOSE_UNIT_PREFIX, CONTAINER_UNIT_PREFIX
 from updock.errors import (
     ContainerConfigError,
     ImageReferenceError,
@@ -28,11 +33,16 @@ from updock.errors import (
 )
 
 
-def _unit_for(container: Container, containers: Sequence[Container]) -> str:
-    """The unit that runs `container`: its own label, or its pod's infra container's label.
+def _unit_for(container: Container, containers: Sequence[Container]) -> tuple[str, Apply]:
+    """The unit that runs `container` (its own label, or its pod's infra container's label),
+    and how its update is applied: a unit is restarted.
+
+    A container outside pods that no unit runs (any Docker container, a podman container
+    started by hand, a script or podman-compose) is recreated by updock itself; its "unit" is
+    `compose:<project>/<service>` when compose created it, else `container:<name>`.
 
     Raises:
-        ContainerConfigError: no (non-empty) unit label where one is needed.
+        ContainerConfigError: no (non-empty) unit label on a pod's infra container.
     """
     cid = go_quote(container.id)
     if container.pod_id:
@@ -48,11 +58,22 @@ def _unit_for(container: Container, containers: Sequence[Container]) -> str:
         labels = infra.labels
     else:
         labels = container.labels
+        if not labels.get(LABEL_UNIT):
+            return _recreated_unit(container), Apply.RECREATE
     unit = labels.get(LABEL_UNIT)
     # An empty label cannot be restarted either; podman only finds out at restart time.
     if not unit:
         raise ContainerConfigError(f"auto-updating container {cid}: no {LABEL_UNIT} label found")
-    return unit
+    return unit, Apply.RESTART
+
+
+def _recreated_unit(container: Container) -> str:
+    """`compose:<project>/<service>` for a container compose created, else `container:<name>`."""
+    project = container.labels.get(LABEL_COMPOSE_PROJECT)
+    service = container.labels.get(LABEL_COMPOSE_SERVICE)
+    if project and service:
+        return f"{COMPOSE_UNIT_PREFIX}{project}/{service}"
+    return f"{CONTAINER_UNIT_PREFIX}{container.name}"
 
 
 def _check_tuning_labels(container: Container) -> None:
@@ -73,7 +94,10 @@ def _check_tuning_labels(container: Container) -> None:
 
 
 def _task_for(
-    container: Container, containers: Sequence[Container], authfile: str | None
+    container: Container,
+    containers: Sequence[Container],
+    authfile: str | None,
+    watchtower: bool = False,
 ) -> Task | None:
     """The task for one container, None if it is not set up for updates.
 
@@ -81,17 +105,20 @@ def _task_for(
         UpdockError: the container is set up for updates but cannot be updated.
     """
     labels = effective_labels(container)
-    if labels.policy is None:
+    raw_policy = labels.policy
+    if raw_policy is None and watchtower and _watchtower_enabled(container):
+        raw_policy = Policy.REGISTRY.value
+    if raw_policy is None:
         return None
     cid = go_quote(container.id)
     try:
-        policy = lookup_policy(labels.policy)
+        policy = lookup_policy(raw_policy)
     except PolicyError as exc:
         raise PolicyError(f"auto-updating container {cid}: {exc}") from exc
     if policy is Policy.DISABLED:
         return None
     _check_tuning_labels(container)
-    unit = _unit_for(container, containers)
+    unit, apply = _unit_for(container, containers)
     raw_name = container.raw_image_name
     if not raw_name:
         raise ContainerConfigError(f"auto-updating container {cid}: raw-image name is empty")
@@ -112,11 +139,17 @@ def _task_for(
         policy=policy,
         image=image,
         authfile=labels.authfile if labels.authfile is not None else authfile,
+        apply=apply,
     )
 
 
+def _watchtower_enabled(container: Container) -> bool:
+    """Watchtower's opt-in label, as Watchtower reads it (a Go boolean: `true`, `1`, `T`...)."""
+    return container.labels.get(LABEL_WATCHTOWER, "") in ("1", "t", "T", "true", "TRUE", "True")
+
+
 def assemble_tasks(
-    containers: Sequence[Container], authfile: str | None
+    containers: Sequence[Container], authfile: str | None, *, watchtower: bool = False
 ) -> tuple[dict[str, list[Task]], list[UpdockError]]:
     """Build the tasks of a run from every container the engine knows.
 
@@ -128,6 +161,8 @@ def assemble_tasks(
             on the infra containers).
         authfile: credentials file from `--authfile` or `REGISTRY_AUTH_FILE`, or None; a
             container's authfile label wins over it.
+        watchtower: a container without an auto-update label but with Watchtower's
+            `com.centurylinklabs.watchtower.enable=true` gets the registry policy.
 
     Returns:
         `unit -> tasks`, ordered by unit name, each list ordered by container name; and one
@@ -140,7 +175,7 @@ def assemble_tasks(
         if not container.running or container.is_infra:
             continue
         try:
-            task = _task_for(container, containers, authfile)
+            task = _task_for(container, containers, authfile, watchtower)
         except UpdockError as exc:
             errors.append(exc)
             continue
@@ -161,6 +196,9 @@ def unit_groups(units: dict[str, list[Task]]) -> list[list[str]]:
     Groups are updated concurrently (podman restarts and waits for one unit at a time); the
     units of one group in order, so that an image name is pulled once and, after a rollback,
     checked and pulled again by the next unit that uses it (the spec's point 6).
+
+    A unit whose containers depend on another unit's (`Container.depends_on`) is in that unit's
+    group, after it: the container others need is recreated and verified before they are.
     """
     parent = {unit: unit for unit in units}
 
@@ -171,11 +209,38 @@ def unit_groups(units: dict[str, list[Task]]) -> list[list[str]]:
         return unit
 
     first_with: dict[str, str] = {}
+    unit_of = {t.container.name: u for u, tasks in units.items() for t in tasks}
+    needs: dict[str, set[str]] = {unit: set() for unit in units}
     for unit, tasks in units.items():
         for task in tasks:
             other = first_with.setdefault(task.image.key, unit)
             parent[root(unit)] = root(other)
+            for name in task.container.depends_on:
+                needed = unit_of.get(name)
+                if needed is not None and needed != unit:
+                    needs[unit].add(needed)
+                    parent[root(unit)] = root(needed)
     groups: dict[str, list[str]] = {}
     for unit in units:  # units are sorted: so are the groups and their members
         groups.setdefault(root(unit), []).append(unit)
-    return list(groups.values())
+    return [_dependencies_first(members, needs) for members in groups.values()]
+
+
+def _dependencies_first(members: list[str], needs: dict[str, set[str]]) -> list[str]:
+    """`members` in their order, but each after the units it needs (a cycle keeps the order)."""
+    done: list[str] = []
+    visiting: set[str] = set()
+
+    def visit(unit: str) -> None:
+        if unit in done or unit in visiting:
+            return
+        visiting.add(unit)
+        for needed in sorted(needs[unit]):
+            if needed in members:
+                visit(needed)
+        visiting.discard(unit)
+        done.append(unit)
+
+    for unit in members:
+        visit(unit)
+    return done

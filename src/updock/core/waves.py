@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from updock.core.model import Phase, Policy, ReportRow, Status, Task
+from updock.core.model import Apply, Phase, Policy, ReportRow, Status, Task
 from updock.core.plan import (
     Action,
     Begin,
@@ -93,6 +93,8 @@ def update_group(
     proven: set[str] = set()  # names a canary verified on their new image in this run
     while queue:
         ready = [] if dry_run else [u for u in queue if _names(units[u]) <= proven]
+        # Recreated containers are not restarted in waves: each is replaced and verified alone.
+        ready = [u for u in ready if units[u][0].apply is Apply.RESTART]
         if ready:
             wave = ready[:wave_size]
             for unit in wave:

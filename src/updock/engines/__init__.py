@@ -60,3 +60,46 @@ class Engine(Protocol):
     def run_healthcheck(self, name: str) -> str:
         """Run the container's health check once: "healthy", "unhealthy" or "starting"."""
         ...
+
+
+class Recreator(Protocol):
+    """What recreating a container needs of its engine (the steps of `core.recreate`)."""
+
+    def prepare_recreate(self, container_id: str, image: ImageReference) -> None:
+        """Build, and keep for `create_container`, the configuration of the container that
+        replaces `container_id`: the old one's, minus what came from its image, on the image
+        now under `image`. Changes nothing."""
+        ...
+
+    def stop_container(self, container_id: str) -> None:
+        """Stop the container with its own stop signal and timeout."""
+        ...
+
+    def rename_container(self, container_id: str, name: str) -> None:
+        """Rename the container."""
+        ...
+
+    def create_container(self, container_id: str, name: str) -> str:
+        """Create `name` from what `prepare_recreate(container_id)` kept; its new ID."""
+        ...
+
+    def start_container(self, container_id: str) -> None:
+        """Start the container (by ID or name)."""
+        ...
+
+    def remove_container(self, container_id: str) -> None:
+        """Remove the container, keeping its volumes; nothing to do when it is gone."""
+        ...
+
+    def find_container(self, name_or_id: str) -> tuple[str, str, bool] | None:
+        """(ID, name, running) of the container, or None when there is none."""
+        ...
+
+    def container_logs(self, name: str, lines: int = 10) -> str:
+        """The container's last lines of output ("" when there are none)."""
+        ...
+
+
+def engine_name(engine: object) -> str:
+    """The name of an engine ("podman", "docker"): what the journal records per update."""
+    return str(getattr(engine, "name", "podman"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -197,6 +198,77 @@ class _Vanished(Exception):
         self.listing = listing
 
 
+# -- recreating a container that no unit runs ---------------------------------------------------
+
+#: `podman run` options that make no sense for `podman create` (or would change the image).
+_DROPPED_FLAGS = frozenset(("-d", "--detach", "-i", "--interactive", "-t", "--tty", "-it", "-dt"))
+_ANONYMOUS_VOLUME = re.compile(r"[0-9a-f]{64}")
+
+
+def create_args(inspected: Mapping[str, Any]) -> list[str]:
+    """The `podman create` arguments of a container that replaces the inspected one.
+
+    podman records the command line that created a container (`Config.CreateCommand`): it holds
+    what the user set and nothing that came from the image, which is exactly what the new
+    container must get (the new image's own defaults apply). So it is run again as `create`,
+    with `--pull=never` (the image checked and pulled is the one under the name), the name
+    given, and the anonymous volumes bound again by name (a new container would get empty ones).
+
+    Raises:
+        EngineError: no create command was recorded (a container made through the API), or the
+            container is removed when it stops (`--rm`: nothing would be left to roll back to).
+    """
+    name = str(inspected.get("Name", "")).lstrip("/")
+    command = list((inspected.get("Config") or {}).get("CreateCommand") or [])
+    at = next((i for i, w in enumerate(command) if w in ("run", "create")), None)
+    if at is None:
+        raise EngineError(
+            f"container {name} was not created by the podman command line (no create command "
+            "recorded): updock cannot recreate it"
+        )
+    if (inspected.get("HostConfig") or {}).get("AutoRemove"):
+        raise EngineError(
+            f"container {name} is removed when it stops (--rm): updock could not put it back "
+            "if its update failed; create it without --rm"
+        )
+    anonymous = {
+        str(m["Destination"]): str(m["Name"])
+        for m in inspected.get("Mounts") or []
+        if m.get("Type") == "volume" and _ANONYMOUS_VOLUME.fullmatch(str(m.get("Name", "")))
+    }
+    args: list[str] = []
+    words = command[at + 1 :]
+    i = 0
+    has_name = False
+    while i < len(words):
+        word = words[i]
+        flag, eq, value = word.partition("=")
+        if word in _DROPPED_FLAGS or flag in ("--detach", "--pull", "--cidfile"):
+            takes = flag in ("--pull", "--cidfile") and not eq
+            i += 2 if takes else 1
+            continue
+        if flag in ("-v", "--volume") and not eq and i + 1 < len(words):
+            target = words[i + 1]
+            if ":" not in target and target in anonymous:  # `-v /path`: bound again below
+                i += 2
+                continue
+        if flag in ("--name", "-n"):
+            has_name = True
+        if flag in ("-v", "--volume") and eq and ":" not in value and value in anonymous:
+            i += 1
+            continue
+        args.append(word)
+        if flag in _VALUE_OPTIONS and not eq and i + 1 < len(words):
+            args.append(words[i + 1])
+            i += 1
+        i += 1
+    extra = ["--pull=never"]
+    if not has_name:
+        extra += ["--name", name]
+    extra += [f"--volume={vol}:{dest}" for dest, vol in sorted(anonymous.items())]
+    return [*extra, *args]
+
+
 class Podman:
     """An `Engine` that runs the `podman` command.
 
@@ -213,6 +285,8 @@ class Podman:
             yet; they could take long); other commands run to their end.
     """
 
+    name = "podman"
+
     def __init__(
         self,
         command: Sequence[str] = ("podman",),
@@ -228,6 +302,7 @@ class Podman:
         self._timeout = timeout
         self._pull_timeout = pull_timeout
         self._images: dict[str, Image] = {}
+        self._blueprints: dict[str, list[str]] = {}
         # Names this engine tagged in this run, and on which image: a verification asks for
         # them right after, once per unit, and need not start a podman process for each.
         self._tagged: dict[str, str] = {}
@@ -549,6 +624,46 @@ class Podman:
         if state is None:
             raise EngineError(f"container {name} disappeared during its health check")
         return state.health or ("healthy" if res.returncode == 0 else "unhealthy")
+
+    # -- Recreator: containers no unit runs ----------------------------------------------
+
+    def prepare_recreate(self, container_id: str, image: ImageReference) -> None:
+        inspected = self._json("container", "inspect", container_id)
+        if not inspected:
+            raise EngineError(f"container {container_id[:12]} does not exist")
+        self._blueprints[container_id] = create_args(inspected[0])
+
+    def stop_container(self, container_id: str) -> None:
+        self._run("stop", container_id)
+
+    def rename_container(self, container_id: str, name: str) -> None:
+        self._run("rename", container_id, name)
+
+    def create_container(self, container_id: str, name: str) -> str:
+        return self._run("create", *self._blueprints[container_id]).strip().split()[-1]
+
+    def start_container(self, container_id: str) -> None:
+        self._run("start", container_id)
+
+    def remove_container(self, container_id: str) -> None:
+        self._run("rm", "--force", "--ignore", container_id)
+
+    def find_container(self, name_or_id: str) -> tuple[str, str, bool] | None:
+        try:
+            found = self._json("container", "inspect", name_or_id)
+        except EngineError:
+            return None
+        if not found:
+            return None
+        c = found[0]
+        running = bool((c.get("State") or {}).get("Running"))
+        return str(c["Id"]), str(c["Name"]).lstrip("/"), running
+
+    def container_logs(self, name: str, lines: int = 10) -> str:
+        try:
+            return self._run("logs", "--tail", str(lines), name).strip()
+        except EngineError:
+            return ""
 
 
 def default_engine(

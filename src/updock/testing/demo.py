@@ -7,6 +7,11 @@ then a new version of each is pushed: a good one for `web`, one whose entrypoint
 updates `web` and rolls `api` and `worker` back to the images they ran before, verified, and
 sends one notification of it to a webhook receiver on 127.0.0.1, which prints what arrived; then
 `updock history` lists what happened.
+
+Then the same on Docker (when docker.io is installed): a dockerd in a network namespace of its
+own, two containers no unit runs, a good update of `shop` and one of `cart` that dies after its
+start; updock recreates both, keeps `shop` on the new image and puts the old `cart` back, and
+`updock history` lists both outcomes.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import shlex
 import sys
 import time
 
+from updock.testing.docker_lab import DockerLab, docker_missing
 from updock.testing.flavours import FLAVOURS, make_lab, prepare
 from updock.testing.lab import ImageKind, Lab, running_lab
 from updock.testing.receiver import Receiver
@@ -120,7 +126,47 @@ def main(argv: list[str] | None = None) -> int:
                 if not line.startswith("#"):
                     print(f"  {line}")
         _say("Done; stopping the lab")
+    if opts.tool == "updock":
+        docker_status = _docker_demo()
+        status = status if docker_status in (0, 125) else docker_status
     return 0 if status in (0, 125) else status
+
+
+def _docker_demo() -> int:
+    """A Docker container updated and one rolled back, recreated by updock."""
+    if docker_missing():
+        _say(f"Docker part skipped: {', '.join(docker_missing())} not installed")
+        return 0
+    with DockerLab() as lab:
+        _say(f"Docker lab up (dockerd in its own network namespace): registry {lab.registry}")
+        for name in ("shop", "cart"):
+            image = lab.build_image(f"{lab.registry}/demo/{name}:latest")
+            lab.docker("pull", image)
+            lab.docker("run", "-d", "--name", name, "--restart", "unless-stopped",
+                       "--label", "io.containers.autoupdate=registry", image)  # fmt: skip
+        _docker_state(lab)
+        _say("Push v2: shop good, cart dying 2 s after start")
+        lab.build_image(f"{lab.registry}/demo/shop:latest", ImageKind.HEALTHY)
+        lab.build_image(f"{lab.registry}/demo/cart:latest", ImageKind.DIES_AFTER_START)
+        args = ["auto-update", "--engine", "docker", "--settle-time", "3"]
+        print(f"$ updock {' '.join(args)}", flush=True)
+        res = lab.updock(*args)
+        sys.stdout.write(res.stdout)
+        sys.stderr.write(res.stderr)
+        print(f"(exit status {res.returncode})")
+        _docker_state(lab)
+        _say("What updock remembers of the recreated containers")
+        print("$ updock history", flush=True)
+        sys.stdout.write(lab.updock("history").stdout)
+        return res.returncode
+
+
+def _docker_state(lab: DockerLab) -> None:
+    for name in ("shop", "cart"):
+        found = lab.docker("inspect", "--format", "{{.Id}} {{.State.Status}}", name, check=False)
+        ident, _, state = found.stdout.strip().partition(" ")
+        version = lab.docker("exec", name, "/bin/cat", "/version", check=False).stdout.strip()
+        print(f"  container {name:6} {ident[:12]} {state:8} running image version {version or '-'}")
 
 
 if __name__ == "__main__":

@@ -733,25 +733,7 @@ class Lab:
     # -- images ---------------------------------------------------------------------------
 
     def _rootfs_tar(self, kind: ImageKind, version: str) -> Path:
-        build = Path(tempfile.mkdtemp(prefix="img.", dir=self.root / "tmp"))
-        rootfs = build / "rootfs"
-        (rootfs / "bin").mkdir(parents=True)
-        (rootfs / "tmp").mkdir()
-        shutil.copy("/bin/busybox", rootfs / "bin" / "busybox")
-        for applet in BUSYBOX_APPLETS:
-            (rootfs / "bin" / applet).symlink_to("busybox")
-        (rootfs / "version").write_text(f"{version}\n")
-        # A command that exists in this version of the image only: a unit that runs it cannot
-        # start on any other version (a start failure that systemd reports, for rollbacks).
-        only = rootfs / "bin" / f"only-{version}"
-        only.write_text("#!/bin/sh\n" + _COMMANDS[ImageKind.HEALTHY][2] + "\n")
-        only.chmod(0o755)
-        (rootfs / "kind").write_text(f"{kind.value}\n")
-        tar = build / "rootfs.tar"
-        with tarfile.open(tar, "w") as t:
-            for path in sorted(rootfs.rglob("*")):
-                t.add(path, arcname=str(path.relative_to(rootfs)), recursive=False)
-        return tar
+        return busybox_image_tar(self.root / "tmp", kind, version)
 
     def build_image(
         self,
@@ -1025,6 +1007,33 @@ WantedBy=default.target
     def auto_update(self, *args: str) -> subprocess.CompletedProcess[str]:
         """The real `podman auto-update ARGS` in the lab (never raises on its exit status)."""
         return self.run(["podman", "auto-update", *args], check=False)
+
+
+def busybox_image_tar(folder: Path, kind: ImageKind, version: str) -> Path:
+    """A busybox root filesystem as a tar (in a new folder under `folder`), for `import`.
+
+    Its /version holds `version` (a new one means a new digest), /kind the kind, and
+    /bin/only-<version> a command that exists in this version of the image only.
+    """
+    build = Path(tempfile.mkdtemp(prefix="img.", dir=folder))
+    rootfs = build / "rootfs"
+    (rootfs / "bin").mkdir(parents=True)
+    (rootfs / "tmp").mkdir()
+    shutil.copy("/bin/busybox", rootfs / "bin" / "busybox")
+    for applet in BUSYBOX_APPLETS:
+        (rootfs / "bin" / applet).symlink_to("busybox")
+    (rootfs / "version").write_text(f"{version}\n")
+    # A command that exists in this version of the image only: a unit that runs it cannot
+    # start on any other version (a start failure that systemd reports, for rollbacks).
+    only = rootfs / "bin" / f"only-{version}"
+    only.write_text("#!/bin/sh\n" + _COMMANDS[ImageKind.HEALTHY][2] + "\n")
+    only.chmod(0o755)
+    (rootfs / "kind").write_text(f"{kind.value}\n")
+    tar = build / "rootfs.tar"
+    with tarfile.open(tar, "w") as t:
+        for path in sorted(rootfs.rglob("*")):
+            t.add(path, arcname=str(path.relative_to(rootfs)), recursive=False)
+    return tar
 
 
 def _stop_registry(reg: Registry) -> None:

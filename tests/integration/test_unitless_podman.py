@@ -1,0 +1,146 @@
+"""podman containers that no systemd unit runs (started by hand, a script, podman-compose):
+updated by recreating them, as Docker containers are, in the lab of each podman flavour."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from typing import Any
+
+import pytest
+
+from updock.testing.lab import DIES_AFTER_SECONDS, HEALTH_ARGS, ImageKind, Lab
+
+pytestmark = pytest.mark.lab
+
+POLICY = "io.containers.autoupdate=registry"
+
+
+def updock(lab: Lab, *args: str) -> subprocess.CompletedProcess[str]:
+    return lab.updock("auto-update", "--format", "json", "--settle-time", "1", *args)
+
+
+def rows(res: subprocess.CompletedProcess[str]) -> dict[str, dict[str, str]]:
+    found: list[dict[str, str]] = json.loads(res.stdout) if res.stdout.strip() else []
+    return {r["ContainerName"]: r for r in found}
+
+
+def inspect(lab: Lab, name: str) -> Any:
+    return json.loads(lab.podman("container", "inspect", name).stdout)[0]
+
+
+def names(lab: Lab) -> list[str]:
+    return sorted(lab.podman("ps", "-a", "--format", "{{.Names}}").stdout.split())
+
+
+def loose(lab: Lab, name: str, image: str, *args: str) -> str:
+    """A labelled container started by hand (no unit); its ID."""
+    lab.pull(image)
+    return lab.podman(
+        "run", "-d", "--name", name, "--label", POLICY, "--network", "none", *args, image
+    ).stdout.strip()
+
+
+def test_a_container_no_unit_runs_is_recreated_with_its_volumes(lab: Lab) -> None:
+    image = lab.build_image(f"{lab.plain.host}/loose/web:latest")
+    old_id = loose(lab, "loose", image, "-v", "/anon", "-e", "MINE=1")
+    lab.podman("exec", "loose", "sh", "-c", "echo kept > /anon/data")
+    lab.build_image(image)
+
+    res = updock(lab)
+
+    assert res.returncode == 0, res.stderr
+    row = rows(res)["loose"]
+    assert (row["Unit"], row["Updated"], row["ContainerID"]) == ("container:loose", "true", old_id)
+    assert lab.container_version("loose") == "v2"
+    assert names(lab) == ["loose"]
+    new = inspect(lab, "loose")
+    assert new["Id"] != old_id
+    assert "MINE=1" in new["Config"]["Env"]
+    assert lab.podman("exec", "loose", "cat", "/anon/data").stdout.strip() == "kept"
+
+
+#: Broken updates: (container name, the new image's kind).
+BROKEN = (
+    ("exits", ImageKind.EXITS_AT_ONCE),
+    ("dies", ImageKind.DIES_AFTER_START),
+    ("unhealthy", ImageKind.UNHEALTHY),
+)
+
+
+def test_broken_images_put_the_old_containers_back(lab: Lab) -> None:
+    """One run, one container per broken image (no image name shared: their recreates go side
+    by side): each old container is back, on its image, under its name."""
+    health = [
+        a.replace("--health-start-period=8s", "--health-start-period=1s") for a in HEALTH_ARGS
+    ]
+    before: dict[str, tuple[str, str]] = {}  # name: (container ID, image ID)
+    for name, kind in BROKEN:
+        image = lab.build_image(f"{lab.plain.host}/loose/{kind.value}:latest")
+        before[name] = (loose(lab, name, image, *health), lab.image_id(image))
+        lab.build_image(image, kind)
+
+    res = updock(lab, "--verify-timeout", "8", "--settle-time", str(DIES_AFTER_SECONDS + 1))
+
+    assert res.returncode == 0, res.stderr
+    assert {n: r["Updated"] for n, r in rows(res).items()} == dict.fromkeys(
+        before, "rolled back"
+    ), res.stderr
+    assert names(lab) == sorted(before)
+    for name, (old_id, previous) in before.items():
+        back = inspect(lab, name)
+        assert (name, back["Id"], back["Image"], back["State"]["Running"]) == (
+            name,
+            old_id,
+            previous,
+            True,
+        )
+        assert (name, lab.container_version(name)) == (name, "v1")
+
+
+def test_units_and_unitless_containers_in_one_run(lab: Lab) -> None:
+    unit_image = lab.build_image(f"{lab.plain.host}/loose/unit:latest")
+    lab.create_service("served", unit_image)
+    image = lab.build_image(f"{lab.plain.host}/loose/own:latest")
+    loose(lab, "own", image)
+    lab.build_image(unit_image)
+    lab.build_image(image)
+
+    res = updock(lab)
+
+    assert res.returncode == 0, res.stderr
+    found = rows(res)
+    assert {n: (r["Unit"], r["Updated"]) for n, r in found.items()} == {
+        "served": ("container-served.service", "true"),
+        "own": ("container:own", "true"),
+    }
+    assert (lab.container_version("served"), lab.container_version("own")) == ("v2", "v2")
+
+
+def test_a_container_removed_when_it_stops_is_refused_untouched(lab: Lab) -> None:
+    image = lab.build_image(f"{lab.plain.host}/loose/rm:latest")
+    old_id = loose(lab, "gone", image, "--rm")
+    lab.build_image(image)
+    res = updock(lab)
+    assert res.returncode == 125
+    assert "container gone is removed when it stops (--rm)" in res.stderr
+    assert rows(res)["gone"]["Updated"] == "failed"
+    assert inspect(lab, "gone")["Id"] == old_id
+    assert lab.container_version("gone") == "v1"
+
+
+def test_a_docker_daemon_that_cannot_be_reached_fails_no_podman_container(lab: Lab) -> None:
+    image = lab.build_image(f"{lab.plain.host}/loose/alone:latest")
+    lab.create_service("alone", image)
+    lab.build_image(image)
+    socket = lab.root / "no-docker.sock"
+    res = lab.updock(
+        "auto-update", "--format", "json", "--settle-time", "1", "--engine", "podman,docker",
+        env={"DOCKER_HOST": f"unix://{socket}"},
+    )  # fmt: skip
+    assert res.returncode == 125
+    assert rows(res)["alone"]["Updated"] == "true"
+    if lab.flavour == "host":  # a rootfs flavour's Python has no docker-py: that error instead
+        assert f"cannot reach the Docker daemon at unix://{socket}" in res.stderr
+    else:
+        assert "pip install 'updock[docker]'" in res.stderr

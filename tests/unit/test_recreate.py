@@ -1,0 +1,382 @@
+"""Recreating containers (`core.recreate`), and repairing an interrupted recreate
+(`core.recovery`), driven with plain functions: every path without any I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import pytest
+
+from updock.core.model import Apply, Container, Phase, Policy, Step, Task
+from updock.core.plan import (
+    Action,
+    Check,
+    CheckResult,
+    Defer,
+    Finish,
+    Journal,
+    Outcome,
+    Pull,
+    Retag,
+    SetPhase,
+    SharedImageState,
+    TagImage,
+    Verify,
+    VerifyImages,
+    drive,
+    update_unit,
+)
+from updock.core.recovery import (
+    COMPLETED,
+    ROLLED_BACK,
+    UNDONE,
+    Interrupted,
+    JournaledContainer,
+    recover_unit,
+)
+from updock.core.recreate import (
+    CreateNew,
+    Prepare,
+    RemoveOld,
+    RenameAside,
+    Restore,
+    SetStep,
+    StartNew,
+    StopOld,
+    aside_name,
+    recreated_unit,
+)
+from updock.core.reference import registry_image_name
+from updock.errors import EngineError, UpdockError, VerificationError
+from updock.errors import Interrupted as Stopped
+
+IMAGE = "quay.io/app/web:latest"
+OLD_IMAGE = "0" * 64
+NEW_IMAGE = "f" * 64
+
+
+def make_task(name: str, unit: str | None = None) -> Task:
+    container = Container(
+        id=(name * 64)[:64], name=name, image_id=OLD_IMAGE, raw_image_name=IMAGE, engine="docker"
+    )
+    return Task(
+        unit=unit or f"container:{name}",
+        container=container,
+        policy=Policy.REGISTRY,
+        image=registry_image_name(IMAGE),
+        apply=Apply.RECREATE,
+    )
+
+
+@dataclass
+class World:
+    """Performs actions from a script: `fail` maps (action kind, container name) to the error
+    it answers (once); everything else succeeds. `log` has every action, in order."""
+
+    fail: dict[tuple[str, str], UpdockError] = field(default_factory=dict)
+    log: list[tuple[str, ...]] = field(default_factory=list)
+
+    def __call__(self, action: Action) -> Outcome:
+        kind = type(action).__name__
+        name = _name(action)
+        entry: tuple[str, ...] = (kind, name)
+        if isinstance(action, SetStep):
+            entry = (kind, name, action.step)
+        if isinstance(action, Finish):
+            entry = (kind, action.unit, str(action.verified))
+        self.log.append(entry)
+        failure = self.fail.pop((kind, name), None)
+        if failure is not None:
+            return failure
+        if isinstance(action, Check):
+            return CheckResult(True, "sha256:" + "ab" * 32)
+        if isinstance(action, Pull):
+            return NEW_IMAGE
+        return None
+
+    def kinds(self) -> list[str]:
+        return [e[0] for e in self.log]
+
+
+def _name(action: Action) -> str:
+    task = getattr(action, "task", None)
+    if isinstance(task, Task):
+        return task.container.name
+    if isinstance(action, Verify):
+        return ",".join(t.container.name for t in action.tasks)
+    if isinstance(action, VerifyImages):
+        return ",".join(n for n, _ in action.images)
+    container = getattr(action, "container", None)
+    return container if isinstance(container, str) else ""
+
+
+def run(world: World, *tasks: Task, rollback: bool = True) -> tuple[dict[str, str], list[str]]:
+    rows, errors = drive(
+        update_unit(
+            tasks[0].unit,
+            tasks,
+            dry_run=False,
+            rollback=rollback,
+            images_done=SharedImageState(),
+        ),
+        world,
+    )
+    return {r.container_name: str(r.updated) for r in rows}, [str(e) for e in errors]
+
+
+DANCE = [
+    ("SetStep", "web", Step.STOPPING),
+    ("StopOld", "web"),
+    ("SetStep", "web", Step.RENAMING),
+    ("RenameAside", "web"),
+    ("SetStep", "web", Step.CREATING),
+    ("CreateNew", "web"),
+    ("SetStep", "web", Step.STARTING),
+    ("StartNew", "web"),
+    ("Verify", "web"),
+]
+
+
+def test_an_update_pulls_before_it_stops_and_removes_the_old_one_only_once_verified() -> None:
+    world = World()
+    statuses, errors = run(world, make_task("web"))
+    assert (statuses, errors) == ({"web": "true"}, [])
+    assert world.log == [
+        ("Check", "web"),
+        ("Journal", "web"),
+        ("Pull", "web"),
+        ("Prepare", "web"),
+        *DANCE,
+        ("SetStep", "web", Step.VERIFIED),
+        ("RemoveOld", "web"),
+        ("Finish", "container:web", "True"),
+    ]
+
+
+RESTORE = [
+    ("SetStep", "web", Step.RESTORING),
+    ("Restore", "web"),
+    ("VerifyImages", "web"),
+]
+
+
+@pytest.mark.parametrize("failing", ["StopOld", "RenameAside", "CreateNew", "StartNew", "Verify"])
+def test_any_failure_after_a_change_restores_the_old_container(failing: str) -> None:
+    world = World(fail={(failing, "web"): EngineError(f"{failing} went wrong")})
+    statuses, errors = run(world, make_task("web"))
+    # A rollback that works is no error, as for units.
+    assert (statuses, errors) == ({"web": "rolled back"}, [])
+    upto = next(i for i, e in enumerate(DANCE) if e[0] == failing) + 1
+    assert world.log[4 : 4 + upto] == DANCE[:upto]
+    assert world.log[4 + upto :] == [
+        *RESTORE,
+        ("Retag", "web"),  # the name back on the previous image, as after a unit's rollback
+        ("Finish", "container:web", "False"),
+    ]
+    assert "RemoveOld" not in world.kinds()
+
+
+def test_a_configuration_that_cannot_be_built_changes_nothing_and_is_an_error() -> None:
+    world = World(fail={("Prepare", "web"): EngineError("cannot recreate: no create command")})
+    statuses, errors = run(world, make_task("web"))
+    assert statuses == {"web": "failed"}
+    assert errors == [
+        f'auto-updating container "{make_task("web").container.id}": cannot recreate: no '
+        "create command"
+    ]
+    assert not {"StopOld", "Restore", "RemoveOld"} & set(world.kinds())
+    assert world.log[-2:] == [("Retag", "web"), ("Finish", "container:web", "False")]
+
+
+def test_a_restore_that_fails_reports_both_failures() -> None:
+    world = World(
+        fail={
+            ("Verify", "web"): VerificationError("container web exited with code 1"),
+            ("Restore", "web"): EngineError("the old container is gone"),
+        }
+    )
+    statuses, errors = run(world, make_task("web"))
+    assert statuses == {"web": "failed"}
+    assert len(errors) == 2
+    assert errors[0].endswith("container web exited with code 1")
+    assert "during rollback: the old container is gone" in errors[1]
+
+
+def test_without_rollback_the_new_container_stays_and_the_old_one_aside() -> None:
+    world = World(fail={("Verify", "web"): VerificationError("unhealthy")})
+    statuses, errors = run(world, make_task("web"), rollback=False)
+    assert statuses == {"web": "failed"}
+    assert errors[0].endswith("unhealthy")
+    assert not {"Restore", "RemoveOld", "Retag"} & set(world.kinds())
+
+
+def test_a_step_that_cannot_be_journaled_is_not_taken() -> None:
+    world = World(fail={("SetStep", "web"): UpdockError("disk full")})  # the first: STOPPING
+    statuses, errors = run(world, make_task("web"))
+    assert "StopOld" not in world.kinds()
+    assert "Restore" not in world.kinds()  # nothing was touched
+    assert statuses == {"web": "failed"}
+    assert errors[0].endswith("disk full")
+
+
+def test_a_stop_request_before_the_first_change_leaves_everything_untouched() -> None:
+    world = World(fail={("Prepare", "web"): Stopped("asked to stop")})
+    statuses, errors = run(world, make_task("web"))
+    assert statuses == {"web": "failed"}
+    assert errors == [f'auto-updating container "{make_task("web").container.id}": not '
+                      "recreated: asked to stop"]  # fmt: skip
+    assert world.log[-2:] == [("Retag", "web"), ("Finish", "container:web", "False")]
+    assert "StopOld" not in world.kinds()
+
+
+def test_the_containers_of_a_unit_go_one_by_one_and_all_come_back_when_one_fails() -> None:
+    one, two = make_task("one", "compose:shop/api"), make_task("two", "compose:shop/api")
+    world = World(fail={("Verify", "two"): VerificationError("container two exited")})
+    statuses, errors = run(world, one, two)
+    assert (statuses, errors) == ({"one": "rolled back", "two": "rolled back"}, [])
+    # `one` verified first, and was kept aside until `two` verified too: never removed.
+    assert "RemoveOld" not in world.kinds()
+    restores = [e[1] for e in world.log if e[0] == "Restore"]
+    assert restores == ["two", "one"]
+    # Only the first container's Prepare may be interrupted by a stop request.
+    prepares = [a for a in world.log if a[0] == "Prepare"]
+    assert prepares == [("Prepare", "one"), ("Prepare", "two")]
+
+
+def test_an_old_container_that_cannot_be_removed_is_an_error_of_an_updated_container() -> None:
+    world = World(fail={("RemoveOld", "web"): EngineError("device busy")})
+    statuses, errors = run(world, make_task("web"))
+    assert statuses == {"web": "true"}
+    old = aside_name("web", make_task("web").container.id)
+    assert errors == [f"container web was updated; its old container {old} is left: device busy"]
+
+
+def test_names_of_recreated_units() -> None:
+    assert recreated_unit("container:web")
+    assert recreated_unit("compose:shop/api")
+    assert not recreated_unit("container-web.service")
+    assert aside_name("web", "abcdef0123456789" * 4) == "web.updock-old-abcdef012345"
+
+
+# -- repairs ----------------------------------------------------------------------------------
+
+
+def entry(
+    *steps: Step | None, phase: Phase = Phase.RESTARTING, new: str = NEW_IMAGE
+) -> Interrupted:
+    names = ["one", "two"][: len(steps)]
+    return Interrupted(
+        unit="compose:shop/api",
+        phase=phase,
+        containers=tuple(
+            JournaledContainer(n, IMAGE, OLD_IMAGE, new, container_id=(n * 64)[:64], step=s)
+            for n, s in zip(names, steps, strict=True)
+        ),
+        apply=Apply.RECREATE,
+    )
+
+
+@dataclass
+class RepairWorld:
+    """Answers a repair's actions: `verified` are the (container, image) pairs that verify."""
+
+    verified: set[tuple[str, str]] = field(default_factory=set)
+    fail: Mapping[str, UpdockError] = field(default_factory=dict)
+    log: list[tuple[str, ...]] = field(default_factory=list)
+
+    def __call__(self, action: Action) -> Outcome:
+        kind = type(action).__name__
+        if isinstance(action, VerifyImages):
+            self.log.append((kind, *(f"{n}@{i[:1]}" for n, i in action.images)))
+            ok = all(pair in self.verified for pair in action.images)
+            return None if ok else VerificationError("not running")
+        if isinstance(action, SetStep | RemoveOld | Restore):
+            self.log.append((kind, action.container))
+        elif isinstance(action, SetPhase | Defer):
+            self.log.append((kind, action.phase))
+        elif isinstance(action, TagImage):
+            self.log.append((kind, action.image_id[:1]))
+        elif isinstance(action, Finish):
+            self.log.append((kind, str(action.verified)))
+        else:
+            raise TypeError(f"a repair yielded {action!r}")
+        return self.fail.get(kind)
+
+
+def test_a_repair_after_every_new_container_verified_removes_the_old_ones() -> None:
+    world = RepairWorld()
+    assert drive(recover_unit(entry(Step.VERIFIED, Step.STARTING)), world) == COMPLETED
+    assert world.log == [
+        ("SetStep", "one"),
+        ("RemoveOld", "one"),
+        ("SetStep", "two"),
+        ("RemoveOld", "two"),
+        ("Finish", "True"),
+    ]
+
+
+def test_a_repair_keeps_new_containers_that_verify() -> None:
+    world = RepairWorld(verified={("one", NEW_IMAGE), ("two", NEW_IMAGE)})
+    assert drive(recover_unit(entry(Step.STARTING, Step.STARTING)), world) == COMPLETED
+    assert world.log[0] == ("VerifyImages", "one@f", "two@f")
+    assert ("RemoveOld", "two") in world.log
+
+
+@pytest.mark.parametrize(
+    "steps",
+    [
+        (Step.STOPPING,),
+        (Step.RENAMING,),
+        (Step.CREATING,),
+        (Step.STARTING,),  # a new container that does not verify
+        (Step.RESTORING,),
+        (Step.STARTING, Step.CREATING),
+        (Step.STARTING, None),
+    ],
+)
+def test_a_repair_at_any_other_step_restores_every_old_container(
+    steps: tuple[Step | None, ...],
+) -> None:
+    world = RepairWorld(verified={("one", OLD_IMAGE), ("two", OLD_IMAGE)})
+    assert drive(recover_unit(entry(*steps)), world) == ROLLED_BACK
+    restores = [e[1] for e in world.log if e[0] == "Restore"]
+    assert restores == ["two", "one"][-len(steps) :]
+    assert ("SetPhase", Phase.ROLLING_BACK) in world.log
+    assert world.log.index(("SetPhase", Phase.ROLLING_BACK)) < world.log.index(
+        ("Restore", restores[0])
+    )
+    assert ("TagImage", "0") in world.log  # names back on the previous images
+    assert world.log[-1] == ("Finish", "False")
+    assert "RemoveOld" not in [e[0] for e in world.log]
+
+
+def test_a_repair_before_any_change_only_puts_the_names_back() -> None:
+    world = RepairWorld(verified={("one", OLD_IMAGE)})
+    assert drive(recover_unit(entry(None, phase=Phase.PULLING, new="")), world) == UNDONE
+    assert [e[0] for e in world.log] == ["TagImage", "VerifyImages", "Finish"]
+
+
+def test_a_failed_repair_is_deferred_at_rolling_back() -> None:
+    world = RepairWorld(fail={"Restore": EngineError("no such container")})
+    outcome = drive(recover_unit(entry(Step.CREATING)), world)
+    assert isinstance(outcome, UpdockError)
+    assert "no such container" in str(outcome)
+    assert world.log[-1] == ("Defer", Phase.ROLLING_BACK)
+
+
+def test_journal_actions_of_a_recreate_carry_their_unit() -> None:
+    task = make_task("web")
+    for action in (
+        Prepare(task),
+        StopOld("container:web", "web", task.container.id),
+        RenameAside("container:web", "web", task.container.id),
+        CreateNew(task),
+        StartNew(task),
+        RemoveOld("container:web", "web", task.container.id),
+        Restore("container:web", "web", task.container.id),
+        Journal(task),
+        Retag(task),
+    ):
+        unit = getattr(action, "unit", None) or action.task.unit  # type: ignore[union-attr]
+        assert unit == "container:web"
