@@ -7,7 +7,8 @@ every image is pushed, and each tool updates the services for real, on its own i
 Printed per size: the wall time of each tool, their ratio, how many services ended active on v2,
 and the downtime of each service (from the moment its unit left `active`, i.e. the old
 container's stop began, to the moment it was `active` again, from systemd's own timestamps):
-median and maximum.
+median and maximum; and the CPU seconds the whole machine spent during each tool's run (of
+which the lab's systemd), which tell a run that waits from one that competes for the CPU.
 
     sudo .venv/bin/python bench/update.py [--sizes 10:2,40:8,160:16] [--rtt-ms 50]
         [--settle 5] [--plot bench/update.png]
@@ -44,6 +45,8 @@ class Result:
     exit_code: int
     good: int  # services active on v2 afterwards
     downtimes: list[float]  # seconds, one per service that was restarted
+    cpu: float  # CPU seconds the whole machine spent during the run (every process)
+    systemd_cpu: float  # of which the lab's systemd (PID 1 of its namespace)
 
     @property
     def median_down(self) -> float:
@@ -115,22 +118,40 @@ def _good(lab: Lab, names: list[str], units: list[str]) -> int:
     return len(active & on_v2)
 
 
+def _machine_cpu() -> float:
+    """CPU seconds every process of the machine has spent so far (/proc/stat, all CPUs)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _process_cpu(pid: int | None) -> float:
+    """CPU seconds process `pid` has spent so far (0 when unknown)."""
+    if pid is None:
+        return 0.0
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def measure(
     lab: Lab, proxy: FaultProxy, tool: list[str], units: int, images: int, rtt: float
 ) -> Result:
     lab.reset()
     names, unit_names = _setup(lab, proxy, units, images)
     proxy.delay = proxy.connect_delay = rtt
+    cpu, systemd_cpu = _machine_cpu(), _process_cpu(lab.systemd_pid)
     started = time.perf_counter()
     res = lab.run(tool, check=False, timeout=3600)
     wall = time.perf_counter() - started
+    cpu, systemd_cpu = _machine_cpu() - cpu, _process_cpu(lab.systemd_pid) - systemd_cpu
     proxy.delay = proxy.connect_delay = 0
     if res.returncode != 0:
         print(
             f"  ! {tool[0]} exited {res.returncode}: {res.stderr.strip()[-800:]}", file=sys.stderr
         )
     time.sleep(1)
-    return Result(wall, res.returncode, _good(lab, names, unit_names), _downtimes(lab, unit_names))
+    good, down = _good(lab, names, unit_names), _downtimes(lab, unit_names)
+    return Result(wall, res.returncode, good, down, cpu, systemd_cpu)
 
 
 def _plot(path: Path, sizes: list[int], results: dict[str, list[Result]]) -> None:
@@ -183,11 +204,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         header = (
             f"{'services':>8} {'images':>6} | {'podman':>8} {'updock':>8} {'ratio':>6} | "
-            f"{'downtime median (s)':>20} | {'downtime max (s)':>17} | {'on v2':>9}"
+            f"{'downtime median (s)':>20} | {'downtime max (s)':>17} | {'on v2':>9} | "
+            f"{'CPU s (systemd)':>23}"
         )
         print(header)
         print(f"{'':>8} {'':>6} | {'':>8} {'':>8} {'':>6} | {'podman':>9} {'updock':>10} | "
-              f"{'podman':>8} {'updock':>8} | {'p':>4} {'u':>4}")  # fmt: skip
+              f"{'podman':>8} {'updock':>8} | {'p':>4} {'u':>4} | "
+              f"{'podman':>11} {'updock':>11}")  # fmt: skip
         for units, images in sizes:
             for tool, cmd in tools.items():
                 results[tool].append(measure(lab, proxy, cmd, units, images, args.rtt_ms / 1000))
@@ -196,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{units:>8} {images:>6} | {p.wall:>7.1f}s {u.wall:>7.1f}s {ratio:>5.2f}x | "
                 f"{p.median_down:>9.2f} {u.median_down:>10.2f} | {p.max_down:>8.2f} "
-                f"{u.max_down:>8.2f} | {p.good:>4} {u.good:>4}",
+                f"{u.max_down:>8.2f} | {p.good:>4} {u.good:>4} | "
+                f"{p.cpu:>5.1f} ({p.systemd_cpu:>3.1f}) {u.cpu:>5.1f} ({u.systemd_cpu:>3.1f})",
                 flush=True,
             )
             target = TARGETS.get(units)
