@@ -180,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rtt-ms", type=float, default=50.0, metavar="MS")
     parser.add_argument("--settle", type=float, default=5.0, help="updock's --settle-time")
     parser.add_argument("--plot", type=Path, default=None, metavar="PNG")
+    parser.add_argument(
+        "--updock-args", default="", metavar="ARGS", help="more arguments for updock (to compare)"
+    )
     args = parser.parse_args(argv)
     sizes = [tuple(int(x) for x in s.split(":")) for s in args.sizes.split(",")]
     if os.geteuid() != 0:
@@ -189,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         "podman": ["podman", "auto-update", "--format", "json"],
         "updock": [
             sys.executable, "-m", "updock", "auto-update", "--format", "json",
-            f"--settle-time={args.settle:g}",
+            f"--settle-time={args.settle:g}", *args.updock_args.split(),
         ],
     }  # fmt: skip
     results: dict[str, list[Result]] = {tool: [] for tool in tools}
