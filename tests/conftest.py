@@ -11,10 +11,14 @@ and not in the lab) run on the first flavour only.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,11 +46,44 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         flavour = callspec.params.get("lab_session") if callspec else None
         if item.get_closest_marker("one_flavour") and flavour not in (None, first):
             drop.append(item)
-        else:
-            keep.append(item)
+            continue
+        keep.append(item)
+        # With pytest-xdist (`-n 2 --dist loadgroup`, as scripts/test runs it), each lab's tests
+        # go to one worker: a lab starts once, and the labs of two flavours run side by side.
+        if flavour is not None:
+            item.add_marker(pytest.mark.xdist_group(f"lab-{flavour}"))
+        elif "docker_lab_session" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("docker-lab"))
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # An xdist worker hands what the summary needs to the controller (`pytest_testnodedown`).
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["updock"] = json.dumps({"started": _STARTED, "outcomes": _outcomes()})
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """On xdist's controller: a worker's labs and outcomes join this session's."""
+    data = json.loads(getattr(node, "workeroutput", {}).get("updock", "{}") or "{}")
+    _STARTED.update(data.get("started", {}))
+    if data.get("outcomes"):
+        from tests.integration.conformance import OUTCOMES, Outcome
+
+        for test, fields in data["outcomes"]:
+            OUTCOMES.append((test, Outcome(**{**fields, "args": tuple(fields["args"])})))
+
+
+def _outcomes() -> list[tuple[str, dict[str, Any]]]:
+    """This process's conformance outcomes, as JSON-able pairs (none if no lab test ran)."""
+    module = sys.modules.get("tests.integration.conformance")
+    if module is None:
+        return []
+    return [(test, dataclasses.asdict(outcome)) for test, outcome in module.OUTCOMES]
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

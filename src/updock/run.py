@@ -46,8 +46,11 @@ log = logging.getLogger(__name__)
 #: registry also has its own bound, `RegistryClient.concurrency`.
 CHECK_CONCURRENCY = 32
 
-#: Groups of units (see `unit_groups`) restarted and verified at once.
-UNIT_CONCURRENCY = 8
+#: Groups of units (see `unit_groups`) updated side by side at most. High: a group mostly waits
+#: (for its canary's settle time, its wave's verification), and the restarts in flight are
+#: bounded on their own (`Options.restart_concurrency`); with fewer, a host with many image
+#: names would update them in batches, one settle time after another.
+UNIT_CONCURRENCY = 64
 
 
 @dataclass(frozen=True)

@@ -396,7 +396,7 @@ def test_a_signal_finishes_the_unit_in_flight_and_begins_no_other(
     assert {lab.unit_state(u) for u in units.values()} == {"active"}
     # The next run takes up what was left.
     again = run_updock(lab, "--format", "json")
-    assert again.statuses() == {"sig-a": "false", "sig-b": "true", "sig-c": "true"}
+    assert again.statuses() == {"sig-a": "false", "sig-b": "true", "sig-c": "true"}, again.stderr
 
 
 def test_a_failed_repair_stays_journaled_and_the_next_run_completes_it(lab: Lab) -> None:
