@@ -199,17 +199,12 @@ class SystemdManager:
         Raises:
             DBusErrorResponse: the reply is an error.
         """
-        with self._send_lock:
+        with self._cond:
             serial = next(self._serials)
-            with self._cond:
-                self._waiting.add(serial)
-            try:
-                self._sock.sendall(message.serialise(serial=serial))
-            except BaseException:
-                with self._cond:
-                    self._waiting.discard(serial)
-                raise
+            self._waiting.add(serial)
         try:
+            with self._send_lock:  # one message at a time on the socket
+                self._sock.sendall(message.serialise(serial=serial))
             reply = self._wait(lambda: self._replies.pop(serial, None), deadline)
         finally:
             with self._cond:
@@ -247,7 +242,7 @@ class SystemdManager:
                 self._parser.add_data(data)
                 while (message := self._parser.get_next_message()) is not None:
                     self._dispatch(message)
-        except (OSError, ValueError) as exc:  # ValueError: a message jeepney cannot parse
+        except Exception as exc:  # OSError, a message jeepney cannot parse: no waiter may hang
             with self._cond:
                 self._failure = None if self._closed else exc
                 self._closed = True
@@ -277,7 +272,7 @@ class SystemdManager:
             raise ServiceError(f"{what} failed: {exc.name}: {detail}") from exc
         except TimeoutError as exc:
             raise ServiceError(f"{what} timed out after {self._timeout:g} s") from exc
-        except (OSError, ValueError) as exc:  # ValueError: a message jeepney cannot parse
+        except Exception as exc:  # OSError, a message jeepney cannot parse: no waiter may hang
             raise ServiceError(f"{what} failed: {self._address}: {exc}") from exc
 
 
