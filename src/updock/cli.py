@@ -770,26 +770,28 @@ def _previous(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int:
 
     if ns.fmt not in ("", "table", "json"):
         parser.error(f"--format: {ns.fmt!r} is not json or table")
-    try:
-        kept = list_previous(Options())
-    except UpdockError as exc:
-        sys.stderr.write(f"Error: {exc}\n")
-        return EXIT_ERROR
+    kept, errors = list_previous(Options())
+    for error in errors:
+        sys.stderr.write(f"Error: {error}\n")
+    status = EXIT_ERROR if errors else 0
     if ns.fmt == "json":
         import json
 
         sys.stdout.write(json.dumps([k.as_dict() for k in kept], indent=4) + "\n")
-        return 0
+        return status
     from updock.core.report import TAB_MINWIDTH, TAB_PADDING
     from updock.core.tabwriter import tabwrite
 
-    lines = ["UNIT\tCONTAINER\tIMAGE\tPREVIOUS\tPREVIOUS ID"]
+    # The engine's column only on a host with more than podman: podman's listing stays as it was.
+    engines = any(k.engine != "podman" for k in kept)
+    lines = ["UNIT\tCONTAINER\tIMAGE\tPREVIOUS\tPREVIOUS ID" + ("\tENGINE" if engines else "")]
     lines += [
         f"{k.unit}\t{k.container_name}\t{k.image}\t{k.previous}\t{k.previous_image_id[:12] or '-'}"
+        + (f"\t{k.engine}" if engines else "")
         for k in kept
     ]
     sys.stdout.write(tabwrite("\n".join(lines) + "\n", minwidth=TAB_MINWIDTH, padding=TAB_PADDING))
-    return 0
+    return status
 
 
 def _release(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int:

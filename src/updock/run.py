@@ -693,6 +693,7 @@ class KeptImage:
         image: its image name, as created (the report's Image column).
         previous: the name its previous image is kept under.
         previous_image_id: the kept image's ID, "" when none is kept.
+        engine: the engine that runs the container ("podman", "docker").
     """
 
     unit: str
@@ -700,6 +701,7 @@ class KeptImage:
     image: str
     previous: str
     previous_image_id: str
+    engine: str = "podman"
 
     def as_dict(self) -> dict[str, str]:
         """The fields with the keys of `--format json`."""
@@ -709,32 +711,43 @@ class KeptImage:
             "Image": self.image,
             "Previous": self.previous,
             "PreviousImageID": self.previous_image_id,
+            "Engine": self.engine,
         }
 
 
-def list_previous(options: Options, *, engine: Engine | None = None) -> list[KeptImage]:
-    """Every auto-updated container with the name its previous image is kept under."""
+def list_previous(
+    options: Options, *, engine: Engine | None = None
+) -> tuple[list[KeptImage], list[UpdockError]]:
+    """Every auto-updated container of the host's engines (as `auto-update` finds them), with
+    the name its previous image is kept under; and the errors of engines that could not be
+    asked (the others are listed all the same)."""
     from updock.core.reference import previous_tag
+    from updock.engines import engine_name
 
-    if engine is None:
-        from updock.engines.podman import default_engine
-
-        engine = default_engine(options.podman_timeout, options.pull_timeout)
-    units, _ = assemble_tasks(engine.running_containers(), options.authfile)
+    result = RunResult()
+    engines = [engine] if engine is not None else _host_engines(options, None, result)
     out = []
-    for unit, tasks in units.items():
-        for task in tasks:
-            kept = previous_tag(task.container.name)
-            out.append(
-                KeptImage(
-                    unit,
-                    task.container.name,
-                    task.image.raw,
-                    str(kept),
-                    engine.image_id(kept) or "",
+    for each in engines:
+        try:
+            containers = each.running_containers()
+        except UpdockError as exc:
+            result.errors.append(exc)
+            continue
+        units, _ = assemble_tasks(containers, options.authfile, watchtower=options.watchtower)
+        for unit, tasks in units.items():
+            for task in tasks:
+                kept = previous_tag(task.container.name)
+                out.append(
+                    KeptImage(
+                        unit,
+                        task.container.name,
+                        task.image.raw,
+                        str(kept),
+                        each.image_id(kept) or "",
+                        engine_name(each),
+                    )
                 )
-            )
-    return out
+    return out, result.errors
 
 
 def _no_check(action: Check) -> CheckResult:

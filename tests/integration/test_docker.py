@@ -446,3 +446,30 @@ def test_updock_rollback_puts_a_recreated_container_back_on_its_previous_image(
     # It sticks: the next run leaves it on the image it went back to.
     again = run_updock(lab)
     assert (again.returncode, rows(again)["web"]["Updated"]) == (0, "false"), again.stderr
+
+
+def test_updock_previous_lists_docker_containers_with_their_engine(docker_lab: DockerLab) -> None:
+    lab = docker_lab
+    image = lab.build_image(f"{lab.registry}/prev/web:latest")
+    start(lab, "web", image)
+    previous = lab.image_id(image)
+    lab.build_image(image)
+    assert rows(run_updock(lab))["web"]["Updated"] == "true"
+
+    listing = lab.updock("previous", "--format", "json")
+
+    assert listing.returncode == 0, listing.stderr
+    found = {(r["Engine"], r["ContainerName"]): r for r in json.loads(listing.stdout)}
+    web = found[("docker", "web")]
+    assert (web["Unit"], web["Image"], web["Previous"]) == (
+        "container:web",
+        image,
+        str(previous_tag("web")),
+    )
+    assert web["PreviousImageID"] == previous
+    table = lab.updock("previous")
+    assert table.returncode == 0, table.stderr
+    header, *lines = table.stdout.splitlines()
+    assert header.split() == ["UNIT", "CONTAINER", "IMAGE", "PREVIOUS", "PREVIOUS", "ID", "ENGINE"]
+    assert any(line.split()[:2] == ["container:web", "web"] and line.split()[-1] == "docker"
+               for line in lines), table.stdout  # fmt: skip
