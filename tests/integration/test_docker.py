@@ -12,6 +12,7 @@ import pytest
 from updock.core.reference import previous_tag
 from updock.testing.docker_lab import DockerLab
 from updock.testing.lab import DIES_AFTER_SECONDS, HEALTH_ARGS, ImageKind
+from updock.testing.receiver import Receiver
 
 POLICY = "io.containers.autoupdate=registry"
 
@@ -473,3 +474,40 @@ def test_updock_previous_lists_docker_containers_with_their_engine(docker_lab: D
     assert header.split() == ["UNIT", "CONTAINER", "IMAGE", "PREVIOUS", "PREVIOUS", "ID", "ENGINE"]
     assert any(line.split()[:2] == ["container:web", "web"] and line.split()[-1] == "docker"
                for line in lines), table.stdout  # fmt: skip
+
+
+def test_a_notification_names_each_docker_container_its_engine_and_outcome(
+    docker_lab: DockerLab,
+) -> None:
+    """A real webhook receiver on the lab's own 127.0.0.1 (where updock runs) gets one message
+    for a run that updated one container and rolled another back."""
+    lab = docker_lab
+    good = lab.build_image(f"{lab.registry}/notify/good:latest")
+    bad = lab.build_image(f"{lab.registry}/notify/bad:latest")
+    start(lab, "good", good, "--network", "none")
+    start(lab, "bad", bad, "--network", "none")
+    lab.build_image(good)
+    lab.build_image(bad, ImageKind.EXITS_AT_ONCE)
+
+    with Receiver(netns=lab.netns) as receiver:
+        res = run_updock(lab, "--notify", f"{receiver.url}/hook")
+        assert res.returncode == 0, res.stderr
+        assert {n: r["Updated"] for n, r in rows(res).items()} == {
+            "good": "true",
+            "bad": "rolled back",
+        }
+        (got,) = receiver.wait(1)
+
+    assert (got.method, got.path) == ("POST", "/hook")
+    doc: Any = got.json()
+    assert doc["title"].endswith(": 1 updated, 1 rolled back")
+    assert doc["engine"] == "docker"
+    found = {c["container"]: c for c in doc["containers"]}
+    assert {n: (c["engine"], c["unit"], c["status"]) for n, c in found.items()} == {
+        "good": ("docker", "container:good", "true"),
+        "bad": ("docker", "container:bad", "rolled back"),
+    }
+    assert found["good"]["error"] == ""
+    assert found["bad"]["error"]  # what was seen of the new container
+    assert found["bad"]["old_digest"] != found["bad"]["new_digest"]
+    assert "bad (container:bad): rolled back" in doc["body"]

@@ -69,6 +69,7 @@ def test_title_and_body_say_host_counts_and_each_container() -> None:
     assert isinstance(containers, list)
     assert [c["container"] for c in containers] == ["api", "web"]
     assert containers[0]["old_digest"] == "sha256:111111111111"
+    assert containers[0]["engine"] == "podman"
     assert containers[0]["status"] == "rolled back"
 
 

@@ -166,6 +166,7 @@ def payload(
             {
                 "unit": t.unit,
                 "container": t.container,
+                "engine": t.engine,
                 "image": t.image,
                 "old_digest": short_digest(t.old_digest),
                 "new_digest": short_digest(t.new_digest),

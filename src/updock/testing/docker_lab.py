@@ -199,6 +199,13 @@ exec dockerd --data-root {self.root}/data --exec-root {self.root}/x \\
             return b" 200 " in s.recv(1024)
         return False
 
+    @property
+    def netns(self) -> str:
+        """The lab's network namespace, as `/proc/PID/ns/net` (for `testing.lab.in_netns`)."""
+        if self.pid is None:
+            raise LabError("the Docker lab is not running")
+        return f"/proc/{self.pid}/ns/net"
+
     def log(self) -> str:
         """dockerd's log."""
         path = self.root / "logs" / "dockerd.log"

@@ -35,11 +35,12 @@ import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TypeVar
 
 from updock.errors import UpdockError
 
@@ -176,13 +177,22 @@ PR_SET_PDEATHSIG = 1
 
 
 def start_loopback_server(
-    handler: type[BaseHTTPRequestHandler], name: str
+    handler: type[BaseHTTPRequestHandler], name: str, netns: str | None = None
 ) -> tuple[ThreadingHTTPServer, threading.Thread]:
     """An HTTP server on 127.0.0.1 (a free port), serving in a daemon thread of its own.
 
+    Args:
+        handler: its request handler.
+        name: its thread's name.
+        netns: a network namespace (`/proc/PID/ns/net`) whose 127.0.0.1 it listens on (the
+            Docker lab's, which the machine's loopback cannot reach); the caller's when None.
+
     The caller stops it with `server.shutdown()`, `server.server_close()` and a join.
     """
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    if netns is None:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    else:
+        server = in_netns(netns, lambda: ThreadingHTTPServer(("127.0.0.1", 0), handler))
     server.daemon_threads = True
     thread = threading.Thread(
         target=server.serve_forever,
@@ -192,6 +202,42 @@ def start_loopback_server(
     )
     thread.start()
     return server, thread
+
+
+_T = TypeVar("_T")
+_CLONE_NEWNET = 0x40000000
+
+
+def in_netns(netns: str, make: Callable[[], _T]) -> _T:
+    """`make()` called in the network namespace `netns` (`/proc/PID/ns/net`): the sockets it
+    opens belong there, and serve from any thread.
+
+    A thread of its own enters the namespace (`setns` moves the calling thread only) and ends
+    with it: the caller's threads stay in their namespace.
+    """
+    done: list[_T] = []
+    failed: list[BaseException] = []
+
+    def enter_and_make() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = os.open(netns, os.O_RDONLY)
+            try:
+                if libc.setns(fd, _CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"setns {netns}: {os.strerror(err)}")
+            finally:
+                os.close(fd)
+            done.append(make())
+        except BaseException as exc:  # handed to the caller
+            failed.append(exc)
+
+    thread = threading.Thread(target=enter_and_make, name="netns")
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
+    return done[0]
 
 
 def free_port() -> int:

@@ -37,11 +37,14 @@ class Receiver:
     Args:
         status: the status it answers with.
         delay: seconds it waits before answering (a slow receiver).
+        netns: the network namespace (`/proc/PID/ns/net`) whose 127.0.0.1 it listens on (the
+            Docker lab's: `DockerLab.netns`); the caller's when None.
     """
 
-    def __init__(self, status: int = 200, delay: float = 0.0) -> None:
+    def __init__(self, status: int = 200, delay: float = 0.0, netns: str | None = None) -> None:
         self.status = status
         self.delay = delay
+        self.netns = netns
         self.received: list[Received] = []
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
@@ -85,7 +88,7 @@ class Receiver:
             def log_message(self, format: str, *args: object) -> None:
                 pass  # the tests read `received`
 
-        self._server, self._thread = start_loopback_server(Handler, "receiver")
+        self._server, self._thread = start_loopback_server(Handler, "receiver", self.netns)
         return self
 
     def __exit__(
