@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from updock.core.model import Phase, ReportRow, Status, Step, Task
+from updock.core.model import Container, Phase, ReportRow, Status, Step, Task
 from updock.core.plan import (
     Action,
     Begin,
@@ -43,7 +43,16 @@ from updock.core.plan import (
     drive,
 )
 from updock.core.recovery import recover_unit
-from updock.core.recreate import CreateNew, Prepare, RecreateAction, SetStep, recreated_unit
+from updock.core.recreate import (
+    CreateFollower,
+    CreateNew,
+    JournalFollower,
+    Prepare,
+    RecreateAction,
+    SetStep,
+    VerifyFollower,
+    recreated_unit,
+)
 from updock.core.reference import ImageReference, previous_tag
 from updock.engines import Engine, engine_name
 from updock.errors import EngineError, UpdockError
@@ -170,6 +179,26 @@ class JournalBook:
             )
             self._store.save(self._entries)
             return True
+
+    def begin_follower(self, unit: str, follower: Container, joins: str) -> None:
+        """Journal, in the unit's entry, a container that joins the network namespace of the
+        unit's container `joins` (`core.recreate`'s followers): on its own image, before and
+        after."""
+        with self._lock:
+            entry = self._entries.get(unit)
+            if entry is None or entry.task(follower.name) is not None:
+                return
+            entry.tasks.append(
+                JournalTask(
+                    container=follower.name,
+                    container_id=follower.id,
+                    raw_image_name=follower.raw_image_name or follower.image_id,
+                    previous_image=follower.image_id,
+                    new_image=follower.image_id,
+                    follows=joins,
+                )
+            )
+            self._store.save(self._entries)
 
     def entries(self) -> list[JournalEntry]:
         """The entries now journaled (copies of the list; the entries are shared)."""
@@ -392,10 +421,23 @@ class ActionHandler:
             self._journal_book.set_step(action.unit, action.container, action.step)
             self._steps.last = action.step
             return
+        if isinstance(action, JournalFollower):
+            self._journal_book.begin_follower(action.unit, action.follower, action.joins)
+            return
+        if isinstance(action, VerifyFollower):
+            from updock.recreating import followed
+
+            c = action.follower
+            self._verify_images(VerifyImages(action.unit, ((c.name, c.image_id),)))
+            log.warning("%s", followed(action))
+            return
         new_id = perform(recreator(self._engine), action)
         if isinstance(action, CreateNew) and new_id:
             task = action.task
             self._journal_book.set_step(task.unit, task.container.name, Step.CREATING, new_id)
+        elif isinstance(action, CreateFollower) and new_id:
+            name = action.follower.name
+            self._journal_book.set_step(action.unit, name, Step.CREATING, new_id)
         if not isinstance(action, Prepare):
             _crash_point(f"step-{getattr(self._steps, 'last', '')}")
 
@@ -430,6 +472,8 @@ class ActionHandler:
         entry = self._journal_book.finish(action.unit)
         if action.verified and not self._safety.keep_previous and entry is not None:
             for t in entry.tasks:
+                if t.follows:  # on its own image: no previous image kept
+                    continue
                 try:
                     self._engine.untag(previous_tag(t.container))
                 except EngineError as exc:

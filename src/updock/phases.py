@@ -43,14 +43,19 @@ from updock.core.plan import (
     VerifyImages,
 )
 from updock.core.recreate import (
+    CreateFollower,
     CreateNew,
+    JournalFollower,
     Prepare,
+    PrepareFollower,
     RemoveOld,
     RenameAside,
     Restore,
     SetStep,
+    StartFollower,
     StartNew,
     StopOld,
+    VerifyFollower,
 )
 from updock.errors import UpdockError
 
@@ -58,6 +63,8 @@ log = logging.getLogger(__name__)
 
 #: The steps of a recreate that the info log shows.
 RecreateStep = Prepare | StopOld | RenameAside | CreateNew | StartNew | RemoveOld | Restore
+#: The steps of a follower's recreate (a container in the namespace of a recreated one).
+FollowerStep = JournalFollower | PrepareFollower | CreateFollower | StartFollower | VerifyFollower
 
 Handler = Callable[[Action], Outcome]
 
@@ -65,7 +72,7 @@ Handler = Callable[[Action], Outcome]
 def _unit_of(action: Action) -> str:
     if isinstance(action, Restart | Verify | Finish | VerifyImages | SetPhase | Defer | Begin):
         return action.unit
-    if isinstance(action, SetStep | StopOld | RenameAside | RemoveOld | Restore):
+    if isinstance(action, SetStep | StopOld | RenameAside | RemoveOld | Restore | FollowerStep):
         return action.unit
     if isinstance(action, TagImage | Together):
         return ""
@@ -163,6 +170,8 @@ class PhaseLog:
             self._finish(action, unit)
         elif isinstance(action, RecreateStep):
             self._recreate_step(action, unit, seconds, failed=failed)
+        elif isinstance(action, FollowerStep):
+            self._follower_step(action, unit, seconds, failed=failed)
 
     #: What the info log says of each step of a recreate.
     _RECREATE_WORDS: ClassVar[dict[type, str]] = {
@@ -187,6 +196,22 @@ class PhaseLog:
             self._rollback_began.setdefault(action.unit, self._clock())
         what = self._RECREATE_WORDS[type(action)]
         log.info("%s: %s%s %s", unit, what, " failed after" if failed else " in", seconds)
+
+    #: What the info log says of each step of a follower's recreate.
+    _FOLLOWER_WORDS: ClassVar[dict[type, str]] = {
+        JournalFollower: "journaled",
+        PrepareFollower: "new configuration prepared",
+        CreateFollower: "new container created",
+        StartFollower: "new container started",
+        VerifyFollower: "verified",
+    }
+
+    def _follower_step(
+        self, action: FollowerStep, unit: str, seconds: str, *, failed: bool
+    ) -> None:
+        where = f"{unit}: container {action.follower.name} (in the network namespace)"
+        what = self._FOLLOWER_WORDS[type(action)]
+        log.info("%s: %s%s %s", where, what, " failed after" if failed else " in", seconds)
 
     def _finish(self, action: Finish, unit: str) -> None:
         now = self._clock()

@@ -39,18 +39,23 @@ from updock.core.plan import (
     VerifyImages,
 )
 from updock.core.recreate import (
+    CreateFollower,
     CreateNew,
     Prepare,
+    PrepareFollower,
     RemoveOld,
     RenameAside,
     Restore,
     SetStep,
+    StartFollower,
     StartNew,
     StopOld,
+    VerifyFollower,
 )
 from updock.errors import UpdockError
 
 Handler = Callable[[Action], Outcome]
+_FollowerStep = PrepareFollower | CreateFollower | StartFollower | VerifyFollower
 
 #: The engine a record names when it knows of no other.
 ENGINE = "podman"
@@ -297,6 +302,15 @@ class RunRecorder:
                 # A step of a recreate failed: what was seen (the new container would not
                 # start, ...), as a unit's failed restart.
                 self._container_failed(unit, action.task.container.id, str(failure))
+            elif (
+                isinstance(
+                    action, PrepareFollower | CreateFollower | StartFollower | VerifyFollower
+                )
+                and failure is not None
+            ):
+                # A container in the namespace of the unit's could not follow it: what was
+                # seen, for the unit's containers (which are rolled back for it).
+                self._unit_failed(unit, f"container {action.follower.name}: {failure}")
             elif isinstance(action, StopOld | RenameAside | RemoveOld) and failure is not None:
                 self._container_failed(unit, action.old_id, str(failure))
             elif isinstance(action, Restore | VerifyImages):
@@ -408,5 +422,7 @@ def _unit_of(action: Action) -> str | None:
     if isinstance(action, Check | Journal | Pull | Tag | Retag | Prepare | CreateNew | StartNew):
         return action.task.unit
     if isinstance(action, VerifyImages | SetStep | StopOld | RenameAside | RemoveOld | Restore):
+        return action.unit
+    if isinstance(action, _FollowerStep):
         return action.unit
     return None

@@ -11,14 +11,18 @@ import logging
 from typing import cast
 
 from updock.core.recreate import (
+    CreateFollower,
     CreateNew,
     Prepare,
+    PrepareFollower,
     RecreateAction,
     RemoveOld,
     RenameAside,
     Restore,
+    StartFollower,
     StartNew,
     StopOld,
+    VerifyFollower,
     aside_name,
 )
 from updock.engines import Recreator
@@ -86,14 +90,34 @@ def perform(engine: Recreator, action: RecreateAction) -> str | None:
     elif isinstance(action, RemoveOld):
         engine.remove_container(action.old_id)
     elif isinstance(action, Restore):
-        restore(engine, action.container, action.old_id)
+        restore(engine, action.container, action.old_id, rejoin=action.rejoin)
+    elif isinstance(action, PrepareFollower):
+        follower = action.follower
+        try:
+            engine.prepare_follow(follower.id, action.joins)
+        except EngineError as exc:
+            raise EngineError(
+                f"preparing the new container {follower.name} (in the network namespace of "
+                f"{action.joins}): {exc}"
+            ) from exc
+    elif isinstance(action, CreateFollower):
+        return engine.create_container(action.follower.id, action.follower.name)
+    elif isinstance(action, StartFollower):
+        engine.start_container(action.follower.name)
     else:
         raise TypeError(f"not a recreate step: {action!r}")
     return None
 
 
-def restore(engine: Recreator, name: str, old_id: str) -> None:
+def restore(engine: Recreator, name: str, old_id: str, *, rejoin: bool = False) -> None:
     """Put the old container `old_id` back as `name`, running, whatever step was reached.
+
+    Args:
+        engine: the container's engine.
+        name: its name.
+        old_id: the old container's ID.
+        rejoin: it joins another container's network namespace: if it runs already, restart
+            it, so that it joins the namespace of the container that runs now.
 
     Raises:
         EngineError: the old container is gone, or cannot be renamed back or started.
@@ -110,5 +134,23 @@ def restore(engine: Recreator, name: str, old_id: str) -> None:
         engine.remove_container(current[0])
     if old[1] != name:
         engine.rename_container(old_id, name)
-    if not old[2]:
+    if old[2] and rejoin:
+        engine.stop_container(old_id)
+    if not old[2] or rejoin:
         engine.start_container(old_id)
+
+
+def followed(action: VerifyFollower) -> str:
+    """What happened to a follower, for the log (a container updock changed without an update
+    of its own: the user should know)."""
+    c = action.follower
+    if action.restored:
+        return (
+            f"container {c.name} shares the network namespace of container {action.joins}, "
+            f"which was rolled back: {c.name} was put back and restarted in it"
+        )
+    return (
+        f"container {c.name} shares the network namespace of container {action.joins}, which "
+        f"was recreated: {c.name} was recreated on its own image ({c.image_id[:19]}) to join "
+        f"the new {action.joins}"
+    )

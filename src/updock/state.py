@@ -94,6 +94,8 @@ class JournalTask:
         new_image: ID of the image pulled for it, once known.
         step: a recreated container's step (`core.model.Step`), "" before the first.
         new_container: a recreated container's new container's ID, once created.
+        follows: for a container in the network namespace of one of the unit's (a follower,
+            `core.recreate`), that container's name; "" for the unit's own.
     """
 
     container: str
@@ -103,6 +105,7 @@ class JournalTask:
     new_image: str = ""
     step: str = ""
     new_container: str = ""
+    follows: str = ""
 
 
 @dataclass
@@ -148,6 +151,7 @@ class JournalEntry:
                     t.new_image,
                     container_id=t.container_id,
                     step=Step(t.step) if t.step else None,
+                    follows=t.follows,
                 )
                 for t in self.tasks
             ),
@@ -384,6 +388,7 @@ def _parse_journal(doc: object) -> dict[str, JournalEntry]:
                 new_image=_string(t, "new_image", ""),
                 step=_step(_string(t, "step", "")),
                 new_container=_string(t, "new_container", ""),
+                follows=_string(t, "follows", ""),
             )
             for t in e["tasks"]
         ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from typing import Any
@@ -511,3 +512,161 @@ def test_a_notification_names_each_docker_container_its_engine_and_outcome(
     assert found["bad"]["error"]  # what was seen of the new container
     assert found["bad"]["old_digest"] != found["bad"]["new_digest"]
     assert "bad (container:bad): rolled back" in doc["body"]
+
+
+def netns(lab: DockerLab, name: str) -> int:
+    """The network namespace (its inode) the container's process runs in."""
+    pid = lab.docker("inspect", "--format", "{{.State.Pid}}", name).stdout.strip()
+    return os.stat(f"/proc/{pid}/ns/net").st_ino
+
+
+def mac(lab: DockerLab, name: str) -> str:
+    """The address of eth0 as the container sees it."""
+    return lab.docker("exec", name, "cat", "/sys/class/net/eth0/address").stdout.strip()
+
+
+def two_in_one_namespace(lab: DockerLab, repo: str, *follower_args: str) -> tuple[Any, Any]:
+    """`vpn` (labelled, on the default bridge) and `app` (no label, its own image) in vpn's
+    network namespace; both inspected."""
+    vpn_image = lab.build_image(f"{lab.registry}/{repo}/vpn:latest")
+    app_image = lab.build_image(f"{lab.registry}/{repo}/app:latest")
+    start(lab, "vpn", vpn_image)
+    lab.docker("pull", app_image)
+    lab.docker("run", "-d", "--name", "app", "--network", "container:vpn", *follower_args,
+               app_image)  # fmt: skip
+    assert netns(lab, "app") == netns(lab, "vpn")
+    return lab.inspect("vpn"), lab.inspect("app")
+
+
+def test_a_container_without_an_update_follows_the_recreated_one_into_its_namespace(
+    docker_lab: DockerLab,
+) -> None:
+    """`app` has no label: once `vpn` verified on its new image, app is recreated on its own
+    image, in the new vpn's namespace, with its configuration otherwise unchanged."""
+    lab = docker_lab
+    vpn_before, app_before = two_in_one_namespace(lab, "follow")
+    lab.build_image(vpn_before["Config"]["Image"])
+
+    res = run_updock(lab, "--log-level", "warning")
+
+    assert res.returncode == 0, res.stderr
+    assert {n: r["Updated"] for n, r in rows(res).items()} == {"vpn": "true"}
+    vpn: Any = lab.inspect("vpn")
+    app: Any = lab.inspect("app")
+    assert vpn["Id"] != vpn_before["Id"]
+    assert lab.container_version("vpn") == "v2"
+    # app runs again, in the new vpn's namespace: it sees vpn's interfaces.
+    assert app["HostConfig"]["NetworkMode"] == f"container:{vpn['Id']}"
+    assert app["State"]["Running"]
+    assert netns(lab, "app") == netns(lab, "vpn")
+    assert mac(lab, "app") == mac(lab, "vpn")
+    assert (
+        lab.docker("exec", "app", "cat", "/etc/hostname").stdout
+        == lab.docker("exec", "vpn", "cat", "/etc/hostname").stdout
+    )
+    # A new container on the same image, configured as before but for the namespace's owner.
+    assert app["Id"] != app_before["Id"]
+    assert app["Image"] == app_before["Image"]
+    assert lab.container_version("app") == "v1"
+    old, new = comparable(app_before), comparable(app)
+    for c in (old, new):  # the namespace's owner, and its hostname, which app shows
+        c["HostConfig"].pop("NetworkMode")
+        c["Config"].pop("Hostname")
+    assert sorted(new) == sorted(old)
+    for key in sorted(old):
+        assert (key, new[key]) == (key, old[key])
+    assert names(lab) == ["app", "vpn"]  # both old containers removed
+    assert (
+        "container app shares the network namespace of container vpn, which was recreated: app "
+        "was recreated on its own image"
+    ) in res.stderr
+
+
+def test_a_rolled_back_container_takes_the_others_in_its_namespace_back(
+    docker_lab: DockerLab,
+) -> None:
+    """vpn's new image fails: the old vpn runs again (in a namespace of its own, made at its
+    start), and app, untouched, is restarted to join it."""
+    lab = docker_lab
+    vpn_before, app_before = two_in_one_namespace(lab, "back")
+    lab.build_image(vpn_before["Config"]["Image"], ImageKind.EXITS_AT_ONCE)
+
+    res = run_updock(lab, "--log-level", "warning")
+
+    assert res.returncode == 0, res.stderr
+    assert rows(res)["vpn"]["Updated"] == "rolled back"
+    vpn: Any = lab.inspect("vpn")
+    app: Any = lab.inspect("app")
+    assert vpn["Id"] == vpn_before["Id"]
+    assert app["Id"] == app_before["Id"]
+    assert app["HostConfig"]["NetworkMode"] == f"container:{vpn['Id']}"
+    assert app["State"]["Running"]
+    assert netns(lab, "app") == netns(lab, "vpn")
+    assert mac(lab, "app") == mac(lab, "vpn")
+    assert names(lab) == ["app", "vpn"]
+    assert "vpn, which was rolled back: app was put back and restarted in it" in res.stderr
+
+
+def test_a_container_that_cannot_follow_rolls_the_recreated_one_back(
+    docker_lab: DockerLab,
+) -> None:
+    """app's health check holds only in the old vpn's namespace (its hostname is vpn's): in
+    the new one it never gets healthy, so vpn is rolled back and app put back into the old
+    vpn's namespace, both on their old containers."""
+    lab = docker_lab
+    vpn_image = lab.build_image(f"{lab.registry}/stuck/vpn:latest")
+    start(lab, "vpn", vpn_image)
+    vpn_config: Any = lab.inspect("vpn")["Config"]
+    short = vpn_config["Hostname"]
+    vpn_before, app_before = (
+        lab.inspect("vpn"),
+        two_in_one_namespace_app(lab, "stuck", short),
+    )
+    lab.build_image(vpn_image)
+
+    res = run_updock(lab, "--verify-timeout", "8")
+
+    assert res.returncode == 125, res.stderr
+    assert rows(res)["vpn"]["Updated"] == "rolled back"
+    assert (
+        "container app, which shares the network namespace of container vpn, could not join "
+        "its new container"
+    ) in res.stderr
+    vpn: Any = lab.inspect("vpn")
+    app: Any = lab.inspect("app")
+    assert (vpn["Id"], app["Id"]) == (vpn_before["Id"], app_before["Id"])
+    assert app["State"]["Running"]
+    assert netns(lab, "app") == netns(lab, "vpn")
+    assert lab.container_version("vpn") == "v1"
+    assert names(lab) == ["app", "vpn"]
+    (entry,) = history(lab)
+    assert (entry["container"], entry["outcome"]) == ("vpn", "rolled back")
+    assert "container app" in entry["error"]
+
+
+def two_in_one_namespace_app(lab: DockerLab, repo: str, hostname: str) -> Any:
+    """`app` (no label) in vpn's namespace, healthy only while its hostname is `hostname`."""
+    app_image = lab.build_image(f"{lab.registry}/{repo}/app:latest")
+    lab.docker("pull", app_image)
+    lab.docker(
+        "run", "-d", "--name", "app", "--network", "container:vpn",
+        "--health-cmd", f'test "$(cat /etc/hostname)" = {hostname}',
+        "--health-interval", "1s", "--health-retries", "1", "--health-start-period", "1s",
+        app_image,
+    )  # fmt: skip
+    return lab.inspect("app")
+
+
+def test_a_dry_run_leaves_the_others_in_the_namespace_alone(docker_lab: DockerLab) -> None:
+    lab = docker_lab
+    vpn_before, app_before = two_in_one_namespace(lab, "dry")
+    lab.build_image(vpn_before["Config"]["Image"])
+    space = netns(lab, "app")
+
+    res = run_updock(lab, "--dry-run")
+
+    assert res.returncode == 0, res.stderr
+    assert {n: r["Updated"] for n, r in rows(res).items()} == {"vpn": "pending"}
+    assert lab.inspect("app")["Id"] == app_before["Id"]
+    assert lab.inspect("vpn")["Id"] == vpn_before["Id"]
+    assert netns(lab, "app") == netns(lab, "vpn") == space

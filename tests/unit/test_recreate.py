@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -37,13 +38,16 @@ from updock.core.recovery import (
 )
 from updock.core.recreate import (
     CreateNew,
+    JournalFollower,
     Prepare,
+    PrepareFollower,
     RemoveOld,
     RenameAside,
     Restore,
     SetStep,
     StartNew,
     StopOld,
+    VerifyFollower,
     aside_name,
     recreated_unit,
 )
@@ -85,6 +89,10 @@ class World:
             entry = (kind, name, action.step)
         if isinstance(action, Finish):
             entry = (kind, action.unit, str(action.verified))
+        if isinstance(action, Restore) and action.rejoin:
+            entry = (kind, name, "rejoin")
+        if isinstance(action, VerifyFollower | JournalFollower | PrepareFollower):
+            entry = (kind, name, action.joins)
         self.log.append(entry)
         failure = self.fail.pop((kind, name), None)
         if failure is not None:
@@ -100,6 +108,9 @@ class World:
 
 
 def _name(action: Action) -> str:
+    follower = getattr(action, "follower", None)
+    if isinstance(follower, Container):
+        return follower.name
     task = getattr(action, "task", None)
     if isinstance(task, Task):
         return task.container.name
@@ -125,17 +136,21 @@ def run(world: World, *tasks: Task, rollback: bool = True) -> tuple[dict[str, st
     return {r.container_name: str(r.updated) for r in rows}, [str(e) for e in errors]
 
 
-DANCE = [
-    ("SetStep", "web", Step.STOPPING),
-    ("StopOld", "web"),
-    ("SetStep", "web", Step.RENAMING),
-    ("RenameAside", "web"),
-    ("SetStep", "web", Step.CREATING),
-    ("CreateNew", "web"),
-    ("SetStep", "web", Step.STARTING),
-    ("StartNew", "web"),
-    ("Verify", "web"),
-]
+def dance(name: str, create: str = "CreateNew", start: str = "StartNew") -> list[tuple[str, ...]]:
+    """The steps of a recreate, each journaled first."""
+    return [
+        ("SetStep", name, Step.STOPPING),
+        ("StopOld", name),
+        ("SetStep", name, Step.RENAMING),
+        ("RenameAside", name),
+        ("SetStep", name, Step.CREATING),
+        (create, name),
+        ("SetStep", name, Step.STARTING),
+        (start, name),
+    ]
+
+
+DANCE = [*dance("web"), ("Verify", "web")]
 
 
 def test_an_update_pulls_before_it_stops_and_removes_the_old_one_only_once_verified() -> None:
@@ -380,3 +395,156 @@ def test_journal_actions_of_a_recreate_carry_their_unit() -> None:
     ):
         unit = getattr(action, "unit", None) or action.task.unit  # type: ignore[union-attr]
         assert unit == "container:web"
+
+
+# -- followers: containers in the network namespace of a recreated one -------------------------
+
+
+def with_follower(name: str = "web", follower: str = "side") -> Task:
+    side = Container(
+        id=(follower * 64)[:64],
+        name=follower,
+        image_id="5" * 64,
+        raw_image_name="busybox",
+        engine="docker",
+        network_of=name,
+    )
+    return dataclasses.replace(make_task(name), followers=(side,))
+
+
+FOLLOW = [
+    ("PrepareFollower", "side", "web"),
+    *dance("side", "CreateFollower", "StartFollower"),
+    ("VerifyFollower", "side", "web"),
+]
+
+PUT_BACK = [
+    ("SetStep", "side", Step.RESTORING),
+    ("Restore", "side", "rejoin"),
+    ("VerifyFollower", "side", "web"),
+]
+
+
+def test_a_follower_is_journaled_before_anything_changes_and_follows_once_verified() -> None:
+    world = World()
+    statuses, errors = run(world, with_follower())
+    assert (statuses, errors) == ({"web": "true"}, [])
+    assert world.log == [
+        *world.log[:4],  # checked, journaled, pulled, prepared, as without a follower
+        ("JournalFollower", "side", "web"),
+        *DANCE,
+        *FOLLOW,
+        # The old containers go only once the follower verified too.
+        ("SetStep", "web", Step.VERIFIED),
+        ("RemoveOld", "web"),
+        ("SetStep", "side", Step.VERIFIED),
+        ("RemoveOld", "side"),
+        ("Finish", "container:web", "True"),
+    ]
+
+
+def test_a_rolled_back_container_takes_its_followers_back_into_its_namespace() -> None:
+    """The follower was never touched, but its namespace went with the old container's stop:
+    it is restarted (`rejoin`) once the old container runs again."""
+    world = World(fail={("Verify", "web"): VerificationError("container web exited")})
+    statuses, errors = run(world, with_follower())
+    assert (statuses, errors) == ({"web": "rolled back"}, [])
+    assert world.log[5 : 5 + len(DANCE)] == DANCE
+    restored = world.log[5 + len(DANCE) :]
+    assert restored == [*RESTORE, *PUT_BACK, ("Retag", "web"), ("Finish", "container:web", "False")]
+    assert "PrepareFollower" not in world.kinds()
+
+
+@pytest.mark.parametrize(
+    "failing", ["PrepareFollower", "StopOld", "CreateFollower", "StartFollower", "VerifyFollower"]
+)
+def test_a_follower_that_cannot_follow_rolls_the_unit_back_old_container_first(
+    failing: str,
+) -> None:
+    world = World(fail={(failing, "side"): EngineError(f"{failing} went wrong")})
+    statuses, errors = run(world, with_follower())
+    assert statuses == {"web": "rolled back"}
+    task = make_task("web")
+    assert errors == [
+        f'auto-updating container "{task.container.id}": container side, which shares the '
+        f"network namespace of container web, could not join its new container: {failing} "
+        "went wrong"
+    ]
+    after = world.log[world.log.index(("Verify", "web")) + 1 :]
+    upto = next(i for i, e in enumerate(FOLLOW) if e[0] == failing) + 1
+    assert after[:upto] == FOLLOW[:upto]
+    # web's old container runs again before side's is put back into its namespace.
+    assert after[upto:] == [
+        *RESTORE,
+        *PUT_BACK,
+        ("Retag", "web"),
+        ("Finish", "container:web", "False"),
+    ]
+    assert "RemoveOld" not in world.kinds()
+
+
+def test_followers_are_untouched_when_nothing_changed_or_without_rollback() -> None:
+    world = World(fail={("Prepare", "web"): EngineError("cannot recreate")})
+    statuses, _ = run(world, with_follower())
+    assert statuses == {"web": "failed"}
+    assert not {"JournalFollower", "StopOld", "Restore"} & set(world.kinds())
+    world = World(fail={("Verify", "web"): VerificationError("unhealthy")})
+    statuses, _ = run(world, with_follower(), rollback=False)
+    assert statuses == {"web": "failed"}
+    assert not {"PrepareFollower", "Restore"} & set(world.kinds())
+
+
+def test_a_dry_run_touches_no_follower() -> None:
+    world = World()
+    task = with_follower()
+    rows, errors = drive(
+        update_unit(task.unit, [task], dry_run=True, rollback=True, images_done=SharedImageState()),
+        world,
+    )
+    assert ([str(r.updated) for r in rows], errors) == (["pending"], [])
+    assert world.kinds() == ["Check"]
+
+
+def follower_entry(*steps: Step | None) -> Interrupted:
+    """A journaled unit `web` and its follower `side` (which joins web's namespace)."""
+    web, side = steps
+    return Interrupted(
+        unit="container:web",
+        phase=Phase.RESTARTING,
+        containers=(
+            JournaledContainer("web", IMAGE, OLD_IMAGE, NEW_IMAGE, ("w" * 64), step=web),
+            JournaledContainer(
+                "side", "busybox", "5" * 64, "5" * 64, ("s" * 64), step=side, follows="web"
+            ),
+        ),
+        apply=Apply.RECREATE,
+    )
+
+
+@pytest.mark.parametrize(
+    "steps",
+    [
+        (Step.STOPPING, None),
+        (Step.STARTING, None),  # web's new container verified, side not moved yet
+        (Step.STARTING, Step.CREATING),
+        (Step.RESTORING, Step.RESTORING),
+    ],
+)
+def test_a_repair_puts_the_old_container_back_then_its_followers(
+    steps: tuple[Step | None, Step | None],
+) -> None:
+    world = RepairWorld(verified={("web", OLD_IMAGE), ("side", "5" * 64)})
+    assert drive(recover_unit(follower_entry(*steps)), world) == ROLLED_BACK
+    restores = [e[1] for e in world.log if e[0] == "Restore"]
+    assert restores == ["web", "side"]
+    assert [e for e in world.log if e[0] == "TagImage"] == [("TagImage", "0")]  # web's only
+
+
+def test_a_repair_completes_an_update_whose_follower_verified_too() -> None:
+    world = RepairWorld(verified={("web", NEW_IMAGE), ("side", "5" * 64)})
+    outcome = drive(recover_unit(follower_entry(Step.STARTING, Step.STARTING)), world)
+    assert outcome == COMPLETED
+    assert [e for e in world.log if e[0] == "RemoveOld"] == [
+        ("RemoveOld", "web"),
+        ("RemoveOld", "side"),
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 import pytest
@@ -352,3 +353,24 @@ def test_a_container_is_updated_after_the_ones_it_depends_on() -> None:
         ["container:db", "container:vpn", "container:app"],
         ["container:other"],
     ]
+
+
+def test_containers_in_a_recreated_containers_network_namespace_follow_it() -> None:
+    """Running containers that join the namespace of a recreated one (by its name or ID) and
+    have no task of their own are its followers; one with an update of its own, another
+    engine's, a stopped one, and those of a unit's container are not."""
+    vpn = ctr("vpn")
+    by_name = dataclasses.replace(ctr("app", policy=None), network_of="vpn")
+    by_id = dataclasses.replace(ctr("side", policy=None), network_of=vpn.id)
+    labelled = dataclasses.replace(ctr("own"), network_of="vpn")
+    other = dataclasses.replace(ctr("else", policy=None), network_of="vpn", engine="docker")
+    stopped = dataclasses.replace(ctr("off", policy=None), network_of="vpn", running=False)
+    served = ctr("served", unit="served.service")
+    near = dataclasses.replace(ctr("near", policy=None), network_of="served")
+    tasks, errors = assemble_tasks(
+        [vpn, by_name, by_id, labelled, other, stopped, served, near], None
+    )
+    assert errors == []
+    assert [c.name for c in tasks["container:vpn"][0].followers] == ["app", "side"]
+    assert tasks["container:own"][0].followers == ()
+    assert tasks["served.service"][0].followers == ()

@@ -132,6 +132,9 @@ class Container:
         engine: the engine that runs it ("podman", "docker").
         depends_on: names of the containers it needs (links, `network_mode: container:<x>`,
             compose's `depends_on`): a recreated container is updated after them.
+        network_of: the container whose network namespace it joins (`network_mode:
+            container:<x>`), by name (by ID when the engine listed no such container); "" for
+            none, or when the engine does not say (podman).
     """
 
     id: str
@@ -145,6 +148,7 @@ class Container:
     is_infra: bool = False
     engine: str = "podman"
     depends_on: tuple[str, ...] = ()
+    network_of: str = ""
 
 
 @dataclass(frozen=True)
@@ -211,6 +215,10 @@ class Task:
         image: the container's image name, parsed: what is checked, pulled and tagged.
         authfile: credentials file to use for this container, or None.
         apply: how its update is applied: its unit restarted, or the container recreated.
+        followers: running containers that join the network namespace of this one and that
+            updock does not update (no auto-update policy): when this one is recreated, they
+            are recreated after it (on their own images) to join the new one
+            (`core.recreate`).
     """
 
     unit: str
@@ -219,6 +227,7 @@ class Task:
     image: ImageName
     authfile: str | None = None
     apply: Apply = Apply.RESTART
+    followers: tuple[Container, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,9 @@ A recreated container (`core.recreate`) is repaired from the step journaled for 
 by the old container's ID: once every container of the unit verified (a `verified` step), the
 old containers are removed; a new container still being verified is verified again and kept if
 it passes; anything else is restored (the new container removed, the old one renamed back and
-started), verified on its previous image.
+started), verified on its previous image. The unit's followers (containers in the network
+namespace of one of its containers) count as its containers for this, and are restored after
+them, restarted if they ran (to join the namespace of the old container that runs again).
 
 A repair that fails is not dropped: `Defer` keeps the entry, at the phase to start again from,
 with what was seen; the next run tries again, and until then the unit's containers are not
@@ -66,6 +68,9 @@ class JournaledContainer:
         container_id: the container's ID when the update began (a recreated container's old
             container).
         step: where its recreate stood (None: not begun, or a unit's container).
+        follows: for a container that joins the network namespace of one of the unit's
+            (`core.recreate`'s followers), that container's name; its image name is none of
+            the update's (never tagged).
     """
 
     name: str
@@ -74,6 +79,7 @@ class JournaledContainer:
     new_image: str = ""
     container_id: str = ""
     step: Step | None = None
+    follows: str = ""
 
 
 @dataclass(frozen=True)
@@ -154,6 +160,8 @@ def recover_unit(entry: Interrupted) -> RepairPlan:
 def _retag_previous(entry: Interrupted) -> Generator[Action, Outcome, UpdockError | None]:
     """Tag each image name on its container's previous image again."""
     for c in entry.containers:
+        if c.follows:
+            continue
         try:
             name = parse_image_name(c.raw_image_name).reference
         except ImageReferenceError as exc:  # journaled from a valid name: not expected
@@ -167,6 +175,8 @@ def _retag_previous(entry: Interrupted) -> Generator[Action, Outcome, UpdockErro
 def _complete_recreated(entry: Interrupted) -> Generator[Action, Outcome, UpdockError | None]:
     """Every new container verified: remove the old ones (journaled first)."""
     for c in entry.containers:
+        if c.step is None:  # never touched (not expected once one verified): nothing old
+            continue
         failure = _expect_none((yield SetStep(entry.unit, c.name, Step.VERIFIED)))
         if failure is None:
             failure = _expect_none((yield RemoveOld(entry.unit, c.name, c.container_id)))
@@ -207,8 +217,13 @@ def _recover_recreated(entry: Interrupted) -> RepairPlan:
     if not touched and _expect_none((yield VerifyImages(unit, previous))) is None:
         yield Finish(unit, (), verified=False)
         return UNDONE
-    for c in reversed(containers):
-        failure = _expect_none((yield Restore(unit, c.name, c.container_id)))
+    # The unit's old containers first; then the followers, which join their namespace (and
+    # are restarted if they ran: their namespace went with the old container's stop).
+    order = [c for c in reversed(containers) if not c.follows]
+    order += [c for c in containers if c.follows]
+    for c in order:
+        restore = Restore(unit, c.name, c.container_id, rejoin=bool(c.follows))
+        failure = _expect_none((yield restore))
         if failure is not None:
             return (yield from _defer(entry, phase, failure))
     failure = _expect_none((yield VerifyImages(unit, previous)))

@@ -15,6 +15,17 @@ On any failure the old containers come back (`Restore`: the new one removed, the
 back and started) and are verified (`VerifyImages`). Before each change the step is journaled
 (`SetStep`), so that a run killed anywhere is repaired by the next (`core.recovery`).
 
+Containers that join the network namespace of a recreated one (`network_mode: container:<x>`)
+and have no update of their own (`Task.followers`) would be left in a namespace that is gone.
+They are journaled with the unit before anything changes (`JournalFollower`); once the unit's
+containers verified, each is recreated the same way, on its own image, joining the new
+container (`PrepareFollower`, the same dance, `CreateFollower`, `StartFollower`,
+`VerifyFollower`); the old ones (the unit's and the followers') are removed only then. If a
+follower cannot follow, the unit is rolled back: its old containers come back first, then the
+followers' (`Restore` with `rejoin`), which join the old containers' namespace again. After any
+rollback of a unit that was touched, every follower is put back the same way: an untouched one
+is restarted, since the namespace it ran in went with the old container's stop.
+
 These are actions in the style of `core.plan`: frozen records the shell performs, with no
 engine-specific branch here (the engine's `Recreator` protocol does each step).
 """
@@ -25,7 +36,7 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from updock.core.model import Status, Step, Task
+from updock.core.model import Container, Status, Step, Task
 from updock.core.policy import go_quote
 from updock.errors import Interrupted, UpdockError
 
@@ -131,16 +142,79 @@ class RemoveOld:
 class Restore:
     """Put the old container back, whatever step was reached: a container named `container`
     other than `old_id` is removed, the old one renamed back (from `aside_name`) and started.
-    Idempotent. Outcome: None, or an error (the old one is gone, or would not start)."""
+    Idempotent. Outcome: None, or an error (the old one is gone, or would not start).
+
+    Attributes:
+        rejoin: the container joins another's network namespace (a follower): when the old
+            one runs already, it is restarted, so that it joins the namespace of the container
+            that runs now (the one it ran with may have been stopped and started since).
+    """
 
     unit: str
     container: str
     old_id: str
+    rejoin: bool = False
+
+
+@dataclass(frozen=True)
+class JournalFollower:
+    """Record durably, with the unit's update and before its first change, that `follower`
+    joins the network namespace of the unit's container `joins`: a repair then brings it back
+    into whichever container runs. Outcome: None, or an error (then nothing changes)."""
+
+    unit: str
+    follower: Container
+    joins: str
+
+
+@dataclass(frozen=True)
+class PrepareFollower:
+    """Build, from the follower's own configuration (by its ID), the configuration of the
+    container that replaces it: the same, on the same image, joining the network namespace of
+    the container now named `joins` (the new one). Outcome: None or an error."""
+
+    unit: str
+    follower: Container
+    joins: str
+
+
+@dataclass(frozen=True)
+class CreateFollower:
+    """Create the follower's new container, named as the old one, from `PrepareFollower`'s
+    configuration. Outcome: None or an error."""
+
+    unit: str
+    follower: Container
+
+
+@dataclass(frozen=True)
+class StartFollower:
+    """Start the follower's new container. Outcome: None or an error."""
+
+    unit: str
+    follower: Container
+
+
+@dataclass(frozen=True)
+class VerifyFollower:
+    """Check that the follower runs (on its own image), as `VerifyImages` does, in the
+    namespace of `joins`. Outcome: None, or an error that says what was seen.
+
+    Attributes:
+        restored: it was put back after the unit's rollback (else: recreated to follow the
+            unit's new container); the shell says which.
+    """
+
+    unit: str
+    follower: Container
+    joins: str
+    restored: bool = False
 
 
 RecreateAction = (
     Prepare | SetStep | StopOld | RenameAside | CreateNew | StartNew | RemoveOld | Restore
-)
+    | JournalFollower | PrepareFollower | CreateFollower | StartFollower | VerifyFollower
+)  # fmt: skip
 
 
 @dataclass
@@ -154,6 +228,8 @@ class Recreated:
             the failure came before any change (a `Prepare` that failed, or `Interrupted`).
         failure_changed: whether the container that failed was touched (False: its
             configuration could not be built, or the run was asked to stop: no bad image).
+        follower_failed: the unit's containers verified, but a follower could not join them
+            (no bad image either: the failure is an error of the run).
         restored: after a failure, whether every container touched is back, verified.
         errors: what went wrong after the failure (restores), or after success (an old
             container that could not be removed).
@@ -162,6 +238,7 @@ class Recreated:
     failure: UpdockError | None = None
     changed: bool = False
     failure_changed: bool = False
+    follower_failed: bool = False
     restored: bool = True
     errors: list[UpdockError] = field(default_factory=list)
 
@@ -187,12 +264,33 @@ def _replace(
     failure = _none((yield Prepare(task, interruptible)))
     if failure is not None:
         return failure, False
+    for follower in task.followers:
+        failure = _none((yield JournalFollower(unit, follower, task.container.name)))
+        if failure is not None:
+            return failure, False
     name, old_id = task.container.name, task.container.id
+    failure, touched = yield from _dance(unit, name, old_id, CreateNew(task), StartNew(task))
+    if failure is not None:
+        return failure, touched
+    from updock.core.plan import Verify
+
+    return _none((yield Verify(unit, (task,)))), True
+
+
+def _dance(
+    unit: str, name: str, old_id: str, create: Action, start: Action
+) -> Generator[Action, Outcome, tuple[UpdockError | None, bool]]:
+    """Stop the old container, rename it aside, create and start the new one: each step
+    journaled before it is taken.
+
+    Returns:
+        The first failure (or None), and whether the old container was touched.
+    """
     steps: tuple[tuple[Step, Action], ...] = (
         (Step.STOPPING, StopOld(unit, name, old_id)),
         (Step.RENAMING, RenameAside(unit, name, old_id)),
-        (Step.CREATING, CreateNew(task)),
-        (Step.STARTING, StartNew(task)),
+        (Step.CREATING, create),
+        (Step.STARTING, start),
     )
     for step, action in steps:
         failure = _none((yield SetStep(unit, name, step)))
@@ -201,9 +299,37 @@ def _replace(
         failure = _none((yield action))
         if failure is not None:
             return failure, True
-    from updock.core.plan import Verify
+    return None, True
 
-    return _none((yield Verify(unit, (task,)))), True
+
+def _follow(
+    unit: str, joins: str, follower: Container
+) -> Generator[Action, Outcome, tuple[UpdockError | None, bool]]:
+    """Recreate a follower on its own image, joining the new container `joins`; verify it.
+
+    Returns:
+        The failure (or None) and whether the follower was touched.
+    """
+    failure = _none((yield PrepareFollower(unit, follower, joins)))
+    if failure is not None:
+        return failure, False
+    create, start = CreateFollower(unit, follower), StartFollower(unit, follower)
+    failure, touched = yield from _dance(unit, follower.name, follower.id, create, start)
+    if failure is None:
+        failure = _none((yield VerifyFollower(unit, follower, joins)))
+    return failure, touched
+
+
+def _restore_follower(
+    unit: str, joins: str, follower: Container
+) -> Generator[Action, Outcome, UpdockError | None]:
+    """Put a follower's old container back (restarted if it ran), in the namespace of the
+    container that runs now; verify it."""
+    _none((yield SetStep(unit, follower.name, Step.RESTORING)))
+    failure = _none((yield Restore(unit, follower.name, follower.id, rejoin=True)))
+    if failure is None:
+        failure = _none((yield VerifyFollower(unit, follower, joins, restored=True)))
+    return failure
 
 
 def _restore(unit: str, task: Task) -> Generator[Action, Outcome, UpdockError | None]:
@@ -223,9 +349,9 @@ def _restore(unit: str, task: Task) -> Generator[Action, Outcome, UpdockError | 
 def recreate_and_verify(
     unit: str, tasks: Sequence[Task], *, interruptible: bool = False, rollback: bool = True
 ) -> Generator[Action, Outcome, Recreated]:
-    """Recreate the unit's containers one after the other, each verified; then remove the old
-    ones. On a failure, restore (unless `rollback` is off) every container touched, the failed
-    one first.
+    """Recreate the unit's containers one after the other, each verified, then their followers
+    (`Task.followers`); then remove the old ones. On a failure, restore (unless `rollback` is
+    off) every container touched, the failed one first, and then every follower of them.
 
     Args:
         unit: the unit (`container:<name>` or `compose:<project>/<service>`).
@@ -245,16 +371,31 @@ def recreate_and_verify(
             result.failure_changed = changed
             break
         replaced.append(task)
+    followed: list[Container] = []
+    if result.failure is None:
+        for task, follower in ((t, f) for t in replaced for f in t.followers):
+            joins = task.container.name
+            failure, changed = yield from _follow(unit, joins, follower)
+            if changed:
+                followed.append(follower)
+            if failure is not None:
+                result.failure = _wrap(
+                    failure,
+                    f"container {follower.name}, which shares the network namespace of "
+                    f"container {joins}, could not join its new container",
+                )
+                result.failure_changed = result.follower_failed = True
+                break
     result.changed = bool(touched)
     if result.failure is None:
-        for task in replaced:
-            name = task.container.name
+        done = [(t.container.name, t.container.id) for t in replaced]
+        for name, old_id in [*done, *((f.name, f.id) for f in followed)]:
             # Journaled first: a repair after this point completes the update, never restores.
             failure = _none((yield SetStep(unit, name, Step.VERIFIED)))
             if failure is None:
-                failure = _none((yield RemoveOld(unit, name, task.container.id)))
+                failure = _none((yield RemoveOld(unit, name, old_id)))
             if failure is not None:
-                kept = aside_name(name, task.container.id)
+                kept = aside_name(name, old_id)
                 result.errors.append(
                     _wrap(
                         failure, f"container {name} was updated; its old container {kept} is left"
@@ -269,6 +410,18 @@ def recreate_and_verify(
             result.restored = False
             result.errors.append(
                 _wrap(failure, f"auto-updating container {_quoted(task)}: during rollback")
+            )
+    # Then the followers, into the namespace of the old containers that run again.
+    for task, follower in ((t, f) for t in touched for f in t.followers):
+        failure = yield from _restore_follower(unit, task.container.name, follower)
+        if failure is not None:
+            result.restored = False
+            result.errors.append(
+                _wrap(
+                    failure,
+                    f"putting back container {follower.name}, which shares the network "
+                    f"namespace of container {task.container.name}",
+                )
             )
     return result
 
@@ -294,6 +447,8 @@ def apply_recreate(
     previous images (as after a unit's rollback) and the containers are restored: `rolled back`
     when that verified. A failure before anything changed (the configuration could not be
     built) is no bad image: its error is reported, the container stays `failed`, as it runs.
+    Nor is a follower that could not join the new containers: the unit is `rolled back`, and
+    the error is reported.
     """
     from updock.core.plan import Finish, Retag, _containers
 
@@ -323,7 +478,7 @@ def apply_recreate(
         if done.failure_changed and done.restored:
             for task in updated:
                 status[task.container.id] = Status.ROLLED_BACK
-            if done.errors or retag_errors:
+            if done.errors or retag_errors or done.follower_failed:
                 errors.append(_wrap(done.failure, what))
         else:  # a configuration that cannot be recreated (no bad image), or not restored
             errors.append(_wrap(done.failure, what))

@@ -8,6 +8,7 @@ a known vulnerability.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from updock.core.model import (
     LABEL_COMPOSE_PROJECT,
@@ -181,6 +182,9 @@ def assemble_tasks(
             continue
         if task is not None:
             by_unit.setdefault(task.unit, []).append(task)
+    updated = {t.container.id for tasks in by_unit.values() for t in tasks}
+    for tasks in by_unit.values():
+        tasks[:] = [_with_followers(t, containers, updated) for t in tasks]
     return (
         {
             unit: sorted(tasks, key=lambda t: (t.container.name, t.container.id))
@@ -188,6 +192,31 @@ def assemble_tasks(
         },
         errors,
     )
+
+
+def _with_followers(task: Task, containers: Sequence[Container], updated: set[str]) -> Task:
+    """`task` with the running containers that join its container's network namespace and
+    have no task of their own (`Task.followers`): recreating it would leave them in a namespace
+    that is gone."""
+    if task.apply is not Apply.RECREATE:
+        return task
+    own = task.container
+    followers = tuple(
+        sorted(
+            (
+                c
+                for c in containers
+                if c.network_of
+                and c.network_of in (own.name, own.id)
+                and c.running
+                and not c.is_infra
+                and c.engine == own.engine
+                and c.id not in updated
+            ),
+            key=lambda c: c.name,
+        )
+    )
+    return replace(task, followers=followers) if followers else task
 
 
 def unit_groups(units: dict[str, list[Task]]) -> list[list[str]]:

@@ -71,6 +71,12 @@ class Recreator(Protocol):
         now under `image`. Changes nothing."""
         ...
 
+    def prepare_follow(self, container_id: str, joins: str) -> None:
+        """Build, and keep for `create_container`, the configuration of a container that
+        replaces `container_id` on the same image, joining the network namespace of the
+        container now named `joins` (`core.recreate`'s followers). Changes nothing."""
+        ...
+
     def stop_container(self, container_id: str) -> None:
         """Stop the container with its own stop signal and timeout."""
         ...

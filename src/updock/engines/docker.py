@@ -304,6 +304,10 @@ class Docker:
         self._names.update({c["Id"]: (c.get("Names") or ["/"])[0].lstrip("/") for c in listing})
         out = []
         for c in listing:
+            # The listing says which containers join another's network namespace (by its ID):
+            # those with no label of their own are found without an inspect.
+            mode = str((c.get("HostConfig") or {}).get("NetworkMode") or "")
+            target = mode.removeprefix("container:") if mode.startswith("container:") else ""
             labels = dict(c.get("Labels") or {})
             name = (c.get("Names") or ["/"])[0].lstrip("/")
             raw = c.get("Image", "")
@@ -330,6 +334,7 @@ class Docker:
                     running=c.get("State") == "running",
                     engine=self.name,
                     depends_on=needs,
+                    network_of=self._names.get(target, target),
                 )
             )
         if on_candidates is not None:
@@ -498,9 +503,12 @@ class Docker:
 
     # -- Recreator ----------------------------------------------------------------------------
 
-    def prepare_recreate(self, container_id: str, image: ImageReference) -> None:
-        """Build, and keep for `create_container`, the configuration of the container that
-        replaces `container_id`, on the image now under `image`."""
+    def _inspect_for_recreate(self, container_id: str) -> Any:
+        """The container's inspect object.
+
+        Raises:
+            EngineError: it is removed when it stops (nothing to put back on a failure).
+        """
         container = self._call("inspect", self._api.inspect_container, container_id)
         if (container.get("HostConfig") or {}).get("AutoRemove"):
             name = str(container.get("Name", "")).lstrip("/")
@@ -508,6 +516,12 @@ class Docker:
                 f"container {name} is removed when it stops (--rm): updock could not put it "
                 "back if its update failed; create it without --rm"
             )
+        return container
+
+    def prepare_recreate(self, container_id: str, image: ImageReference) -> None:
+        """Build, and keep for `create_container`, the configuration of the container that
+        replaces `container_id`, on the image now under `image`."""
+        container = self._inspect_for_recreate(container_id)
         old = self._call("image inspect", self._api.inspect_image, container["Image"])
         new = self._call("image inspect", self._api.inspect_image, str(image))
         body, more = create_body(container, old, new)
@@ -517,6 +531,27 @@ class Docker:
             # ID) earlier in this run.
             target = mode.removeprefix("container:")
             body["HostConfig"]["NetworkMode"] = f"container:{self._names.get(target, target)}"
+        self._blueprints[container_id] = (body, more)
+
+    def prepare_follow(self, container_id: str, joins: str) -> None:
+        """Build, and keep for `create_container`, the configuration of a container that
+        replaces `container_id` on its own image, joining the network namespace of the
+        container now named `joins`. The image is named as before when that name still means
+        the container's image, else given by its ID (the name moved on: the container must
+        not)."""
+        container = self._inspect_for_recreate(container_id)
+        image_id = str(container["Image"])
+        image = self._call("image inspect", self._api.inspect_image, image_id)
+        body, more = create_body(container, image, image)
+        name = str((container.get("Config") or {}).get("Image") or "")
+        try:
+            named = self._call("image inspect", self._api.inspect_image, name) if name else {}
+        except EngineError as exc:
+            if not self._missing(exc):
+                raise
+            named = {}
+        body["Image"] = name if named.get("Id") == image_id else image_id
+        body["HostConfig"]["NetworkMode"] = f"container:{joins}"
         self._blueprints[container_id] = (body, more)
 
     def stop_container(self, container_id: str) -> None:
