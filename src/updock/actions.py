@@ -80,7 +80,8 @@ log = logging.getLogger(__name__)
 #: Test seam: `UPDOCK_TEST_CRASH_AT=pull|restart|verify|wave` kills this process with SIGKILL at
 #: that point (`wave`: a second into a wave of units), so the integration tests can prove that
 #: the next run repairs the state. For a recreate, `step-<step>` (`stopping`, `renaming`,
-#: `creating`, `starting`, `verified`, `restoring`) kills it right after that step was done.
+#: `creating`, `starting`, `verified`, `restoring`) kills it right after that step was done,
+#: `step-<step>:<container>` only at that container's step.
 CRASH_ENV = "UPDOCK_TEST_CRASH_AT"
 
 
@@ -420,6 +421,7 @@ class ActionHandler:
         if isinstance(action, SetStep):
             self._journal_book.set_step(action.unit, action.container, action.step)
             self._steps.last = action.step
+            self._steps.container = action.container
             return
         if isinstance(action, JournalFollower):
             self._journal_book.begin_follower(action.unit, action.follower, action.joins)
@@ -439,7 +441,9 @@ class ActionHandler:
             name = action.follower.name
             self._journal_book.set_step(action.unit, name, Step.CREATING, new_id)
         if not isinstance(action, Prepare):
-            _crash_point(f"step-{getattr(self._steps, 'last', '')}")
+            step = f"step-{getattr(self._steps, 'last', '')}"
+            _crash_point(step)
+            _crash_point(f"{step}:{getattr(self._steps, 'container', '')}")
 
     # -- journal ----------------------------------------------------------------------------
 

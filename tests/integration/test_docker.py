@@ -670,3 +670,51 @@ def test_a_dry_run_leaves_the_others_in_the_namespace_alone(docker_lab: DockerLa
     assert lab.inspect("app")["Id"] == app_before["Id"]
     assert lab.inspect("vpn")["Id"] == vpn_before["Id"]
     assert netns(lab, "app") == netns(lab, "vpn") == space
+
+
+@pytest.mark.parametrize(
+    ("crash", "kind", "repaired"),
+    [
+        ("step-creating:vpn", ImageKind.HEALTHY, "rolled back"),  # app untouched, restarted
+        ("step-stopping:app", ImageKind.HEALTHY, "rolled back"),
+        ("step-renaming:app", ImageKind.HEALTHY, "rolled back"),
+        ("step-creating:app", ImageKind.HEALTHY, "rolled back"),
+        ("step-starting:app", ImageKind.HEALTHY, "verified and completed"),
+        ("step-verified:app", ImageKind.HEALTHY, "verified and completed"),
+        ("step-restoring:app", ImageKind.EXITS_AT_ONCE, "rolled back"),
+    ],
+)
+def test_a_run_killed_while_a_container_follows_is_repaired_by_the_next(
+    docker_lab: DockerLab, crash: str, kind: ImageKind, repaired: str
+) -> None:
+    """Killed at any step of vpn's update or app's following: the next run repairs it (app
+    back in the namespace of whichever vpn runs), then updates vpn again."""
+    lab = docker_lab
+    vpn_before, app_before = two_in_one_namespace(lab, f"crash-{crash.replace(':', '-')}")
+    lab.build_image(vpn_before["Config"]["Image"], kind)
+
+    killed = lab.updock(
+        "auto-update", "--engine", "docker", "--settle-time", "1",
+        env={"UPDOCK_TEST_CRASH_AT": crash},
+    )  # fmt: skip
+    assert killed.returncode != 0
+    journal = json.loads((lab.root / "updock-state" / "state.json").read_text())
+    assert [t["container"] for t in journal["units"]["container:vpn"]["tasks"]] == ["vpn", "app"]
+
+    res = run_updock(lab)
+
+    assert f"recovery: unit container:vpn: the interrupted update was {repaired}" in res.stderr
+    assert json.loads((lab.root / "updock-state" / "state.json").read_text())["units"] == {}
+    assert names(lab) == ["app", "vpn"]
+    vpn: Any = lab.inspect("vpn")
+    app: Any = lab.inspect("app")
+    assert (vpn["State"]["Running"], app["State"]["Running"]) == (True, True)
+    assert app["HostConfig"]["NetworkMode"] == f"container:{vpn['Id']}"
+    assert netns(lab, "app") == netns(lab, "vpn")
+    assert app["Image"] == app_before["Image"]
+    if kind is ImageKind.HEALTHY:
+        assert res.returncode == 0, res.stderr
+        assert lab.container_version("vpn") == "v2"
+    else:
+        assert rows(res)["vpn"]["Updated"] == "rolled back"
+        assert (vpn["Id"], app["Id"]) == (vpn_before["Id"], app_before["Id"])
