@@ -170,6 +170,10 @@ def comparable(inspected: Any) -> Any:
     if c["Config"].get("Hostname") == short:
         c["Config"].pop("Hostname")
     c["Mounts"] = sorted(c.get("Mounts") or [], key=lambda m: m["Destination"])
+    # The daemon's default ulimits are stored in no fixed order (a Go map's).
+    c["HostConfig"]["Ulimits"] = sorted(
+        c["HostConfig"].get("Ulimits") or [], key=lambda u: u["Name"]
+    )
     # Anonymous volumes are bound again by name (their data stays): the same mounts, which
     # docker then shows with mode "z" (a named bind's default) instead of "".
     for mount in c["Mounts"]:
@@ -188,6 +192,16 @@ def comparable(inspected: Any) -> Any:
         }
     c["Ports"] = settings.get("Ports")
     return c
+
+
+def same_configuration(old: Any, new: Any) -> None:
+    """Two `comparable` configurations are equal: item by item, for a readable failure."""
+    assert sorted(new) == sorted(old)
+    for key in sorted(old):
+        if isinstance(old[key], dict):
+            for sub in sorted(set(old[key]) | set(new[key])):
+                assert (key, sub, new[key].get(sub)) == (key, sub, old[key].get(sub))
+        assert (key, new[key]) == (key, old[key])
 
 
 def test_recreating_keeps_every_setting_and_takes_the_new_images_defaults(
@@ -252,13 +266,7 @@ def test_recreating_keeps_every_setting_and_takes_the_new_images_defaults(
         c["Config"]["Env"] = [e for e in c["Config"]["Env"] if not e.startswith("IMG_VAR=")]
         c["Config"].pop("WorkingDir")
         c["Config"]["Labels"].pop("updock.lab.version")
-    # Item by item, for a readable failure.
-    assert sorted(new) == sorted(old)
-    for key in sorted(old):
-        if isinstance(old[key], dict):
-            for sub in sorted(set(old[key]) | set(new[key])):
-                assert (key, sub, new[key].get(sub)) == (key, sub, old[key].get(sub))
-        assert (key, new[key]) == (key, old[key])
+    same_configuration(old, new)
     assert lab.docker("exec", "full", "cat", "/anon/data", "/imgvol/data").stdout.split() == [
         "kept",
         "kept",
@@ -572,9 +580,7 @@ def test_a_container_without_an_update_follows_the_recreated_one_into_its_namesp
     for c in (old, new):  # the namespace's owner, and its hostname, which app shows
         c["HostConfig"].pop("NetworkMode")
         c["Config"].pop("Hostname")
-    assert sorted(new) == sorted(old)
-    for key in sorted(old):
-        assert (key, new[key]) == (key, old[key])
+    same_configuration(old, new)
     assert names(lab) == ["app", "vpn"]  # both old containers removed
     assert (
         "container app shares the network namespace of container vpn, which was recreated: app "
@@ -718,3 +724,26 @@ def test_a_run_killed_while_a_container_follows_is_repaired_by_the_next(
     else:
         assert rows(res)["vpn"]["Updated"] == "rolled back"
         assert (vpn["Id"], app["Id"]) == (vpn_before["Id"], app_before["Id"])
+
+
+def test_a_labelled_container_without_a_new_image_follows_too(docker_lab: DockerLab) -> None:
+    """app has a label of its own but its image has no update: it follows vpn as an unlabelled
+    one does, and its row says it was not updated."""
+    lab = docker_lab
+    vpn_image = lab.build_image(f"{lab.registry}/labelled/vpn:latest")
+    app_image = lab.build_image(f"{lab.registry}/labelled/app:latest")
+    start(lab, "vpn", vpn_image)
+    old_app = start(lab, "app", app_image, "--network", "container:vpn")
+    lab.build_image(vpn_image)
+
+    res = run_updock(lab)
+
+    assert res.returncode == 0, res.stderr
+    assert {n: r["Updated"] for n, r in rows(res).items()} == {"vpn": "true", "app": "false"}
+    vpn: Any = lab.inspect("vpn")
+    app: Any = lab.inspect("app")
+    assert app["Id"] != old_app
+    assert app["HostConfig"]["NetworkMode"] == f"container:{vpn['Id']}"
+    assert netns(lab, "app") == netns(lab, "vpn")
+    assert lab.container_version("app") == "v1"
+    assert names(lab) == ["app", "vpn"]

@@ -80,6 +80,7 @@ class World:
 
     fail: dict[tuple[str, str], UpdockError] = field(default_factory=dict)
     log: list[tuple[str, ...]] = field(default_factory=list)
+    up_to_date: set[str] = field(default_factory=set)  # containers whose check finds nothing
 
     def __call__(self, action: Action) -> Outcome:
         kind = type(action).__name__
@@ -98,7 +99,7 @@ class World:
         if failure is not None:
             return failure
         if isinstance(action, Check):
-            return CheckResult(True, "sha256:" + "ab" * 32)
+            return CheckResult(name not in self.up_to_date, "sha256:" + "ab" * 32)
         if isinstance(action, Pull):
             return NEW_IMAGE
         return None
@@ -503,6 +504,34 @@ def test_a_dry_run_touches_no_follower() -> None:
     )
     assert ([str(r.updated) for r in rows], errors) == (["pending"], [])
     assert world.kinds() == ["Check"]
+
+
+@pytest.mark.parametrize(
+    ("up_to_date", "check_fails", "follows"),
+    [(True, False, True), (False, True, True), (False, False, False)],
+)
+def test_a_follower_with_its_own_task_follows_unless_it_has_an_update(
+    up_to_date: bool, check_fails: bool, follows: bool
+) -> None:
+    """A labelled container in the namespace: checked before anything changes; with an update
+    of its own, its own unit recreates it (later), else it follows as any other."""
+    own = dataclasses.replace(make_task("side"), container=with_follower().followers[0])
+    task = dataclasses.replace(make_task("web"), follower_tasks=(own,))
+    world = World(
+        up_to_date={"side"} if up_to_date else set(),
+        fail={("Check", "side"): EngineError("registry down")} if check_fails else {},
+    )
+    statuses, errors = run(world, task)
+    assert (statuses, errors) == ({"web": "true"}, [])
+    assert world.log[: world.log.index(("Prepare", "web")) + 1] == [
+        ("Check", "web"),
+        ("Journal", "web"),
+        ("Pull", "web"),
+        ("Check", "side"),
+        ("Prepare", "web"),
+    ]
+    assert (("JournalFollower", "side", "web") in world.log) is follows
+    assert (("StartFollower", "side") in world.log) is follows
 
 
 def follower_entry(*steps: Step | None) -> Interrupted:

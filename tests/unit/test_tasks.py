@@ -357,8 +357,9 @@ def test_a_container_is_updated_after_the_ones_it_depends_on() -> None:
 
 def test_containers_in_a_recreated_containers_network_namespace_follow_it() -> None:
     """Running containers that join the namespace of a recreated one (by its name or ID) and
-    have no task of their own are its followers; one with an update of its own, another
-    engine's, a stopped one, and those of a unit's container are not."""
+    have no task of their own are its followers; one with a task of its own is among its
+    follower tasks; another engine's, a stopped one, and those of a unit's container are
+    neither."""
     vpn = ctr("vpn")
     by_name = dataclasses.replace(ctr("app", policy=None), network_of="vpn")
     by_id = dataclasses.replace(ctr("side", policy=None), network_of=vpn.id)
@@ -372,5 +373,7 @@ def test_containers_in_a_recreated_containers_network_namespace_follow_it() -> N
     )
     assert errors == []
     assert [c.name for c in tasks["container:vpn"][0].followers] == ["app", "side"]
+    # One with a task of its own follows unless that task has an update (`core.recreate`).
+    assert [t.container.name for t in tasks["container:vpn"][0].follower_tasks] == ["own"]
     assert tasks["container:own"][0].followers == ()
     assert tasks["served.service"][0].followers == ()

@@ -219,6 +219,9 @@ class Task:
             updock does not update (no auto-update policy): when this one is recreated, they
             are recreated after it (on their own images) to join the new one
             (`core.recreate`).
+        follower_tasks: the tasks (of other units) of containers that join its network
+            namespace: followers too, unless they have an update of their own (then their own
+            unit recreates them, after this one).
     """
 
     unit: str
@@ -228,6 +231,7 @@ class Task:
     authfile: str | None = None
     apply: Apply = Apply.RESTART
     followers: tuple[Container, ...] = ()
+    follower_tasks: tuple[Task, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ back and started) and are verified (`VerifyImages`). Before each change the step
 (`SetStep`), so that a run killed anywhere is repaired by the next (`core.recovery`).
 
 Containers that join the network namespace of a recreated one (`network_mode: container:<x>`)
-and have no update of their own (`Task.followers`) would be left in a namespace that is gone.
+and have no update of their own (`Task.followers`; `Task.follower_tasks` whose `Check` finds
+none) would be left in a namespace that is gone.
 They are journaled with the unit before anything changes (`JournalFollower`); once the unit's
 containers verified, each is recreated the same way, on its own image, joining the new
 container (`PrepareFollower`, the same dance, `CreateFollower`, `StartFollower`,
@@ -253,10 +254,26 @@ def _quoted(task: Task) -> str:
     return go_quote(task.container.id)
 
 
+def _followers(task: Task) -> Generator[Action, Outcome, tuple[Container, ...]]:
+    """The containers that must follow `task`'s into its new network namespace: those with no
+    task of their own, and those whose own task has no update (`Check`: the run's answer,
+    asked once; one that cannot be checked follows too). One with an update is recreated by
+    its own unit, after this one, in the namespace of whichever runs then."""
+    from updock.core.plan import Check, CheckResult
+
+    found = list(task.followers)
+    for other in task.follower_tasks:
+        outcome = yield Check(other)
+        if not (isinstance(outcome, CheckResult) and outcome.update_available):
+            found.append(other.container)
+    return tuple(found)
+
+
 def _replace(
-    unit: str, task: Task, *, interruptible: bool
+    unit: str, task: Task, followers: Sequence[Container], *, interruptible: bool
 ) -> Generator[Action, Outcome, tuple[UpdockError | None, bool]]:
     """Replace one container by a new one and verify it; the old one stays aside, stopped.
+    Its `followers` are journaled before it changes.
 
     Returns:
         The failure (or None) and whether the container was touched.
@@ -264,7 +281,7 @@ def _replace(
     failure = _none((yield Prepare(task, interruptible)))
     if failure is not None:
         return failure, False
-    for follower in task.followers:
+    for follower in followers:
         failure = _none((yield JournalFollower(unit, follower, task.container.name)))
         if failure is not None:
             return failure, False
@@ -350,8 +367,9 @@ def recreate_and_verify(
     unit: str, tasks: Sequence[Task], *, interruptible: bool = False, rollback: bool = True
 ) -> Generator[Action, Outcome, Recreated]:
     """Recreate the unit's containers one after the other, each verified, then their followers
-    (`Task.followers`); then remove the old ones. On a failure, restore (unless `rollback` is
-    off) every container touched, the failed one first, and then every follower of them.
+    (`Task.followers`, and `Task.follower_tasks` without an update); then remove the old ones.
+    On a failure, restore (unless `rollback` is off) every container touched, the failed one
+    first, and then every follower of them.
 
     Args:
         unit: the unit (`container:<name>` or `compose:<project>/<service>`).
@@ -362,8 +380,12 @@ def recreate_and_verify(
     result = Recreated()
     replaced: list[Task] = []
     touched: list[Task] = []
+    followers: dict[str, tuple[Container, ...]] = {}
     for i, task in enumerate(tasks):
-        failure, changed = yield from _replace(unit, task, interruptible=interruptible and i == 0)
+        followers[task.container.id] = yield from _followers(task)
+        failure, changed = yield from _replace(
+            unit, task, followers[task.container.id], interruptible=interruptible and i == 0
+        )
         if changed:
             touched.append(task)
         if failure is not None:
@@ -373,7 +395,7 @@ def recreate_and_verify(
         replaced.append(task)
     followed: list[Container] = []
     if result.failure is None:
-        for task, follower in ((t, f) for t in replaced for f in t.followers):
+        for task, follower in ((t, f) for t in replaced for f in followers[t.container.id]):
             joins = task.container.name
             failure, changed = yield from _follow(unit, joins, follower)
             if changed:
@@ -412,7 +434,7 @@ def recreate_and_verify(
                 _wrap(failure, f"auto-updating container {_quoted(task)}: during rollback")
             )
     # Then the followers, into the namespace of the old containers that run again.
-    for task, follower in ((t, f) for t in touched for f in t.followers):
+    for task, follower in ((t, f) for t in touched for f in followers[t.container.id]):
         failure = yield from _restore_follower(unit, task.container.name, follower)
         if failure is not None:
             result.restored = False

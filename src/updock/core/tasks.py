@@ -182,9 +182,9 @@ def assemble_tasks(
             continue
         if task is not None:
             by_unit.setdefault(task.unit, []).append(task)
-    updated = {t.container.id for tasks in by_unit.values() for t in tasks}
+    every = [t for tasks in by_unit.values() for t in tasks]
     for tasks in by_unit.values():
-        tasks[:] = [_with_followers(t, containers, updated) for t in tasks]
+        tasks[:] = [_with_followers(t, containers, every) for t in tasks]
     return (
         {
             unit: sorted(tasks, key=lambda t: (t.container.name, t.container.id))
@@ -194,29 +194,35 @@ def assemble_tasks(
     )
 
 
-def _with_followers(task: Task, containers: Sequence[Container], updated: set[str]) -> Task:
-    """`task` with the running containers that join its container's network namespace and
-    have no task of their own (`Task.followers`): recreating it would leave them in a namespace
-    that is gone."""
+def _with_followers(task: Task, containers: Sequence[Container], every: Sequence[Task]) -> Task:
+    """`task` with the running containers that join its container's network namespace: those
+    with no task of their own (`Task.followers`), and the tasks of the others, in other units
+    (`Task.follower_tasks`). Recreating it would leave them in a namespace that is gone."""
     if task.apply is not Apply.RECREATE:
         return task
     own = task.container
+
+    def joins(c: Container) -> bool:
+        return bool(c.network_of) and c.network_of in (own.name, own.id) and c.engine == own.engine
+
+    updated = {t.container.id for t in every}
     followers = tuple(
         sorted(
             (
                 c
                 for c in containers
-                if c.network_of
-                and c.network_of in (own.name, own.id)
-                and c.running
-                and not c.is_infra
-                and c.engine == own.engine
-                and c.id not in updated
+                if joins(c) and c.running and not c.is_infra and c.id not in updated
             ),
             key=lambda c: c.name,
         )
     )
-    return replace(task, followers=followers) if followers else task
+    tasks = tuple(
+        sorted(
+            (t for t in every if joins(t.container) and t.unit != task.unit),
+            key=lambda t: t.container.name,
+        )
+    )
+    return replace(task, followers=followers, follower_tasks=tasks) if followers or tasks else task
 
 
 def unit_groups(units: dict[str, list[Task]]) -> list[list[str]]:
