@@ -747,3 +747,23 @@ def test_a_labelled_container_without_a_new_image_follows_too(docker_lab: Docker
     assert netns(lab, "app") == netns(lab, "vpn")
     assert lab.container_version("app") == "v1"
     assert names(lab) == ["app", "vpn"]
+
+
+def test_updock_rollback_takes_the_containers_in_the_namespace_along(
+    docker_lab: DockerLab,
+) -> None:
+    lab = docker_lab
+    vpn_before, _ = two_in_one_namespace(lab, "manual")
+    lab.build_image(vpn_before["Config"]["Image"])
+    assert rows(run_updock(lab))["vpn"]["Updated"] == "true"
+
+    res = lab.updock("rollback", "vpn", "--format", "json", "--settle-time", "1")
+
+    assert res.returncode == 0, res.stderr
+    assert rows(res)["vpn"]["Updated"] == "rolled back"
+    assert lab.container_version("vpn") == "v1"
+    vpn: Any = lab.inspect("vpn")
+    app: Any = lab.inspect("app")
+    assert app["HostConfig"]["NetworkMode"] == f"container:{vpn['Id']}"
+    assert netns(lab, "app") == netns(lab, "vpn")
+    assert names(lab) == ["app", "vpn"]
