@@ -176,6 +176,7 @@ class JournalBook:
                     raw_image_name=task.image.raw,
                     previous_image=task.container.image_id,
                     new_image=new_image,
+                    network_of=task.container.network_of,
                 )
             )
             self._store.save(self._entries)
@@ -197,6 +198,7 @@ class JournalBook:
                     previous_image=follower.image_id,
                     new_image=follower.image_id,
                     follows=joins,
+                    network_of=joins,
                 )
             )
             self._store.save(self._entries)

@@ -26,7 +26,7 @@ from updock.core.recreate import (
     aside_name,
 )
 from updock.engines import Recreator
-from updock.errors import EngineError
+from updock.errors import EngineError, UpdockError
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def perform(engine: Recreator, action: RecreateAction) -> str | None:
     elif isinstance(action, RemoveOld):
         engine.remove_container(action.old_id)
     elif isinstance(action, Restore):
-        restore(engine, action.container, action.old_id, rejoin=action.rejoin)
+        restore(engine, action.container, action.old_id, rejoin=action.rejoin, joins=action.joins)
     elif isinstance(action, PrepareFollower):
         follower = action.follower
         try:
@@ -109,7 +109,9 @@ def perform(engine: Recreator, action: RecreateAction) -> str | None:
     return None
 
 
-def restore(engine: Recreator, name: str, old_id: str, *, rejoin: bool = False) -> None:
+def restore(
+    engine: Recreator, name: str, old_id: str, *, rejoin: bool = False, joins: str = ""
+) -> None:
     """Put the old container `old_id` back as `name`, running, whatever step was reached.
 
     Args:
@@ -118,11 +120,19 @@ def restore(engine: Recreator, name: str, old_id: str, *, rejoin: bool = False) 
         old_id: the old container's ID.
         rejoin: it joins another container's network namespace: if it runs already, restart
             it, so that it joins the namespace of the container that runs now.
+        joins: the container whose network namespace it joins, by name, or "": when it cannot
+            start (that container was recreated: the one it joined is gone), it is recreated
+            on its own image and configuration, joining the container of that name.
 
     Raises:
         EngineError: the old container is gone, or cannot be renamed back or started.
     """
     old = engine.find_container(old_id)
+    if old is None and joins and engine.find_container(name) is not None:
+        # Replaced already by one that joins `joins` (a repair after `_rejoin_by_recreating`):
+        # the verification that follows tells whether it runs the old container's image.
+        log.info("container %s was recreated to join %s already", name, joins)
+        return
     if old is None:
         raise EngineError(
             f"the old container {aside_name(name, old_id)} ({old_id[:12]}) is gone: "
@@ -137,7 +147,45 @@ def restore(engine: Recreator, name: str, old_id: str, *, rejoin: bool = False) 
     if old[2] and rejoin:
         engine.stop_container(old_id)
     if not old[2] or rejoin:
-        engine.start_container(old_id)
+        try:
+            engine.start_container(old_id)
+        except EngineError as exc:
+            if not joins:
+                raise
+            _rejoin_by_recreating(engine, name, old_id, joins, exc)
+
+
+def _rejoin_by_recreating(
+    engine: Recreator, name: str, old_id: str, joins: str, error: EngineError
+) -> None:
+    """The old container `old_id` (named `name`, stopped) cannot start: the container whose
+    namespace it joined was recreated since. Replace it by a container of its own image and
+    configuration that joins `joins` (as a follower is); on a failure, leave it as it was.
+
+    Raises:
+        EngineError: that failed too (naming both failures).
+    """
+    log.warning(
+        "container %s cannot start in the network namespace it joined (%s): recreating it on "
+        "its own image to join %s",
+        name,
+        error,
+        joins,
+    )
+    engine.rename_container(old_id, aside_name(name, old_id))
+    try:
+        # Its image name back on its image (as the rollback does next): created by its name.
+        engine.prepare_follow(old_id, joins, retag=True)
+        new_id = engine.create_container(old_id, name)
+        try:
+            engine.start_container(new_id)
+        except EngineError:
+            engine.remove_container(new_id)
+            raise
+    except UpdockError as exc:
+        engine.rename_container(old_id, name)  # as it was: the old one, stopped
+        raise EngineError(f"{error}; and recreating it to join {joins}: {exc}") from exc
+    engine.remove_container(old_id)
 
 
 def followed(action: VerifyFollower) -> str:

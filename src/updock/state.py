@@ -96,6 +96,7 @@ class JournalTask:
         new_container: a recreated container's new container's ID, once created.
         follows: for a container in the network namespace of one of the unit's (a follower,
             `core.recreate`), that container's name; "" for the unit's own.
+        network_of: the container whose network namespace it joins (`Container.network_of`).
     """
 
     container: str
@@ -106,6 +107,7 @@ class JournalTask:
     step: str = ""
     new_container: str = ""
     follows: str = ""
+    network_of: str = ""
 
 
 @dataclass
@@ -152,6 +154,7 @@ class JournalEntry:
                     container_id=t.container_id,
                     step=Step(t.step) if t.step else None,
                     follows=t.follows,
+                    network_of=t.network_of,
                 )
                 for t in self.tasks
             ),
@@ -389,6 +392,7 @@ def _parse_journal(doc: object) -> dict[str, JournalEntry]:
                 step=_step(_string(t, "step", "")),
                 new_container=_string(t, "new_container", ""),
                 follows=_string(t, "follows", ""),
+                network_of=_string(t, "network_of", ""),
             )
             for t in e["tasks"]
         ]

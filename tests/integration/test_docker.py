@@ -767,3 +767,74 @@ def test_updock_rollback_takes_the_containers_in_the_namespace_along(
     assert app["HostConfig"]["NetworkMode"] == f"container:{vpn['Id']}"
     assert netns(lab, "app") == netns(lab, "vpn")
     assert names(lab) == ["app", "vpn"]
+
+
+def test_a_failed_update_in_a_recreated_containers_namespace_is_rolled_back_into_it(
+    docker_lab: DockerLab,
+) -> None:
+    """vpn is updated (its old container removed); app's own new image fails after: app's old
+    container cannot join the old vpn's namespace any more, so it is put back on its image and
+    configuration in the new vpn's."""
+    lab = docker_lab
+    vpn_image = lab.build_image(f"{lab.registry}/both/vpn:latest")
+    app_image = lab.build_image(f"{lab.registry}/both/app:latest")
+    start(lab, "vpn", vpn_image)
+    start(lab, "app", app_image, "--network", "container:vpn")
+    app_before: Any = lab.inspect("app")
+    lab.build_image(vpn_image)
+    lab.build_image(app_image, ImageKind.EXITS_AT_ONCE)
+
+    res = run_updock(lab)
+
+    assert {n: r["Updated"] for n, r in rows(res).items()} == {
+        "vpn": "true",
+        "app": "rolled back",
+    }, res.stderr
+    assert res.returncode == 0, res.stderr
+    vpn: Any = lab.inspect("vpn")
+    app: Any = lab.inspect("app")
+    assert app["State"]["Running"]
+    assert app["Image"] == app_before["Image"]
+    assert lab.container_version("app") == "v1"
+    assert app["HostConfig"]["NetworkMode"] == f"container:{vpn['Id']}"
+    assert netns(lab, "app") == netns(lab, "vpn")
+    assert names(lab) == ["app", "vpn"]
+    assert app["Config"]["Image"] == app_image  # by its name: updated again by the next run
+    again = run_updock(lab)
+    assert again.returncode == 0, again.stderr
+    assert rows(again)["app"]["Updated"] == "rolled back"
+
+
+@pytest.mark.parametrize("crash", ["step-starting:app", "step-restoring:app"])
+def test_a_repair_puts_a_container_back_into_a_recreated_containers_namespace(
+    docker_lab: DockerLab, crash: str
+) -> None:
+    """Killed while app's own (broken) update ran, after vpn's verified: the repair puts app
+    back on its image, in the new vpn's namespace."""
+    lab = docker_lab
+    repo = f"repair-{crash.removeprefix('step-').removesuffix(':app')}"
+    vpn_image = lab.build_image(f"{lab.registry}/{repo}/vpn:latest")
+    app_image = lab.build_image(f"{lab.registry}/{repo}/app:latest")
+    start(lab, "vpn", vpn_image)
+    start(lab, "app", app_image, "--network", "container:vpn")
+    app_before: Any = lab.inspect("app")
+    lab.build_image(vpn_image)
+    lab.build_image(app_image, ImageKind.EXITS_AT_ONCE)
+    killed = lab.updock(
+        "auto-update", "--engine", "docker", "--settle-time", "1",
+        env={"UPDOCK_TEST_CRASH_AT": crash},
+    )  # fmt: skip
+    assert killed.returncode != 0
+
+    res = run_updock(lab)
+
+    assert "recovery: unit container:app: the interrupted update was rolled back" in res.stderr
+    assert res.returncode == 0, res.stderr
+    assert rows(res)["app"]["Updated"] == "rolled back"  # tried again, and rolled back again
+    vpn: Any = lab.inspect("vpn")
+    app: Any = lab.inspect("app")
+    assert app["State"]["Running"]
+    assert (app["Image"], app["Config"]["Image"]) == (app_before["Image"], app_image)
+    assert app["HostConfig"]["NetworkMode"] == f"container:{vpn['Id']}"
+    assert netns(lab, "app") == netns(lab, "vpn")
+    assert names(lab) == ["app", "vpn"]

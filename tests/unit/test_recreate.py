@@ -577,3 +577,41 @@ def test_a_repair_completes_an_update_whose_follower_verified_too() -> None:
         ("RemoveOld", "web"),
         ("RemoveOld", "side"),
     ]
+
+
+def test_a_container_in_anothers_namespace_is_restored_knowing_which() -> None:
+    """Its old container may not start once the other was recreated: the restore is told the
+    other's name (`Restore.joins`), in a run and in a repair."""
+    task = make_task("app")
+    task = dataclasses.replace(
+        task, container=dataclasses.replace(task.container, network_of="vpn")
+    )
+    seen: list[Restore] = []
+
+    def world(action: Action) -> Outcome:
+        if isinstance(action, Restore):
+            seen.append(action)
+        if isinstance(action, Verify):
+            return VerificationError("app exited")
+        return World()(action)
+
+    drive(
+        update_unit(
+            task.unit, [task], dry_run=False, rollback=True, images_done=SharedImageState()
+        ),
+        world,
+    )
+    assert [(r.container, r.joins, r.rejoin) for r in seen] == [("app", "vpn", False)]
+
+    journaled = dataclasses.replace(entry(Step.STARTING).containers[0], network_of="vpn")
+    repair = dataclasses.replace(entry(Step.STARTING), containers=(journaled,))
+    repair_world = RepairWorld(verified={("one", OLD_IMAGE)})
+    seen.clear()
+
+    def repairing(action: Action) -> Outcome:
+        if isinstance(action, Restore):
+            seen.append(action)
+        return repair_world(action)
+
+    assert drive(recover_unit(repair), repairing) == ROLLED_BACK
+    assert [(r.container, r.joins, r.rejoin) for r in seen] == [("one", "vpn", False)]

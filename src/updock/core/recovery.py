@@ -71,6 +71,7 @@ class JournaledContainer:
         follows: for a container that joins the network namespace of one of the unit's
             (`core.recreate`'s followers), that container's name; its image name is none of
             the update's (never tagged).
+        network_of: the container whose network namespace it joins (`Restore.joins`).
     """
 
     name: str
@@ -80,6 +81,7 @@ class JournaledContainer:
     container_id: str = ""
     step: Step | None = None
     follows: str = ""
+    network_of: str = ""
 
 
 @dataclass(frozen=True)
@@ -222,7 +224,7 @@ def _recover_recreated(entry: Interrupted) -> RepairPlan:
     order = [c for c in reversed(containers) if not c.follows]
     order += [c for c in containers if c.follows]
     for c in order:
-        restore = Restore(unit, c.name, c.container_id, rejoin=bool(c.follows))
+        restore = Restore(unit, c.name, c.container_id, rejoin=bool(c.follows), joins=c.network_of)
         failure = _expect_none((yield restore))
         if failure is not None:
             return (yield from _defer(entry, phase, failure))

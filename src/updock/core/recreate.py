@@ -149,12 +149,17 @@ class Restore:
         rejoin: the container joins another's network namespace (a follower): when the old
             one runs already, it is restarted, so that it joins the namespace of the container
             that runs now (the one it ran with may have been stopped and started since).
+        joins: the container whose network namespace it joins, by name (`Container.network_of`),
+            or "": when the old one cannot start because that container was recreated since
+            (its old one is gone), it is recreated on its own image and configuration, joining
+            the container of that name (`Recreator.prepare_follow`).
     """
 
     unit: str
     container: str
     old_id: str
     rejoin: bool = False
+    joins: str = ""
 
 
 @dataclass(frozen=True)
@@ -357,7 +362,8 @@ def _restore(unit: str, task: Task) -> Generator[Action, Outcome, UpdockError | 
     # Not journaled is no reason to stay down: an earlier step in the journal leads a repair
     # to restore it too.
     _none((yield SetStep(unit, name, Step.RESTORING)))
-    failure = _none((yield Restore(unit, name, task.container.id)))
+    restore = Restore(unit, name, task.container.id, joins=task.container.network_of)
+    failure = _none((yield restore))
     if failure is None:
         failure = _none((yield VerifyImages(unit, ((name, task.container.image_id),))))
     return failure

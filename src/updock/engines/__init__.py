@@ -71,10 +71,11 @@ class Recreator(Protocol):
         now under `image`. Changes nothing."""
         ...
 
-    def prepare_follow(self, container_id: str, joins: str) -> None:
+    def prepare_follow(self, container_id: str, joins: str, *, retag: bool = False) -> None:
         """Build, and keep for `create_container`, the configuration of a container that
         replaces `container_id` on the same image, joining the network namespace of the
-        container now named `joins` (`core.recreate`'s followers). Changes nothing."""
+        container now named `joins` (`core.recreate`'s followers). Changes nothing, unless
+        `retag`: then the container's image name is given back to its image first."""
         ...
 
     def stop_container(self, container_id: str) -> None:

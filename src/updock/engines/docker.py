@@ -533,12 +533,13 @@ class Docker:
             body["HostConfig"]["NetworkMode"] = f"container:{self._names.get(target, target)}"
         self._blueprints[container_id] = (body, more)
 
-    def prepare_follow(self, container_id: str, joins: str) -> None:
+    def prepare_follow(self, container_id: str, joins: str, *, retag: bool = False) -> None:
         """Build, and keep for `create_container`, the configuration of a container that
         replaces `container_id` on its own image, joining the network namespace of the
         container now named `joins`. The image is named as before when that name still means
         the container's image, else given by its ID (the name moved on: the container must
-        not)."""
+        not); with `retag`, the name is given back to the container's image first (a rollback,
+        which does so anyway)."""
         container = self._inspect_for_recreate(container_id)
         image_id = str(container["Image"])
         image = self._call("image inspect", self._api.inspect_image, image_id)
@@ -550,6 +551,11 @@ class Docker:
             if not self._missing(exc):
                 raise
             named = {}
+        if retag and name and named.get("Id") != image_id:
+            from updock.core.reference import parse_image_name
+
+            self.tag(image_id, parse_image_name(name).reference)
+            named = {"Id": image_id}
         body["Image"] = name if named.get("Id") == image_id else image_id
         body["HostConfig"]["NetworkMode"] = f"container:{joins}"
         self._blueprints[container_id] = (body, more)

@@ -633,7 +633,7 @@ class Podman:
             raise EngineError(f"container {container_id[:12]} does not exist")
         self._blueprints[container_id] = create_args(inspected[0])
 
-    def prepare_follow(self, container_id: str, joins: str) -> None:
+    def prepare_follow(self, container_id: str, joins: str, *, retag: bool = False) -> None:
         """Not done for podman: its listing does not say which containers share a network
         namespace (`Container.network_of`), so no follower is ever found."""
         raise EngineError(
