@@ -769,6 +769,19 @@ def test_updock_rollback_takes_the_containers_in_the_namespace_along(
     assert names(lab) == ["app", "vpn"]
 
 
+def app_broken_in_vpns_namespace(lab: DockerLab, repo: str) -> tuple[str, Any]:
+    """`vpn` and `app` (in vpn's namespace), both labelled; vpn's update is good, app's exits
+    at once. app's image name, and app inspected."""
+    vpn_image = lab.build_image(f"{lab.registry}/{repo}/vpn:latest")
+    app_image = lab.build_image(f"{lab.registry}/{repo}/app:latest")
+    start(lab, "vpn", vpn_image)
+    start(lab, "app", app_image, "--network", "container:vpn")
+    app_before: Any = lab.inspect("app")
+    lab.build_image(vpn_image)
+    lab.build_image(app_image, ImageKind.EXITS_AT_ONCE)
+    return app_image, app_before
+
+
 def test_a_failed_update_in_a_recreated_containers_namespace_is_rolled_back_into_it(
     docker_lab: DockerLab,
 ) -> None:
@@ -776,13 +789,7 @@ def test_a_failed_update_in_a_recreated_containers_namespace_is_rolled_back_into
     container cannot join the old vpn's namespace any more, so it is put back on its image and
     configuration in the new vpn's."""
     lab = docker_lab
-    vpn_image = lab.build_image(f"{lab.registry}/both/vpn:latest")
-    app_image = lab.build_image(f"{lab.registry}/both/app:latest")
-    start(lab, "vpn", vpn_image)
-    start(lab, "app", app_image, "--network", "container:vpn")
-    app_before: Any = lab.inspect("app")
-    lab.build_image(vpn_image)
-    lab.build_image(app_image, ImageKind.EXITS_AT_ONCE)
+    app_image, app_before = app_broken_in_vpns_namespace(lab, "both")
 
     res = run_updock(lab)
 
@@ -813,13 +820,7 @@ def test_a_repair_puts_a_container_back_into_a_recreated_containers_namespace(
     back on its image, in the new vpn's namespace."""
     lab = docker_lab
     repo = f"repair-{crash.removeprefix('step-').removesuffix(':app')}"
-    vpn_image = lab.build_image(f"{lab.registry}/{repo}/vpn:latest")
-    app_image = lab.build_image(f"{lab.registry}/{repo}/app:latest")
-    start(lab, "vpn", vpn_image)
-    start(lab, "app", app_image, "--network", "container:vpn")
-    app_before: Any = lab.inspect("app")
-    lab.build_image(vpn_image)
-    lab.build_image(app_image, ImageKind.EXITS_AT_ONCE)
+    app_image, app_before = app_broken_in_vpns_namespace(lab, repo)
     killed = lab.updock(
         "auto-update", "--engine", "docker", "--settle-time", "1",
         env={"UPDOCK_TEST_CRASH_AT": crash},
