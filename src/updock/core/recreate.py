@@ -17,15 +17,16 @@ back and started) and are verified (`VerifyImages`). Before each change the step
 
 Containers that join the network namespace of a recreated one (`network_mode: container:<x>`)
 and have no update of their own (`Task.followers`; `Task.follower_tasks` whose `Check` finds
-none) would be left in a namespace that is gone.
-They are journaled with the unit before anything changes (`JournalFollower`); once the unit's
-containers verified, each is recreated the same way, on its own image, joining the new
-container (`PrepareFollower`, the same dance, `CreateFollower`, `StartFollower`,
-`VerifyFollower`); the old ones (the unit's and the followers') are removed only then. If a
-follower cannot follow, the unit is rolled back: its old containers come back first, then the
-followers' (`Restore` with `rejoin`), which join the old containers' namespace again. After any
-rollback of a unit that was touched, every follower is put back the same way: an untouched one
-is restarted, since the namespace it ran in went with the old container's stop.
+none) would be left in a namespace that is gone. They are journaled with the unit before
+anything changes (`JournalFollower`); once the unit's containers verified, each is recreated
+the same way, on its own image, joining the new container (`PrepareFollower`, the same dance
+with `CreateFollower` and `StartFollower`, then `VerifyFollower`); the old ones (the unit's
+and the followers') are removed only then. If a follower cannot follow, the unit is rolled
+back: its old containers come back first, then the followers' (`Restore` with `rejoin`), which
+join the old containers' namespace again. After any rollback of a unit that was touched, every
+follower is put back the same way: an untouched one is restarted, since the namespace it ran
+in went with the old container's stop. A container with an update of its own that fails once
+the one it joins was recreated is put back into the new one (`Restore.joins`).
 
 These are actions in the style of `core.plan`: frozen records the shell performs, with no
 engine-specific branch here (the engine's `Recreator` protocol does each step).
