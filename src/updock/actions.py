@@ -198,7 +198,6 @@ class JournalBook:
                     previous_image=follower.image_id,
                     new_image=follower.image_id,
                     follows=joins,
-                    network_of=joins,
                 )
             )
             self._store.save(self._entries)
