@@ -43,11 +43,19 @@ from updock.core.plan import (
     drive,
 )
 from updock.core.recovery import recover_unit
-from updock.core.recreate import CreateNew, Prepare, RecreateAction, SetStep, recreated_unit
+from updock.core.recreate import (
+    CreateNew,
+    Prepare,
+    RecreateAction,
+    SetStep,
+    StopOld,
+    recreated_unit,
+)
 from updock.core.reference import ImageReference, previous_tag
 from updock.engines import Engine, engine_name
 from updock.errors import EngineError, UpdockError
 from updock.options import SafetyOptions
+from updock.pullahead import PullAhead
 from updock.state import (
     PULLING,
     RESTARTING,
@@ -280,6 +288,8 @@ class ActionHandler:
         wrap: wraps the handler of each plan of a `Together` (the run's phase log).
         keeper: tags previous images (one for the run, so that units journaled together share
             a podman process).
+        ahead: the run's checks and pulls done ahead (`pullahead.PullAhead`): pulls come from
+            it, and no unit restarts (nor a container stops) before it is done.
     """
 
     def __init__(
@@ -297,8 +307,10 @@ class ActionHandler:
         states: ContainerProbe | None = None,
         wrap: Callable[[Callable[[Action], Outcome]], Callable[[Action], Outcome]] | None = None,
         keeper: PreviousKeeper | None = None,
+        ahead: PullAhead | None = None,
     ) -> None:
         self._stop = stop
+        self._ahead = ahead
         self._engine = engine
         self._services = services
         self._journal_book = journal
@@ -351,6 +363,8 @@ class ActionHandler:
         elif isinstance(action, Restart):
             self._journal_book.set_phase(action.unit, RESTARTING, only_from=PULLING)
             _crash_point("restart", delay=0.1)
+            if self._ahead is not None:
+                self._ahead.wait()
             try:
                 with self._restart_slots or contextlib.nullcontext():
                     self._services.get().restart(action.unit)
@@ -392,6 +406,8 @@ class ActionHandler:
             self._journal_book.set_step(action.unit, action.container, action.step)
             self._steps.last = action.step
             return
+        if isinstance(action, StopOld) and self._ahead is not None:
+            self._ahead.wait()
         new_id = perform(recreator(self._engine), action)
         if isinstance(action, CreateNew) and new_id:
             task = action.task
@@ -420,7 +436,10 @@ class ActionHandler:
         task = action.task
         # Pinned to the digest that was checked: the tag may move between check and pull.
         target = task.image.with_digest(action.digest) if action.digest else task.image.reference
-        new_id = self._engine.pull(target, authfile=task.authfile, tls_verify=self._tls_verify)
+        if self._ahead is not None:
+            new_id = self._ahead.pull(target, authfile=task.authfile)
+        else:
+            new_id = self._engine.pull(target, authfile=task.authfile, tls_verify=self._tls_verify)
         self._journal_book.set_new_image(task, new_id)
         self._engine.tag(new_id, task.image.reference)
         _crash_point("pull")
