@@ -10,7 +10,7 @@ container's stop began, to the moment it was `active` again, from systemd's own 
 median and maximum; and the CPU seconds the whole machine spent during each tool's run (of
 which the lab's systemd), which tell a run that waits from one that competes for the CPU.
 
-    sudo .venv/bin/python bench/update.py [--sizes 10:2,40:8,160:16] [--rtt-ms 50]
+    sudo .venv/bin/python bench/update.py [--sizes 10:2,40:8,160:16] [--rtt-ms 50] [--flavour trixie]
         [--settle 5] [--plot bench/update.png]
 
 Targets (exit status 1 when one is missed), for the sizes given: at 40 services, updock's full
@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from updock.testing.flavours import FLAVOURS, make_lab, prepare
 from updock.testing.lab import Lab, running_lab
 from updock.testing.proxy import FaultProxy
 
@@ -181,6 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle", type=float, default=5.0, help="updock's --settle-time")
     parser.add_argument("--plot", type=Path, default=None, metavar="PNG")
     parser.add_argument(
+        "--flavour",
+        choices=FLAVOURS,
+        default="host",
+        help="the lab's podman: the host's, or a Debian rootfs's (trixie: podman 5.4)",
+    )
+    parser.add_argument(
         "--updock-args", default="", metavar="ARGS", help="more arguments for updock (to compare)"
     )
     args = parser.parse_args(argv)
@@ -191,13 +198,15 @@ def main(argv: list[str] | None = None) -> int:
     tools = {
         "podman": ["podman", "auto-update", "--format", "json"],
         "updock": [
-            sys.executable, "-m", "updock", "auto-update", "--format", "json",
+            "UPDOCK", "auto-update", "--format", "json",
             f"--settle-time={args.settle:g}", *args.updock_args.split(),
         ],
     }  # fmt: skip
     results: dict[str, list[Result]] = {tool: [] for tool in tools}
     missed = []
-    with running_lab() as lab, FaultProxy(lab.plain.host) as proxy:
+    prepare([args.flavour])
+    with running_lab(make_lab(args.flavour)) as lab, FaultProxy(lab.plain.host) as proxy:
+        tools["updock"][:1] = lab.updock_command()  # whatever runs updock in this flavour
         with (lab.conf / "registries.conf").open("a") as conf:
             conf.write(f'[[registry]]\nlocation = "{proxy.host}"\ninsecure = true\n')
         version = lab.podman("version", "--format", "{{.Client.Version}}").stdout.strip()

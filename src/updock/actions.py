@@ -50,6 +50,7 @@ from updock.core.recreate import (
     Prepare,
     RecreateAction,
     SetStep,
+    StopOld,
     VerifyFollower,
     recreated_unit,
 )
@@ -57,6 +58,7 @@ from updock.core.reference import ImageReference, previous_tag
 from updock.engines import Engine, engine_name
 from updock.errors import EngineError, UpdockError
 from updock.options import SafetyOptions
+from updock.pullahead import PullAhead
 from updock.state import (
     PULLING,
     RESTARTING,
@@ -311,6 +313,8 @@ class ActionHandler:
         wrap: wraps the handler of each plan of a `Together` (the run's phase log).
         keeper: tags previous images (one for the run, so that units journaled together share
             a podman process).
+        ahead: the run's checks and pulls done ahead (`pullahead.PullAhead`): pulls come from
+            it, and no unit restarts (nor a container stops) before it is done.
     """
 
     def __init__(
@@ -328,8 +332,10 @@ class ActionHandler:
         states: ContainerProbe | None = None,
         wrap: Callable[[Callable[[Action], Outcome]], Callable[[Action], Outcome]] | None = None,
         keeper: PreviousKeeper | None = None,
+        ahead: PullAhead | None = None,
     ) -> None:
         self._stop = stop
+        self._ahead = ahead
         self._engine = engine
         self._services = services
         self._journal_book = journal
@@ -382,6 +388,8 @@ class ActionHandler:
         elif isinstance(action, Restart):
             self._journal_book.set_phase(action.unit, RESTARTING, only_from=PULLING)
             _crash_point("restart", delay=0.1)
+            if self._ahead is not None:
+                self._ahead.wait()
             try:
                 with self._restart_slots or contextlib.nullcontext():
                     self._services.get().restart(action.unit)
@@ -434,6 +442,8 @@ class ActionHandler:
             self._verify_images(VerifyImages(action.unit, ((c.name, c.image_id),)))
             log.warning("%s", followed(action))
             return
+        if isinstance(action, StopOld) and self._ahead is not None:
+            self._ahead.wait()
         new_id = perform(recreator(self._engine), action)
         if isinstance(action, CreateNew) and new_id:
             task = action.task
@@ -467,7 +477,10 @@ class ActionHandler:
         task = action.task
         # Pinned to the digest that was checked: the tag may move between check and pull.
         target = task.image.with_digest(action.digest) if action.digest else task.image.reference
-        new_id = self._engine.pull(target, authfile=task.authfile, tls_verify=self._tls_verify)
+        if self._ahead is not None:
+            new_id = self._ahead.pull(target, authfile=task.authfile)
+        else:
+            new_id = self._engine.pull(target, authfile=task.authfile, tls_verify=self._tls_verify)
         self._journal_book.set_new_image(task, new_id)
         self._engine.tag(new_id, task.image.reference)
         _crash_point("pull")

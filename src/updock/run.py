@@ -539,6 +539,14 @@ def _update(
     check = _honour_holds(_make_check(engine, checks(), images), holds, engine)
     for unit in blocked & units.keys():  # its repair failed: it stays as the repair left it
         result.rows.extend(pending_repair_rows(unit, units.pop(unit)))
+    ahead = None
+    if not (options.dry_run or check_only):
+        from updock.pullahead import PullAhead
+
+        # Every changed image is pulled before any unit restarts (see pullahead).
+        ahead = PullAhead(engine, check, tls_verify=options.tls_verify)
+        stack.callback(ahead.close)
+        ahead.start(t for tasks in units.values() for t in tasks)
     groups = unit_groups(units)
     not_begun: list[str] = []  # units skipped once a stop was requested (list.append is atomic)
     restart_slots = threading.BoundedSemaphore(options.restart_concurrency)
@@ -555,7 +563,7 @@ def _update(
             connection,  # one for all threads (see ServiceConnection)
             journal,
             options.safety,
-            check=check,
+            check=ahead.check if ahead is not None else check,
             tls_verify=options.tls_verify,
             stop=stop,
             holds=holds,
@@ -563,6 +571,7 @@ def _update(
             states=states,
             wrap=watched,
             keeper=keeper,
+            ahead=ahead,
         )
         plan = update_group(
             {unit: units[unit] for unit in group},

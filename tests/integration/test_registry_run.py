@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,32 @@ def test_a_registry_that_is_down_fails_only_its_containers(lab: Lab) -> None:
     assert up_id not in error
     # The registry that is up got one HEAD for its image, no probe, no manifest GET.
     assert lab.plain.requests()[before:] == [("HEAD", "/v2/regrun-up/manifests/latest")]
+
+
+def test_every_changed_image_is_pulled_before_any_unit_restarts(lab: Lab) -> None:
+    """A unit whose new image came fast is not restarted while another name still pulls: a pull
+    and a restart compete for podman's locks and the CPU, which stretches the downtime."""
+    fast = lab.build_image(f"{lab.plain.host}/ahead-fast:latest", version="v1")
+    direct_slow = lab.build_image(f"{lab.plain.host}/ahead-slow:latest", version="v1")
+    with FaultProxy(lab.plain.host) as proxy:
+        mark_insecure(lab, proxy.host)
+        slow = direct_slow.replace(lab.plain.host, proxy.host)
+        lab.create_service("ahead-slow", slow)  # pulled through the proxy
+        lab.create_service("ahead-fast", fast)
+        lab.build_image(fast, version="v2")
+        lab.build_image(direct_slow, version="v2")
+        proxy.delay = 1.0  # each answer from the slow name's registry comes a second late
+        epoch = time.time() - time.monotonic()
+        res = lab.updock("auto-update", "--format", "json")
+        blobs = [r for r in proxy.requests if r.method == "GET" and "/blobs/" in r.path]
+
+    assert res.returncode == 0, res.stderr
+    assert _rows(res.stdout) == {"ahead-fast": "true", "ahead-slow": "true"}
+    assert blobs, "the slow name was not pulled through its registry"
+    pulled = epoch + max(r.ended for r in blobs)  # its last blob's answer began
+    fast_restarted = lab.unit_start_times("container-ahead-fast.service")[-1]
+    early = pulled - fast_restarted
+    assert fast_restarted > pulled, f"restarted {early:.2f}s before the pull ended"
 
 
 def _helper(bin_dir: Path, calls: Path) -> None:

@@ -306,7 +306,10 @@ class _Handler(BaseHTTPRequestHandler):
             if self.connection.recv(1, socket.MSG_PEEK) == b"\x16":
                 self.wfile.write(b"HTTP/1.0 400 Bad Request\r\nConnection: close\r\n\r\n")
                 return
-        super().handle()
+        # A client that drops an idle kept-alive connection (podman 5's HTTP client does)
+        # resets it while the next request line is awaited: the connection is over, no error.
+        with contextlib.suppress(ConnectionResetError):
+            super().handle()
 
     def finish(self) -> None:
         with contextlib.suppress(OSError, ValueError):
