@@ -10,8 +10,8 @@ container's stop began, to the moment it was `active` again, from systemd's own 
 median and maximum; and the CPU seconds the whole machine spent during each tool's run (of
 which the lab's systemd), which tell a run that waits from one that competes for the CPU.
 
-    sudo .venv/bin/python bench/update.py [--sizes 10:2,40:8,160:16] [--rtt-ms 50] [--flavour trixie]
-        [--settle 5] [--plot bench/update.png]
+    sudo .venv/bin/python bench/update.py [--sizes 10:2,40:8,160:16] [--rtt-ms 50]
+        [--settle 5] [--plot bench/update.png] [--flavour trixie]
 
 Targets (exit status 1 when one is missed), for the sizes given: at 40 services, updock's full
 update (verification on, default settle time) takes no longer than podman's (ratio >= 1.0); at
