@@ -255,3 +255,60 @@ def test_a_dry_run_leaves_the_others_in_the_namespace_alone(lab: Lab) -> None:
     assert inspect(lab, "vpn")["Id"] == vpn_before["Id"]
     assert inspect(lab, "app")["Id"] == app_before["Id"]
     assert netns(lab, "app") == netns(lab, "vpn") == space
+
+
+def test_a_labelled_container_without_a_new_image_follows_too(lab: Lab) -> None:
+    """app has a label of its own but its image has no update: it follows vpn as an unlabelled
+    one does, and its row says it was not updated."""
+    vpn_image = lab.build_image(f"{lab.plain.host}/labelled/vpn:latest")
+    app_image = lab.build_image(f"{lab.plain.host}/labelled/app:latest")
+    loose(lab, "vpn", vpn_image)
+    lab.pull(app_image)
+    old_app = lab.podman("run", "-d", "--name", "app", "--label", POLICY, "--network",
+                         "container:vpn", app_image).stdout.strip()  # fmt: skip
+    lab.build_image(vpn_image)
+
+    res = updock(lab)
+
+    assert res.returncode == 0, res.stderr
+    assert {n: r["Updated"] for n, r in rows(res).items()} == {"vpn": "true", "app": "false"}
+    vpn, app = inspect(lab, "vpn"), inspect(lab, "app")
+    assert app["Id"] != old_app
+    assert app["HostConfig"]["NetworkMode"] == f"container:{vpn['Id']}"
+    assert netns(lab, "app") == netns(lab, "vpn")
+    assert (lab.container_version("vpn"), lab.container_version("app")) == ("v2", "v1")
+    assert names(lab) == ["app", "vpn"]
+
+
+def test_a_container_that_cannot_follow_rolls_the_recreated_one_back(lab: Lab) -> None:
+    """app's health check holds only beside the old vpn (it shares vpn's UTS namespace too, so
+    its host name is vpn's): beside the new one it never gets healthy, so vpn is rolled back and
+    app put back into the old vpn's namespace, both on their old containers."""
+    vpn_image = lab.build_image(f"{lab.plain.host}/stuck/vpn:latest")
+    app_image = lab.build_image(f"{lab.plain.host}/stuck/app:latest")
+    vpn_id = loose(lab, "vpn", vpn_image)
+    lab.pull(app_image)
+    lab.podman(
+        "run", "-d", "--name", "app", "--network", "container:vpn", "--uts", "container:vpn",
+        f"--health-cmd=test $(cat /etc/hostname) = {vpn_id[:12]}",
+        "--health-interval=1s", "--health-retries=1", "--health-start-period=1s",
+        app_image,
+    )  # fmt: skip
+    app_before = inspect(lab, "app")
+    lab.build_image(vpn_image)
+
+    res = updock(lab, "--verify-timeout", "8")
+
+    assert res.returncode == 125, res.stderr
+    assert rows(res)["vpn"]["Updated"] == "rolled back"
+    assert (
+        "container app, which shares the network namespace of container vpn, could not join "
+        "its new container"
+    ) in res.stderr
+    vpn, app = inspect(lab, "vpn"), inspect(lab, "app")
+    assert (vpn["Id"], app["Id"]) == (vpn_id, app_before["Id"])
+    assert (vpn["State"]["Running"], app["State"]["Running"]) == (True, True)
+    assert app["HostConfig"]["NetworkMode"] == f"container:{vpn_id}"
+    assert netns(lab, "app") == netns(lab, "vpn")
+    assert lab.container_version("vpn") == "v1"
+    assert names(lab) == ["app", "vpn"]

@@ -3,11 +3,17 @@ containers join another's network namespace."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
 
-from updock.engines.podman import joining_candidates, parse_listing, raw_image_name
+from updock.engines.podman import (
+    joining_candidates,
+    net_namespace,
+    parse_listing,
+    raw_image_name,
+)
 
 RESOLVED = "127.0.0.1:5000/app:latest"
 
@@ -40,14 +46,13 @@ def test_raw_image_name(command: list[str], resolved: str, raw: str) -> None:
 
 
 def listed(name: str, net: str, **more: Any) -> dict[str, Any]:
-    """A running container's `ps --ns` entry; its ID is its name repeated."""
-    return {
-        "Id": (name * 64)[:64],
-        "Names": [name],
-        "State": "running",
-        "Namespaces": {"Net": net},
-        **more,
-    }
+    """A running container's `ps` entry (`Net`: its network namespace, for `net` below); its ID
+    is its name repeated."""
+    return {"Id": (name * 64)[:64], "Names": [name], "State": "running", "Net": net, **more}
+
+
+def net(entry: Any) -> str:
+    return str(entry["Net"])
 
 
 def test_only_unlabelled_containers_in_a_recreated_ones_namespace_are_inspected() -> None:
@@ -63,12 +68,20 @@ def test_only_unlabelled_containers_in_a_recreated_ones_namespace_are_inspected(
         listed("byunit", "41", Labels={"PODMAN_SYSTEMD_UNIT": "x.service"}),
         listed("near", "42"),  # in the namespace of a unit's container: its unit restarts it
         listed("other", "43"),
+        listed("unknown", ""),
     ]
     labelled = [vpn, served, entries[3]]
-    assert [c["Names"][0] for c in joining_candidates(entries, labelled)] == ["app"]
-    # Without `--ns` (no namespaces listed), nothing more is inspected.
-    bare = [{k: v for k, v in c.items() if k != "Namespaces"} for c in entries]
-    assert joining_candidates(bare, [bare[0], bare[1], bare[3]]) == []
+    assert [c["Names"][0] for c in joining_candidates(entries, labelled, net)] == ["app"]
+    # No namespace known (not running any more, say): nothing more is inspected.
+    unknown = [{**c, "Net": ""} for c in entries]
+    assert joining_candidates(unknown, [unknown[0], unknown[1], unknown[3]], net) == []
+
+
+def test_the_network_namespace_is_read_where_podman_reads_it() -> None:
+    # This process's own: podman's `ps --ns` reads the same link of each container's process.
+    mine = {"Pid": os.getpid()}
+    assert net_namespace(mine) == os.readlink(f"/proc/{os.getpid()}/ns/net")
+    assert net_namespace({"Pid": 0}) == net_namespace({}) == ""
 
 
 def inspected(name: str, mode: str, **more: Any) -> dict[str, Any]:
