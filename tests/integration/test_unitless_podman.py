@@ -172,7 +172,7 @@ def two_in_one_namespace(lab: Lab, repo: str) -> tuple[Any, Any]:
 #: What differs between any two containers of one configuration (beside their IDs), and what
 #: a follower's recreate changes on purpose (which container's namespace it joins).
 _VOLATILE = ("Id", "Created", "State", "GraphDriver", "NetworkSettings", "Dependencies",
-             "LockNumber")  # fmt: skip
+             "LockNumber", "lockNumber")  # fmt: skip
 
 
 def comparable(inspected: Any) -> Any:
