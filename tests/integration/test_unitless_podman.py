@@ -144,3 +144,177 @@ def test_a_docker_daemon_that_cannot_be_reached_fails_no_podman_container(lab: L
         assert f"cannot reach the Docker daemon at unix://{socket}" in res.stderr
     else:
         assert "pip install 'updock[docker]'" in res.stderr
+
+
+# -- containers in a recreated container's network namespace ----------------------------------
+
+
+def netns(lab: Lab, name: str) -> str:
+    """The network namespace (`net:[inode]`) the container's process runs in, read in the lab
+    (whose PID namespace the container's PID is of)."""
+    pid = lab.podman("inspect", "--format", "{{.State.Pid}}", name).stdout.strip()
+    return lab.run(["readlink", f"/proc/{pid}/ns/net"]).stdout.strip()
+
+
+def two_in_one_namespace(lab: Lab, repo: str) -> tuple[Any, Any]:
+    """`vpn` (labelled, no unit, a namespace of its own) and `app` (no label, its own image)
+    in vpn's network namespace; both inspected."""
+    vpn_image = lab.build_image(f"{lab.plain.host}/{repo}/vpn:latest")
+    app_image = lab.build_image(f"{lab.plain.host}/{repo}/app:latest")
+    loose(lab, "vpn", vpn_image)
+    lab.pull(app_image)
+    lab.podman("run", "-d", "--name", "app", "--network", "container:vpn", "-e", "MINE=1",
+               "--label", "mine=1", app_image)  # fmt: skip
+    assert netns(lab, "app") == netns(lab, "vpn")
+    return inspect(lab, "vpn"), inspect(lab, "app")
+
+
+#: What differs between any two containers of one configuration (beside their IDs), and what
+#: a follower's recreate changes on purpose (which container's namespace it joins).
+_VOLATILE = ("Id", "Created", "State", "GraphDriver", "NetworkSettings", "Dependencies",
+             "LockNumber", "lockNumber")  # fmt: skip
+
+
+def comparable(inspected: Any) -> Any:
+    # Paths, the generated host name and its environment variable name the container's ID.
+    ident = inspected["Id"]
+    c = json.loads(json.dumps(inspected).replace(ident, "ID").replace(ident[:12], "ID"))
+    for key in _VOLATILE:
+        c.pop(key, None)
+    c["HostConfig"].pop("NetworkMode")
+    c["Config"].pop("CreateCommand")
+    c["Config"]["Annotations"].pop("io.kubernetes.cri-o.Created", None)
+    c["Config"]["Env"] = sorted(c["Config"]["Env"])  # in no fixed order (a Go map's)
+    return c
+
+
+def same_configuration(old: Any, new: Any) -> None:
+    """Two `comparable` configurations are equal: item by item, for a readable failure."""
+    assert sorted(new) == sorted(old)
+    for key in sorted(old):
+        if isinstance(old[key], dict):
+            for sub in sorted(set(old[key]) | set(new[key])):
+                assert (key, sub, new[key].get(sub)) == (key, sub, old[key].get(sub))
+        assert (key, new[key]) == (key, old[key])
+
+
+def test_a_container_without_an_update_follows_the_recreated_one_into_its_namespace(
+    lab: Lab,
+) -> None:
+    """`app` has no label: once `vpn` verified on its new image, app is recreated on its own
+    image, in the new vpn's namespace, with its configuration otherwise unchanged."""
+    vpn_before, app_before = two_in_one_namespace(lab, "follow")
+    lab.build_image(vpn_before["ImageName"])
+
+    res = updock(lab, "--log-level", "warning")
+
+    assert res.returncode == 0, res.stderr
+    assert {n: r["Updated"] for n, r in rows(res).items()} == {"vpn": "true"}
+    vpn, app = inspect(lab, "vpn"), inspect(lab, "app")
+    assert vpn["Id"] != vpn_before["Id"]
+    assert lab.container_version("vpn") == "v2"
+    # app runs again, in the new vpn's namespace.
+    assert app["HostConfig"]["NetworkMode"] == f"container:{vpn['Id']}"
+    assert app["State"]["Running"]
+    assert netns(lab, "app") == netns(lab, "vpn")
+    # A new container on the same image, configured as before but for the namespace's owner.
+    assert app["Id"] != app_before["Id"]
+    assert app["Image"] == app_before["Image"]
+    assert lab.container_version("app") == "v1"
+    same_configuration(comparable(app_before), comparable(app))
+    assert names(lab) == ["app", "vpn"]  # both old containers removed
+    assert (
+        "container app shares the network namespace of container vpn, which was recreated: app "
+        "was recreated on its own image"
+    ) in res.stderr
+
+
+def test_a_rolled_back_container_takes_the_others_in_its_namespace_back(lab: Lab) -> None:
+    """vpn's new image fails: the old vpn runs again (in a namespace made at its start), and
+    app, untouched, is restarted to join it."""
+    vpn_before, app_before = two_in_one_namespace(lab, "back")
+    lab.build_image(vpn_before["ImageName"], ImageKind.EXITS_AT_ONCE)
+
+    res = updock(lab, "--log-level", "warning")
+
+    assert res.returncode == 0, res.stderr
+    assert rows(res)["vpn"]["Updated"] == "rolled back"
+    vpn, app = inspect(lab, "vpn"), inspect(lab, "app")
+    assert (vpn["Id"], app["Id"]) == (vpn_before["Id"], app_before["Id"])
+    assert app["HostConfig"]["NetworkMode"] == f"container:{vpn['Id']}"
+    assert (vpn["State"]["Running"], app["State"]["Running"]) == (True, True)
+    assert netns(lab, "app") == netns(lab, "vpn")
+    assert lab.container_version("vpn") == "v1"
+    assert names(lab) == ["app", "vpn"]
+    assert "vpn, which was rolled back: app was put back and restarted in it" in res.stderr
+
+
+def test_a_dry_run_leaves_the_others_in_the_namespace_alone(lab: Lab) -> None:
+    vpn_before, app_before = two_in_one_namespace(lab, "dry")
+    lab.build_image(vpn_before["ImageName"])
+    space = netns(lab, "app")
+
+    res = updock(lab, "--dry-run")
+
+    assert res.returncode == 0, res.stderr
+    assert {n: r["Updated"] for n, r in rows(res).items()} == {"vpn": "pending"}
+    assert inspect(lab, "vpn")["Id"] == vpn_before["Id"]
+    assert inspect(lab, "app")["Id"] == app_before["Id"]
+    assert netns(lab, "app") == netns(lab, "vpn") == space
+
+
+def test_a_labelled_container_without_a_new_image_follows_too(lab: Lab) -> None:
+    """app has a label of its own but its image has no update: it follows vpn as an unlabelled
+    one does, and its row says it was not updated."""
+    vpn_image = lab.build_image(f"{lab.plain.host}/labelled/vpn:latest")
+    app_image = lab.build_image(f"{lab.plain.host}/labelled/app:latest")
+    loose(lab, "vpn", vpn_image)
+    lab.pull(app_image)
+    old_app = lab.podman("run", "-d", "--name", "app", "--label", POLICY, "--network",
+                         "container:vpn", app_image).stdout.strip()  # fmt: skip
+    lab.build_image(vpn_image)
+
+    res = updock(lab)
+
+    assert res.returncode == 0, res.stderr
+    assert {n: r["Updated"] for n, r in rows(res).items()} == {"vpn": "true", "app": "false"}
+    vpn, app = inspect(lab, "vpn"), inspect(lab, "app")
+    assert app["Id"] != old_app
+    assert app["HostConfig"]["NetworkMode"] == f"container:{vpn['Id']}"
+    assert netns(lab, "app") == netns(lab, "vpn")
+    assert (lab.container_version("vpn"), lab.container_version("app")) == ("v2", "v1")
+    assert names(lab) == ["app", "vpn"]
+
+
+def test_a_container_that_cannot_follow_rolls_the_recreated_one_back(lab: Lab) -> None:
+    """app's health check holds only beside the old vpn (it shares vpn's UTS namespace too, so
+    its host name is vpn's): beside the new one it never gets healthy, so vpn is rolled back and
+    app put back into the old vpn's namespace, both on their old containers."""
+    vpn_image = lab.build_image(f"{lab.plain.host}/stuck/vpn:latest")
+    app_image = lab.build_image(f"{lab.plain.host}/stuck/app:latest")
+    vpn_id = loose(lab, "vpn", vpn_image)
+    lab.pull(app_image)
+    lab.podman(
+        "run", "-d", "--name", "app", "--network", "container:vpn", "--uts", "container:vpn",
+        f"--health-cmd=test $(cat /etc/hostname) = {vpn_id[:12]}",
+        "--health-interval=1s", "--health-retries=1", "--health-start-period=1s",
+        app_image,
+    )  # fmt: skip
+    app_before = inspect(lab, "app")
+    lab.build_image(vpn_image)
+
+    res = updock(lab, "--verify-timeout", "8")
+
+    assert res.returncode == 125, res.stderr
+    assert rows(res)["vpn"]["Updated"] == "rolled back"
+    assert (
+        "container app, which shares the network namespace of container vpn, could not join "
+        "its new container"
+    ) in res.stderr
+    vpn, app = inspect(lab, "vpn"), inspect(lab, "app")
+    assert (vpn["Id"], app["Id"]) == (vpn_id, app_before["Id"])
+    assert (vpn["State"]["Running"], app["State"]["Running"]) == (True, True)
+    assert app["HostConfig"]["NetworkMode"] == f"container:{vpn_id}"
+    assert netns(lab, "app") == netns(lab, "vpn")
+    assert lab.container_version("vpn") == "v1"
+    assert names(lab) == ["app", "vpn"]

@@ -377,3 +377,17 @@ def test_containers_in_a_recreated_containers_network_namespace_follow_it() -> N
     assert [t.container.name for t in tasks["container:vpn"][0].follower_tasks] == ["own"]
     assert tasks["container:own"][0].followers == ()
     assert tasks["served.service"][0].followers == ()
+
+
+def test_a_pods_members_never_follow_a_recreated_container() -> None:
+    """A pod's members share its infra container's namespace, and are updated as the pod (its
+    unit): even one said to join a recreated container's namespace is no follower of it."""
+    vpn = ctr("vpn")
+    infra = ctr("infra", policy=None, unit="pod-p.service", pod_id="p", is_infra=True)
+    member = dataclasses.replace(ctr("member", policy=None, pod_id="p"), network_of="vpn")
+    labelled = dataclasses.replace(ctr("labelled", pod_id="p"), network_of="vpn")
+    tasks, errors = assemble_tasks([vpn, infra, member, labelled], None)
+    assert errors == []
+    assert [t.container.name for t in tasks["pod-p.service"]] == ["labelled"]
+    assert tasks["container:vpn"][0].followers == ()
+    assert tasks["container:vpn"][0].follower_tasks == ()

@@ -134,7 +134,8 @@ class Container:
             compose's `depends_on`): a recreated container is updated after them.
         network_of: the container whose network namespace it joins (`network_mode:
             container:<x>`), by name (by ID when the engine listed no such container); "" for
-            none, or when the engine does not say (podman).
+            none (and for podman's pod members and containers a systemd unit runs: updock
+            never recreates those).
     """
 
     id: str

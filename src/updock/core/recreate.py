@@ -418,7 +418,8 @@ def recreate_and_verify(
     result.changed = bool(touched)
     if result.failure is None:
         done = [(t.container.name, t.container.id) for t in replaced]
-        for name, old_id in [*done, *((f.name, f.id) for f in followed)]:
+        # The followers' old containers first: podman removes no container that others join.
+        for name, old_id in [*((f.name, f.id) for f in followed), *done]:
             # Journaled first: a repair after this point completes the update, never restores.
             failure = _none((yield SetStep(unit, name, Step.VERIFIED)))
             if failure is None:

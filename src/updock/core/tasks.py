@@ -203,7 +203,13 @@ def _with_followers(task: Task, containers: Sequence[Container], every: Sequence
     own = task.container
 
     def joins(c: Container) -> bool:
-        return bool(c.network_of) and c.network_of in (own.name, own.id) and c.engine == own.engine
+        # A pod's members share the infra container's namespace; they are updated as the pod.
+        return (
+            bool(c.network_of)
+            and c.network_of in (own.name, own.id)
+            and c.engine == own.engine
+            and not c.pod_id
+        )
 
     updated = {t.container.id for t in every}
     followers = tuple(

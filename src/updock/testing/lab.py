@@ -470,7 +470,10 @@ class Lab:
         self.systemctl("daemon-reload")
         self.systemctl("reset-failed", check=False)
         self.run(["podman", "pod", "rm", "-af", "-t", "0"], check=False, timeout=60)
-        self.run(["podman", "rm", "-af", "-t", "0"], check=False, timeout=60)
+        # Twice: podman removes no container that another joins (`--network container:<x>`)
+        # while that one is there, and `rm -a` removes them side by side.
+        for _ in range(2):
+            self.run(["podman", "rm", "-af", "-t", "0"], check=False, timeout=60)
 
     def _end_namespace(self) -> None:
         """Flavour hook: end every process of the namespaces (after units and containers)."""
