@@ -595,6 +595,11 @@ def _update(
         done = future.result()
         result.rows.extend(done.rows)
         result.errors.extend(done.errors)
+    # An engine may have had to leave old containers in place until the end of the run
+    # (podman: one that others still joined; see `Podman.remove_container`).
+    leftovers: Callable[[], list[EngineError]] | None = getattr(engine, "leftover_removals", None)
+    if leftovers is not None:
+        result.errors.extend(leftovers())
     if stop is not None and stop.requested:
         skipped = ", ".join(sorted(not_begun)) or "none"
         result.errors.append(stop.error(f"units not begun: {skipped}"))

@@ -318,3 +318,28 @@ def test_a_container_that_cannot_follow_rolls_the_recreated_one_back(lab: Lab) -
     assert netns(lab, "app") == netns(lab, "vpn")
     assert lab.container_version("vpn") == "v1"
     assert names(lab) == ["app", "vpn"]
+
+
+def test_two_labelled_containers_in_one_namespace_are_both_updated(lab: Lab) -> None:
+    """vpn and app (in vpn's namespace) both have new images: vpn is recreated first, then app
+    on its own new image, joining the new vpn. podman refuses to remove vpn's old container
+    while the old app still joins it: it goes once the old app went, in the same run."""
+    vpn_image = lab.build_image(f"{lab.plain.host}/both/vpn:latest")
+    app_image = lab.build_image(f"{lab.plain.host}/both/app:latest")
+    loose(lab, "vpn", vpn_image)
+    lab.pull(app_image)
+    lab.podman("run", "-d", "--name", "app", "--label", POLICY, "--network", "container:vpn",
+               app_image)  # fmt: skip
+    lab.build_image(vpn_image)
+    lab.build_image(app_image)
+
+    res = updock(lab)
+
+    assert res.returncode == 0, res.stderr
+    assert {n: r["Updated"] for n, r in rows(res).items()} == {"vpn": "true", "app": "true"}
+    vpn, app = inspect(lab, "vpn"), inspect(lab, "app")
+    assert app["HostConfig"]["NetworkMode"] == f"container:{vpn['Id']}"
+    assert (vpn["State"]["Running"], app["State"]["Running"]) == (True, True)
+    assert netns(lab, "app") == netns(lab, "vpn")
+    assert (lab.container_version("vpn"), lab.container_version("app")) == ("v2", "v2")
+    assert names(lab) == ["app", "vpn"]  # no old container left aside

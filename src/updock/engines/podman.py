@@ -405,6 +405,9 @@ class Podman:
         # The containers this engine created (new ones, and followers' new ones: see
         # `remove_container`).
         self._created: set[str] = set()
+        # Old containers whose removal waits for containers that still join them (see
+        # `remove_container`).
+        self._deferred: set[str] = set()
         # Names this engine tagged in this run, and on which image: a verification asks for
         # them right after, once per unit, and need not start a podman process for each.
         self._tagged: dict[str, str] = {}
@@ -794,9 +797,38 @@ class Podman:
                 if self._joins(dependent, container_id):
                     self._run("rm", "--force", "--ignore", dependent)
             code, _out, err = self._exec("rm", "--force", "--ignore", container_id)
+            if code != 0 and "dependent containers" in err:
+                # Another container still joins it: one with an update of its own, which its
+                # own unit recreates later in this run (after this one); its old container's
+                # removal then lets this one go too. What is left at the end of the run is an
+                # error then (`leftover_removals`).
+                log.info("container %s: removed once no container joins it", container_id[:12])
+                self._deferred.add(container_id)
+                return
         if code != 0:
             detail = err.strip().removeprefix("Error: ")
             raise EngineError(f"podman rm failed: {detail or f'exit {code}'}")
+        self._remove_deferred()
+
+    def _remove_deferred(self) -> list[str]:
+        """Remove the old containers whose removal waited, where nothing joins them any more;
+        the errors of those still left."""
+        left = []
+        for container_id in sorted(self._deferred):
+            code, _out, err = self._exec("rm", "--force", "--ignore", container_id)
+            if code == 0:
+                self._deferred.discard(container_id)
+            else:
+                left.append(err.strip().removeprefix("Error: ") or f"exit {code}")
+        return left
+
+    def leftover_removals(self) -> list[EngineError]:
+        """At the end of a run: old containers that could not be removed, because containers
+        that were not updated still join them (each an error naming it)."""
+        return [
+            EngineError(f"an old container was left: podman rm failed: {detail}")
+            for detail in self._remove_deferred()
+        ]
 
     def _joins(self, container_id: str, owner_id: str) -> bool:
         """Whether the container `container_id` joins the network namespace of `owner_id`."""
