@@ -141,7 +141,7 @@ def restore(
     current = engine.find_container(name)
     if current is not None and current[0] != old[0]:
         log.info("removing the new container %s (%s)", name, current[0][:12])
-        engine.remove_container(current[0])
+        engine.remove_container(current[0], joiners=True)
     if old[1] != name:
         engine.rename_container(old_id, name)
     if old[2] and rejoin:

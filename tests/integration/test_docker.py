@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration.follow_crashes import FOLLOW_CRASHES
 from updock.core.reference import previous_tag
 from updock.testing.docker_lab import DockerLab
 from updock.testing.lab import DIES_AFTER_SECONDS, HEALTH_ARGS, ImageKind
@@ -678,18 +679,7 @@ def test_a_dry_run_leaves_the_others_in_the_namespace_alone(docker_lab: DockerLa
     assert netns(lab, "app") == netns(lab, "vpn") == space
 
 
-@pytest.mark.parametrize(
-    ("crash", "kind", "repaired"),
-    [
-        ("step-creating:vpn", ImageKind.HEALTHY, "rolled back"),  # app untouched, restarted
-        ("step-stopping:app", ImageKind.HEALTHY, "rolled back"),
-        ("step-renaming:app", ImageKind.HEALTHY, "rolled back"),
-        ("step-creating:app", ImageKind.HEALTHY, "rolled back"),
-        ("step-starting:app", ImageKind.HEALTHY, "verified and completed"),
-        ("step-verified:app", ImageKind.HEALTHY, "verified and completed"),
-        ("step-restoring:app", ImageKind.EXITS_AT_ONCE, "rolled back"),
-    ],
-)
+@pytest.mark.parametrize(("crash", "kind", "repaired"), FOLLOW_CRASHES)
 def test_a_run_killed_while_a_container_follows_is_repaired_by_the_next(
     docker_lab: DockerLab, crash: str, kind: ImageKind, repaired: str
 ) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration.follow_crashes import FOLLOW_CRASHES
 from updock.testing.lab import DIES_AFTER_SECONDS, HEALTH_ARGS, ImageKind, Lab
 
 pytestmark = pytest.mark.lab
@@ -343,3 +344,35 @@ def test_two_labelled_containers_in_one_namespace_are_both_updated(lab: Lab) -> 
     assert netns(lab, "app") == netns(lab, "vpn")
     assert (lab.container_version("vpn"), lab.container_version("app")) == ("v2", "v2")
     assert names(lab) == ["app", "vpn"]  # no old container left aside
+
+
+@pytest.mark.parametrize(("crash", "kind", "repaired"), FOLLOW_CRASHES)
+def test_a_run_killed_while_a_container_follows_is_repaired_by_the_next(
+    lab: Lab, crash: str, kind: ImageKind, repaired: str
+) -> None:
+    """Killed at any step of vpn's update or app's following: the next run repairs it (app
+    back in the namespace of whichever vpn runs), then updates vpn again."""
+    vpn_before, app_before = two_in_one_namespace(lab, f"crash-{crash.replace(':', '-')}")
+    lab.build_image(vpn_before["ImageName"], kind)
+
+    killed = lab.updock("auto-update", "--settle-time", "1", env={"UPDOCK_TEST_CRASH_AT": crash})
+    assert killed.returncode != 0
+    journal = json.loads((lab.root / "updock-state" / "state.json").read_text())
+    assert [t["container"] for t in journal["units"]["container:vpn"]["tasks"]] == ["vpn", "app"]
+
+    res = updock(lab)
+
+    assert f"recovery: unit container:vpn: the interrupted update was {repaired}" in res.stderr
+    assert json.loads((lab.root / "updock-state" / "state.json").read_text())["units"] == {}
+    assert names(lab) == ["app", "vpn"]
+    vpn, app = inspect(lab, "vpn"), inspect(lab, "app")
+    assert (vpn["State"]["Running"], app["State"]["Running"]) == (True, True)
+    assert app["HostConfig"]["NetworkMode"] == f"container:{vpn['Id']}"
+    assert netns(lab, "app") == netns(lab, "vpn")
+    assert app["Image"] == app_before["Image"]
+    if kind is ImageKind.HEALTHY:
+        assert res.returncode == 0, res.stderr
+        assert lab.container_version("vpn") == "v2"
+    else:
+        assert rows(res)["vpn"]["Updated"] == "rolled back"
+        assert (vpn["Id"], app["Id"]) == (vpn_before["Id"], app_before["Id"])

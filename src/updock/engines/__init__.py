@@ -94,8 +94,13 @@ class Recreator(Protocol):
         """Start the container (by ID or name)."""
         ...
 
-    def remove_container(self, container_id: str) -> None:
-        """Remove the container, keeping its volumes; nothing to do when it is gone."""
+    def remove_container(self, container_id: str, *, joiners: bool = False) -> None:
+        """Remove the container, keeping its volumes; nothing to do when it is gone.
+
+        Args:
+            joiners: it is a new container a rollback removes: containers that join its
+                network namespace (followers' new containers, made after it) go first.
+        """
         ...
 
     def find_container(self, name_or_id: str) -> tuple[str, str, bool] | None:

@@ -589,8 +589,9 @@ class Docker:
     def start_container(self, container_id: str) -> None:
         self._call("start", self._api.start, container_id)
 
-    def remove_container(self, container_id: str) -> None:
-        """Remove it (its volumes stay); nothing to do when it is gone."""
+    def remove_container(self, container_id: str, *, joiners: bool = False) -> None:
+        """Remove it (its volumes stay); nothing to do when it is gone. (Docker removes a
+        container that others join: `joiners` needs nothing more.)"""
         try:
             self._call("rm", self._api.remove_container, container_id, v=False, force=True)
         except EngineError as exc:

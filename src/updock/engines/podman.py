@@ -784,20 +784,25 @@ class Podman:
     def start_container(self, container_id: str) -> None:
         self._run("start", container_id)
 
-    def remove_container(self, container_id: str) -> None:
+    def remove_container(self, container_id: str, *, joiners: bool = False) -> None:
         """Remove it; nothing to do when it is gone.
 
         podman refuses to remove a container that others join (`--network container:<it>`).
         Those that this engine created are removed first: the followers' new containers, which
-        a rollback removes anyway, and which must go before the new container they joined.
+        a rollback removes anyway, and which must go before the new container they joined;
+        with `joiners`, every container that joins it (a repair's rollback: the killed run
+        created them, this engine did not).
         """
         code, _out, err = self._exec("rm", "--force", "--ignore", container_id)
         if code != 0 and "dependent containers" in err:
-            for dependent in sorted(self._created - {container_id}):
+            candidates = set(self._created)
+            if joiners:  # podman names them: "has dependent containers ...: <id>[,<id>]"
+                candidates |= set(re.findall(r"\b[0-9a-f]{64}\b", err))
+            for dependent in sorted(candidates - {container_id}):
                 if self._joins(dependent, container_id):
                     self._run("rm", "--force", "--ignore", dependent)
             code, _out, err = self._exec("rm", "--force", "--ignore", container_id)
-            if code != 0 and "dependent containers" in err:
+            if code != 0 and "dependent containers" in err and not joiners:
                 # Another container still joins it: one with an update of its own, which its
                 # own unit recreates later in this run (after this one); its old container's
                 # removal then lets this one go too. What is left at the end of the run is an
