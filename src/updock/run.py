@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from updock import defaults
-from updock.core.model import Container, Image, Policy, ReportRow, Task
+from updock.core.model import Apply, Container, Image, Policy, ReportRow, Task
 from updock.core.policy import effective_labels, lookup_policy
 from updock.core.reference import ImageReference, registry_image_name
 from updock.core.tasks import assemble_tasks, unit_groups
@@ -440,6 +440,21 @@ def _honour_holds(
     return held_check
 
 
+def _remove_leftovers(engine: Engine, store: StateStore) -> None:
+    """Old containers a killed run left aside after a finished update (podman: see
+    `Podman.remove_leftovers`), removed under the run's lock, after the repairs."""
+    sweep: Callable[[set[str]], list[str]] | None = getattr(engine, "remove_leftovers", None)
+    if sweep is None:
+        return
+    try:
+        journal = store.load()
+    except UpdockError:
+        return  # unreadable: any aside container may be one a repair needs
+    journaled = {t.container_id for entry in journal.values() for t in entry.tasks}
+    for name in sweep(journaled):
+        log.warning("removed container %s, an old container a killed run left aside", name)
+
+
 def _registry_settings(
     engine: Engine, domains: Iterable[str], stack: contextlib.ExitStack
 ) -> dict[str, Any]:
@@ -520,6 +535,8 @@ def _update(
     if not units:
         return []
     all_tasks = [t for tasks in units.values() for t in tasks]
+    if not options.dry_run and any(t.apply is Apply.RECREATE for t in all_tasks):
+        _remove_leftovers(engine, store)
     images = engine.images({t.container.image_id for t in all_tasks})
     if recorder is not None:
         recorder.know_images(images)

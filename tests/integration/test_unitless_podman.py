@@ -376,3 +376,36 @@ def test_a_run_killed_while_a_container_follows_is_repaired_by_the_next(
     else:
         assert rows(res)["vpn"]["Updated"] == "rolled back"
         assert (vpn["Id"], app["Id"]) == (vpn_before["Id"], app_before["Id"])
+
+
+def test_an_old_container_left_aside_by_a_killed_run_is_removed_by_the_next(lab: Lab) -> None:
+    """Killed once vpn's update was over but before app's (in vpn's namespace, with a new
+    image of its own): vpn's old container, which podman could not remove while the old app
+    joined it, is left aside; the next run repairs app, updates it, and removes that one."""
+    vpn_image = lab.build_image(f"{lab.plain.host}/sweep/vpn:latest")
+    app_image = lab.build_image(f"{lab.plain.host}/sweep/app:latest")
+    loose(lab, "vpn", vpn_image)
+    lab.pull(app_image)
+    lab.podman("run", "-d", "--name", "app", "--label", POLICY, "--network", "container:vpn",
+               app_image)  # fmt: skip
+    lab.build_image(vpn_image)
+    lab.build_image(app_image)
+
+    killed = lab.updock(
+        "auto-update", "--settle-time", "1", env={"UPDOCK_TEST_CRASH_AT": "step-stopping:app"}
+    )
+    assert killed.returncode != 0
+    assert any(".updock-old-" in n for n in names(lab))  # vpn's old one, aside
+
+    res = updock(lab, "--log-level", "warning")
+
+    assert res.returncode == 0, res.stderr
+    assert "an old container a killed run left aside" in res.stderr, (
+        names(lab),
+        res.stderr[-3000:],
+    )
+    assert names(lab) == ["app", "vpn"]
+    vpn, app = inspect(lab, "vpn"), inspect(lab, "app")
+    assert app["HostConfig"]["NetworkMode"] == f"container:{vpn['Id']}"
+    assert netns(lab, "app") == netns(lab, "vpn")
+    assert (lab.container_version("vpn"), lab.container_version("app")) == ("v2", "v2")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from dataclasses import replace
 
 import pytest
 
@@ -77,6 +78,16 @@ def test_eligible_containers_become_tasks() -> None:
 )
 def test_skipped_without_error(container: Container) -> None:
     assert assemble_tasks([container], None) == ({}, [])
+
+
+def test_an_old_container_renamed_aside_is_never_updated() -> None:
+    """`vpn.updock-old-<its ID>` is updock's own old container (left aside by a killed run, or
+    started again by podman): never a task, even running and labelled."""
+    aside = replace(ctr("vpn"), name=f"vpn.updock-old-{('vpn' * 64)[:12]}")
+    other = replace(ctr("vpn2"), name="vpn2.updock-old-000000000000")  # not its ID: a name
+    units, errors = assemble_tasks([aside, other], None)
+    assert errors == []
+    assert [t.container.name for ts in units.values() for t in ts] == [other.name]
 
 
 def test_image_alias_and_local_policy() -> None:

@@ -66,6 +66,13 @@ def aside_name(name: str, old_id: str) -> str:
     return f"{name}.updock-old-{old_id[:12]}"
 
 
+def is_aside(name: str, container_id: str) -> bool:
+    """Whether the container is an old one updock renamed aside (`aside_name`): never one to
+    update (an update or a repair of the container it replaced deals with it)."""
+    base, sep, short = name.rpartition(".updock-old-")
+    return bool(sep and base) and len(short) == 12 and container_id.startswith(short)
+
+
 @dataclass(frozen=True)
 class Prepare:
     """Before anything changes: build the new container's configuration from the old one (by

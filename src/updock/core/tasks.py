@@ -25,7 +25,7 @@ from updock.core.model import (
     label_seconds,
 )
 from updock.core.policy import effective_labels, go_quote, lookup_policy
-from updock.core.recreate import COMPOSE_UNIT_PREFIX, CONTAINER_UNIT_PREFIX
+from updock.core.recreate import COMPOSE_UNIT_PREFIX, CONTAINER_UNIT_PREFIX, is_aside
 from updock.errors import (
     ContainerConfigError,
     ImageReferenceError,
@@ -173,7 +173,7 @@ def assemble_tasks(
     by_unit: dict[str, list[Task]] = {}
     errors: list[UpdockError] = []
     for container in containers:
-        if not container.running or container.is_infra:
+        if not container.running or container.is_infra or is_aside(container.name, container.id):
             continue
         try:
             task = _task_for(container, containers, authfile, watchtower)

@@ -13,7 +13,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from updock import defaults
@@ -402,9 +402,6 @@ class Podman:
         self._pull_timeout = pull_timeout
         self._images: dict[str, Image] = {}
         self._blueprints: dict[str, list[str]] = {}
-        # The containers this engine created (new ones, and followers' new ones: see
-        # `remove_container`).
-        self._created: set[str] = set()
         # Old containers whose removal waits for containers that still join them (see
         # `remove_container`).
         self._deferred: set[str] = set()
@@ -777,27 +774,36 @@ class Podman:
 
     def create_container(self, container_id: str, name: str) -> str:
         args = self._blueprints[container_id]
-        new_id = self._run("create", f"--name={name}", *args).strip().split()[-1]
-        self._created.add(new_id)
-        return new_id
+        return self._run("create", f"--name={name}", *args).strip().split()[-1]
 
     def start_container(self, container_id: str) -> None:
+        """Start it. One that joins another's network namespace starts only while that one
+        runs, as Docker does: podman would start that one first, and an old container renamed
+        aside (`core.recreate.aside_name`) must not run again behind updock's back."""
+        inspected = self._inspect_one(container_id)
+        mode = str((inspected.get("HostConfig") or {}).get("NetworkMode") or "")
+        if mode.startswith("container:"):
+            owner = self.find_container(mode.removeprefix("container:"))
+            if owner is None or not owner[2]:
+                what = owner[1] if owner is not None else mode.removeprefix("container:")[:12]
+                raise EngineError(
+                    f"container {container_id[:12]} joins the network namespace of container "
+                    f"{what}, which does not run"
+                )
         self._run("start", container_id)
 
     def remove_container(self, container_id: str, *, joiners: bool = False) -> None:
         """Remove it; nothing to do when it is gone.
 
         podman refuses to remove a container that others join (`--network container:<it>`).
-        Those that this engine created are removed first: the followers' new containers, which
-        a rollback removes anyway, and which must go before the new container they joined;
-        with `joiners`, every container that joins it (a repair's rollback: the killed run
-        created them, this engine did not).
+        With `joiners` (a rollback removes a new container), those that join it go first: the
+        followers' new containers, made after it, which the rollback removes anyway. Without,
+        no other container is ever removed: the removal waits (see below).
         """
         code, _out, err = self._exec("rm", "--force", "--ignore", container_id)
         if code != 0 and "dependent containers" in err:
-            candidates = set(self._created)
-            if joiners:  # podman names them: "has dependent containers ...: <id>[,<id>]"
-                candidates |= set(re.findall(r"\b[0-9a-f]{64}\b", err))
+            # podman names them: "has dependent containers which must be removed before it: <id>"
+            candidates = set(re.findall(r"\b[0-9a-f]{64}\b", err)) if joiners else set()
             for dependent in sorted(candidates - {container_id}):
                 if self._joins(dependent, container_id):
                     self._run("rm", "--force", "--ignore", dependent)
@@ -834,6 +840,34 @@ class Podman:
             EngineError(f"an old container was left: podman rm failed: {detail}")
             for detail in self._remove_deferred()
         ]
+
+    def remove_leftovers(self, journaled: Collection[str]) -> list[str]:
+        """Remove updock's own old containers that an update left aside: stopped, named
+        `<name>.updock-old-<the first 12 digits of its ID>` (`core.recreate.aside_name`), and
+        named by no journal entry (`journaled`: the IDs of the containers of unfinished
+        updates, which a repair needs). Such a one is left when a run was killed while it
+        waited for a container that joined it (see `remove_container`). One that others still
+        join stays (podman refuses: a later run removes it). Returns the names removed."""
+        code, out, _err = self._exec(
+            "ps", "-a", "--no-trunc", "--filter", "name=updock-old-", "--format", "json"
+        )
+        try:
+            listed = json.loads(out) if code == 0 and out.strip() else []
+        except json.JSONDecodeError:
+            return []
+        removed = []
+        for c in listed:
+            names = c.get("Names") or []
+            name, cid = (str(names[0]) if names else ""), str(c.get("Id", ""))
+            aside = re.fullmatch(r".+\.updock-old-([0-9a-f]{12})", name)
+            if aside is None or not cid.startswith(aside.group(1)) or cid in journaled:
+                continue
+            if c.get("State") == "running":
+                continue
+            # Not --force: a container that started meanwhile is never removed.
+            if self._exec("rm", "--ignore", cid)[0] == 0:
+                removed.append(name)
+        return removed
 
     def _joins(self, container_id: str, owner_id: str) -> bool:
         """Whether the container `container_id` joins the network namespace of `owner_id`."""
