@@ -321,18 +321,23 @@ def test_a_container_that_cannot_follow_rolls_the_recreated_one_back(lab: Lab) -
     assert names(lab) == ["app", "vpn"]
 
 
-def test_two_labelled_containers_in_one_namespace_are_both_updated(lab: Lab) -> None:
-    """vpn and app (in vpn's namespace) both have new images: vpn is recreated first, then app
-    on its own new image, joining the new vpn. podman refuses to remove vpn's old container
-    while the old app still joins it: it goes once the old app went, in the same run."""
-    vpn_image = lab.build_image(f"{lab.plain.host}/both/vpn:latest")
-    app_image = lab.build_image(f"{lab.plain.host}/both/app:latest")
+def both_with_new_images(lab: Lab, repo: str) -> None:
+    """`vpn` and `app` in vpn's network namespace, both labelled, and a new image of each."""
+    vpn_image = lab.build_image(f"{lab.plain.host}/{repo}/vpn:latest")
+    app_image = lab.build_image(f"{lab.plain.host}/{repo}/app:latest")
     loose(lab, "vpn", vpn_image)
     lab.pull(app_image)
     lab.podman("run", "-d", "--name", "app", "--label", POLICY, "--network", "container:vpn",
                app_image)  # fmt: skip
     lab.build_image(vpn_image)
     lab.build_image(app_image)
+
+
+def test_two_labelled_containers_in_one_namespace_are_both_updated(lab: Lab) -> None:
+    """vpn and app (in vpn's namespace) both have new images: vpn is recreated first, then app
+    on its own new image, joining the new vpn. podman refuses to remove vpn's old container
+    while the old app still joins it: it goes once the old app went, in the same run."""
+    both_with_new_images(lab, "both")
 
     res = updock(lab)
 
@@ -382,14 +387,7 @@ def test_an_old_container_left_aside_by_a_killed_run_is_removed_by_the_next(lab:
     """Killed once vpn's update was over but before app's (in vpn's namespace, with a new
     image of its own): vpn's old container, which podman could not remove while the old app
     joined it, is left aside; the next run repairs app, updates it, and removes that one."""
-    vpn_image = lab.build_image(f"{lab.plain.host}/sweep/vpn:latest")
-    app_image = lab.build_image(f"{lab.plain.host}/sweep/app:latest")
-    loose(lab, "vpn", vpn_image)
-    lab.pull(app_image)
-    lab.podman("run", "-d", "--name", "app", "--label", POLICY, "--network", "container:vpn",
-               app_image)  # fmt: skip
-    lab.build_image(vpn_image)
-    lab.build_image(app_image)
+    both_with_new_images(lab, "sweep")
 
     killed = lab.updock(
         "auto-update", "--settle-time", "1", env={"UPDOCK_TEST_CRASH_AT": "step-stopping:app"}
