@@ -442,7 +442,7 @@ def _honour_holds(
 
 def _remove_leftovers(engine: Engine, store: StateStore) -> None:
     """Old containers a killed run left aside after a finished update (podman: see
-    `Podman.remove_leftovers`), removed under the run's lock, after the repairs."""
+    `Podman.remove_leftovers`), removed under the run's lock once its updates are over."""
     sweep: Callable[[set[str]], list[str]] | None = getattr(engine, "remove_leftovers", None)
     if sweep is None:
         return
@@ -535,8 +535,6 @@ def _update(
     if not units:
         return []
     all_tasks = [t for tasks in units.values() for t in tasks]
-    if not options.dry_run and any(t.apply is Apply.RECREATE for t in all_tasks):
-        _remove_leftovers(engine, store)
     images = engine.images({t.container.image_id for t in all_tasks})
     if recorder is not None:
         recorder.know_images(images)
@@ -617,6 +615,8 @@ def _update(
     leftovers: Callable[[], list[EngineError]] | None = getattr(engine, "leftover_removals", None)
     if leftovers is not None:
         result.errors.extend(leftovers())
+    if not options.dry_run and any(t.apply is Apply.RECREATE for t in all_tasks):
+        _remove_leftovers(engine, store)
     if stop is not None and stop.requested:
         skipped = ", ".join(sorted(not_begun)) or "none"
         result.errors.append(stop.error(f"units not begun: {skipped}"))

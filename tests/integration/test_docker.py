@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.follow_crashes import FOLLOW_CRASHES
+from tests.integration.recreated import FOLLOW_CRASHES, same_configuration
 from updock.core.reference import previous_tag
 from updock.testing.docker_lab import DockerLab
 from updock.testing.lab import DIES_AFTER_SECONDS, HEALTH_ARGS, ImageKind
@@ -193,16 +193,6 @@ def comparable(inspected: Any) -> Any:
         }
     c["Ports"] = settings.get("Ports")
     return c
-
-
-def same_configuration(old: Any, new: Any) -> None:
-    """Two `comparable` configurations are equal: item by item, for a readable failure."""
-    assert sorted(new) == sorted(old)
-    for key in sorted(old):
-        if isinstance(old[key], dict):
-            for sub in sorted(set(old[key]) | set(new[key])):
-                assert (key, sub, new[key].get(sub)) == (key, sub, old[key].get(sub))
-        assert (key, new[key]) == (key, old[key])
 
 
 def test_recreating_keeps_every_setting_and_takes_the_new_images_defaults(

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.follow_crashes import FOLLOW_CRASHES
+from tests.integration.recreated import FOLLOW_CRASHES, same_configuration
 from updock.testing.lab import DIES_AFTER_SECONDS, HEALTH_ARGS, ImageKind, Lab
 
 pytestmark = pytest.mark.lab
@@ -187,16 +187,6 @@ def comparable(inspected: Any) -> Any:
     c["Config"]["Annotations"].pop("io.kubernetes.cri-o.Created", None)
     c["Config"]["Env"] = sorted(c["Config"]["Env"])  # in no fixed order (a Go map's)
     return c
-
-
-def same_configuration(old: Any, new: Any) -> None:
-    """Two `comparable` configurations are equal: item by item, for a readable failure."""
-    assert sorted(new) == sorted(old)
-    for key in sorted(old):
-        if isinstance(old[key], dict):
-            for sub in sorted(set(old[key]) | set(new[key])):
-                assert (key, sub, new[key].get(sub)) == (key, sub, old[key].get(sub))
-        assert (key, new[key]) == (key, old[key])
 
 
 def test_a_container_without_an_update_follows_the_recreated_one_into_its_namespace(

@@ -18,6 +18,7 @@ from typing import Any
 
 from updock import defaults
 from updock.core.model import LABEL_UNIT, Container, ContainerState, Image
+from updock.core.recreate import is_aside
 from updock.core.reference import ImageReference, parse_image_name
 from updock.errors import EngineError
 from updock.prefetch import PS_ARGS, take_listing, wants_update
@@ -146,6 +147,13 @@ def _container(
     )
 
 
+def _joined(inspected: Mapping[str, Any]) -> str:
+    """The container (ID or name, as podman shows it) whose network namespace the inspected one
+    joins (`--network container:<x>`), or ""."""
+    mode = str((inspected.get("HostConfig") or {}).get("NetworkMode") or "")
+    return mode.removeprefix("container:") if mode.startswith("container:") else ""
+
+
 def _network_of(inspected: Mapping[str, Any], names: Mapping[str, str]) -> str:
     """The container whose network namespace the inspected one joins (`--network
     container:<x>`), by name (by ID when no such container is listed), or "".
@@ -157,10 +165,7 @@ def _network_of(inspected: Mapping[str, Any], names: Mapping[str, str]) -> str:
         LABEL_UNIT
     ):
         return ""
-    mode = str((inspected.get("HostConfig") or {}).get("NetworkMode") or "")
-    if not mode.startswith("container:"):
-        return ""
-    target = mode.removeprefix("container:")
+    target = _joined(inspected)
     return names.get(target, target)
 
 
@@ -780,12 +785,11 @@ class Podman:
         """Start it. One that joins another's network namespace starts only while that one
         runs, as Docker does: podman would start that one first, and an old container renamed
         aside (`core.recreate.aside_name`) must not run again behind updock's back."""
-        inspected = self._inspect_one(container_id)
-        mode = str((inspected.get("HostConfig") or {}).get("NetworkMode") or "")
-        if mode.startswith("container:"):
-            owner = self.find_container(mode.removeprefix("container:"))
+        joined = _joined(self._inspect_one(container_id))
+        if joined:
+            owner = self.find_container(joined)
             if owner is None or not owner[2]:
-                what = owner[1] if owner is not None else mode.removeprefix("container:")[:12]
+                what = owner[1] if owner is not None else joined[:12]
                 raise EngineError(
                     f"container {container_id[:12]} joins the network namespace of container "
                     f"{what}, which does not run"
@@ -859,10 +863,7 @@ class Podman:
         for c in listed:
             names = c.get("Names") or []
             name, cid = (str(names[0]) if names else ""), str(c.get("Id", ""))
-            aside = re.fullmatch(r".+\.updock-old-([0-9a-f]{12})", name)
-            if aside is None or not cid.startswith(aside.group(1)) or cid in journaled:
-                continue
-            if c.get("State") == "running":
+            if not is_aside(name, cid) or cid in journaled or c.get("State") == "running":
                 continue
             # Not --force: a container that started meanwhile is never removed.
             if self._exec("rm", "--ignore", cid)[0] == 0:
@@ -872,11 +873,9 @@ class Podman:
     def _joins(self, container_id: str, owner_id: str) -> bool:
         """Whether the container `container_id` joins the network namespace of `owner_id`."""
         try:
-            inspected = self._inspect_one(container_id)
+            return _joined(self._inspect_one(container_id)) == owner_id
         except EngineError:
             return False
-        mode = str((inspected.get("HostConfig") or {}).get("NetworkMode") or "")
-        return mode == f"container:{owner_id}"
 
     def find_container(self, name_or_id: str) -> tuple[str, str, bool] | None:
         try:
